@@ -1,0 +1,301 @@
+//! Every op at first and second order against central differences, over random shapes and values,
+//! plus properties of the sweep that need no finite differences.
+
+use ndarray::{array, Array2};
+use proptest::prelude::*;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use reveal_tape::check::{gradcheck, gradgradcheck, randn, Mismatch};
+use reveal_tape::{grad, sigmoid, Tape, Var};
+
+/// A matrix of the given shape with entries in [-2, 2].
+fn mat(rows: usize, cols: usize) -> impl Strategy<Value = Array2<f64>> {
+    prop::collection::vec(-2.0f64..2.0, rows * cols)
+        .prop_map(move |v| Array2::from_shape_vec((rows, cols), v).unwrap())
+}
+
+fn side() -> impl Strategy<Value = usize> {
+    1usize..=5
+}
+
+/// One matrix of a random shape.
+fn one() -> impl Strategy<Value = Array2<f64>> {
+    (side(), side()).prop_flat_map(|(r, c)| mat(r, c))
+}
+
+/// Two matrices of the same random shape.
+fn two() -> impl Strategy<Value = (Array2<f64>, Array2<f64>)> {
+    (side(), side()).prop_flat_map(|(r, c)| (mat(r, c), mat(r, c)))
+}
+
+/// Runs gradcheck and gradgradcheck of a function of several inputs.
+fn both<F>(f: F, inputs: &[Array2<f64>]) -> Result<(), Mismatch>
+where
+    F: for<'t> Fn(&'t Tape<f64>, &[Var<'t, f64>]) -> Vec<Var<'t, f64>> + Clone,
+{
+    gradcheck(f.clone(), inputs, 1)?;
+    gradgradcheck(f, inputs, 2)
+}
+
+/// Shorthand for the check of one op, with a readable failure.
+macro_rules! check_op {
+    ($inputs:expr, |$v:ident| $body:expr) => {{
+        let r = both(|_t, $v| vec![$body], &$inputs);
+        prop_assert!(r.is_ok(), "{}", r.unwrap_err());
+    }};
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn add((a, b) in two()) { check_op!([a, b], |v| v[0] + v[1]); }
+
+    #[test]
+    fn sub((a, b) in two()) { check_op!([a, b], |v| v[0] - v[1]); }
+
+    #[test]
+    fn mul((a, b) in two()) { check_op!([a, b], |v| v[0] * v[1]); }
+
+    #[test]
+    fn scale_offset_neg(a in one(), c in -3.0f64..3.0) {
+        check_op!([a.clone()], |v| v[0].scale(c));
+        check_op!([a.clone()], |v| v[0].offset(c));
+        check_op!([a], |v| -v[0]);
+    }
+
+    #[test]
+    fn matmul_all_transposes(m in side(), k in side(), n in side(), seed in any::<u64>()) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            let a = randn(if ta { (k, m) } else { (m, k) }, &mut rng);
+            let b = randn(if tb { (n, k) } else { (k, n) }, &mut rng);
+            check_op!([a, b], |v| v[0].matmul_t(v[1], ta, tb));
+        }
+    }
+
+    #[test]
+    fn transpose(a in one()) { check_op!([a], |v| v[0].t()); }
+
+    #[test]
+    fn broadcasts(r in side(), c in side(), n in side(), seed in any::<u64>()) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        check_op!([randn((1, c), &mut rng)], |v| v[0].broadcast_rows(n));
+        check_op!([randn((r, 1), &mut rng)], |v| v[0].broadcast_cols(n));
+        check_op!([randn((1, 1), &mut rng)], |v| v[0].broadcast_scalar(r, c));
+    }
+
+    #[test]
+    fn sums(a in one()) {
+        check_op!([a.clone()], |v| v[0].sum());
+        check_op!([a.clone()], |v| v[0].sum_rows());
+        check_op!([a], |v| v[0].sum_cols());
+    }
+
+    #[test]
+    fn relu((r, c) in (side(), side()), seed in any::<u64>()) {
+        let a = kinkless(r, c, seed);
+        check_op!([a], |v| v[0].relu());
+    }
+
+    #[test]
+    fn sigmoid_softplus(a in one()) {
+        check_op!([a.clone()], |v| v[0].sigmoid());
+        check_op!([a], |v| v[0].softplus());
+    }
+
+    /// Products make the second-order terms of relu nontrivial: (relu(a) ⊙ b)
+    #[test]
+    fn relu_in_product((r, c) in (side(), side()), b in mat(5, 5), seed in any::<u64>()) {
+        let a = kinkless(r, c, seed);
+        let b = b.slice(ndarray::s![..r, ..c]).to_owned();
+        check_op!([a, b], |v| v[0].relu() * v[1] * v[1]);
+    }
+
+    /// The modified ReLU, check (a) of DESIGN.md §2: its forward value is relu(z) exactly and the
+    /// gradient of Σ r⊙mrelu(z) is exactly r⊙σ(αz); that rule is differentiable and its own
+    /// derivative, α·σ·(1−σ), passes gradcheck (in z and in r).
+    #[test]
+    fn mrelu((r, c) in (side(), side()), up in mat(5, 5), alpha in 0.5f64..30.0, seed in any::<u64>()) {
+        let z = kinkless(r, c, seed);
+        let up = up.slice(ndarray::s![..r, ..c]).to_owned();
+        let tape = Tape::new();
+        let zv = tape.var(z.clone());
+        let y = zv.mrelu(alpha);
+        prop_assert_eq!(&*y.value(), &z.mapv(|t| t.max(0.0)));
+        let g = grad((y * tape.constant(up.clone())).sum(), &[zv], false)[0];
+        let expected = &up * &z.mapv(|t| sigmoid(alpha * t));
+        prop_assert_eq!(&*g.value(), &expected);
+
+        let rule = gradcheck(
+            |_t, v| vec![grad((v[0].mrelu(alpha) * v[1]).sum(), &[v[0]], true)[0]],
+            &[z, up],
+            3,
+        );
+        prop_assert!(rule.is_ok(), "{}", rule.unwrap_err());
+    }
+
+    /// Accumulation into a node used twice: ∂(x⊙x)/∂x = 2x, with no finite differences.
+    #[test]
+    fn square_gives_two_x(a in one()) {
+        let tape = Tape::new();
+        let x = tape.var(a.clone());
+        let g = grad((x * x).sum(), &[x], false)[0];
+        prop_assert_eq!(&*g.value(), &(&a * 2.0));
+    }
+
+    /// ∂/∂a Σ a⊙b = b exactly.
+    #[test]
+    fn grad_of_inner_product_is_other((a, b) in two()) {
+        let tape = Tape::new();
+        let (x, y) = (tape.var(a), tape.var(b.clone()));
+        let g = grad((x * y).sum(), &[x], false)[0];
+        prop_assert_eq!(&*g.value(), &b);
+    }
+
+    /// Hessian symmetry through double backward: uᵀ(Hv) = vᵀ(Hu) for a smooth scalar function.
+    #[test]
+    fn hessian_is_symmetric(n in side(), k in side(), seed in any::<u64>()) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let (w, x0) = (randn((k, n), &mut rng), randn((n, 1), &mut rng));
+        let (u, v) = (randn((n, 1), &mut rng), randn((n, 1), &mut rng));
+        let hvp = |dir: &Array2<f64>| {
+            let tape = Tape::new();
+            let x = tape.var(x0.clone());
+            let f = (tape.constant(w.clone()).matmul(x).softplus() * x.sum().broadcast_scalar(k, 1)).sum();
+            let g = grad(f, &[x], true)[0];
+            let h = grad((g * tape.constant(dir.clone())).sum(), &[x], false)[0];
+            let out = (*h.value()).clone();
+            out
+        };
+        let (hu, hv) = (hvp(&u), hvp(&v));
+        let (uhv, vhu) = ((&u * &hv).sum(), (&v * &hu).sum());
+        prop_assert!((uhv - vhu).abs() <= 1e-12 * (1.0 + uhv.abs()), "uᵀHv {uhv} vs vᵀHu {vhu}");
+    }
+}
+
+/// A matrix away from the kink, from a seed.
+fn kinkless(r: usize, c: usize, seed: u64) -> Array2<f64> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    randn((r, c), &mut rng).mapv(|t| if t.abs() < 0.1 { t.signum() * 0.1 + t } else { t })
+}
+
+#[test]
+fn kinkless_is_off_kink() {
+    for seed in 0..20 {
+        assert!(kinkless(5, 5, seed).iter().all(|t| t.abs() >= 0.1));
+    }
+}
+
+#[test]
+fn softplus_never_overflows_in_f32() {
+    let tape = Tape::<f32>::new();
+    let x = tape.var(array![[-1000.0f32, -100.0, 0.0, 100.0, 1000.0]]);
+    let y = x.softplus();
+    let v = y.value();
+    assert!(v.iter().all(|t| t.is_finite()), "{v:?}");
+    assert_eq!(v[[0, 4]], 1000.0);
+    assert_eq!(v[[0, 0]], 0.0);
+    assert!((v[[0, 2]] - std::f32::consts::LN_2).abs() < 1e-7);
+    let s = x.sigmoid();
+    let s = s.value();
+    assert!(s.iter().all(|t| t.is_finite() && (0.0..=1.0).contains(t)), "{s:?}");
+    assert_eq!((s[[0, 2]], s[[0, 4]]), (0.5, 1.0));
+}
+
+#[test]
+#[should_panic(expected = "grad: y must be [1, 1], got (2, 3)")]
+fn grad_of_non_scalar_panics_with_shape() {
+    let tape = Tape::<f64>::new();
+    let x = tape.var(Array2::zeros((2, 3)));
+    let _ = grad(x.relu(), &[x], false);
+}
+
+#[test]
+#[should_panic(expected = "shapes (2, 3) and (3, 2) differ")]
+fn shape_mismatch_names_both_shapes() {
+    let tape = Tape::<f64>::new();
+    let _ = tape.var(Array2::zeros((2, 3))) + tape.var(Array2::zeros((3, 2)));
+}
+
+#[test]
+fn unconnected_input_gets_zero_gradient() {
+    let tape = Tape::<f64>::new();
+    let x = tape.var(array![[1.0, 2.0]]);
+    let z = tape.var(array![[3.0], [4.0], [5.0]]);
+    let g = grad((x * x).sum(), &[x, z], false);
+    assert_eq!(*g[1].value(), Array2::<f64>::zeros((3, 1)));
+}
+
+/// The sweep visits only nodes on a path from x to y: a large branch that does not depend on x
+/// adds no backward nodes.
+#[test]
+fn sweep_skips_nodes_off_the_path() {
+    let count = |with_branch: bool| {
+        let tape = Tape::<f64>::new();
+        let x = tape.var(array![[1.0, -2.0]]);
+        let c = tape.var(array![[0.5, 0.25]]);
+        let mut y = (x * c).softplus().sum();
+        if with_branch {
+            let mut b = c;
+            for _ in 0..10 {
+                b = (b.sigmoid() * c).softplus();
+            }
+            y = y + b.sum();
+        }
+        let before = tape.len();
+        let g = grad(y, &[x], true)[0];
+        let g = (*g.value()).clone();
+        (tape.len() - before, g)
+    };
+    let (plain, g_plain) = count(false);
+    let (branched, g_branched) = count(true);
+    assert_eq!(g_plain, g_branched);
+    // The branch adds exactly one backward node: the accumulation `+` at y's sum is not even
+    // needed, only the Add rule handing g on to the x side.
+    assert!(branched <= plain + 1, "plain {plain} nodes, with branch {branched}");
+}
+
+/// Without create_graph the sweep leaves only the returned constants on the tape.
+#[test]
+fn no_create_graph_leaves_only_results() {
+    let tape = Tape::<f64>::new();
+    let x = tape.var(array![[1.0, -2.0], [0.5, 3.0]]);
+    let w = tape.var(array![[0.3, -0.7], [1.1, 0.2]]);
+    let y = x.matmul(w).sigmoid().sum();
+    let before = tape.len();
+    let g = grad(y, &[x, w], false);
+    assert_eq!(tape.len(), before + 2);
+    assert_eq!(g[0].shape(), (2, 2));
+}
+
+/// A gradient wrt an intermediate node, and a total derivative when one x depends on another.
+#[test]
+fn gradient_wrt_intermediate_and_nested_inputs() {
+    let tape = Tape::<f64>::new();
+    let x = tape.var(array![[2.0]]);
+    let u = x * x; // u = x²
+    let y = (u * x).sum(); // y = x³ = u·x
+    let g = grad(y, &[u, x], false);
+    assert_eq!(g[0].item(), 2.0); // ∂y/∂u = x
+    assert_eq!(g[1].item(), 12.0); // dy/dx = 3x² (total)
+}
+
+/// A wrong rule is caught: the checker must reject a deliberately wrong gradient.
+#[test]
+fn gradcheck_rejects_a_wrong_derivative() {
+    // f(x) = softplus(x) recorded as a sigmoid of a constant copy: the value is the same at
+    // x0 but the tape's gradient is zero, the truth is σ(x).
+    let x0 = array![[0.3, -1.2]];
+    let r = gradcheck(
+        |t, v| {
+            let detached = t.constant(v[0].value().clone());
+            vec![detached.softplus() + (v[0] - v[0])]
+        },
+        &[x0],
+        5,
+    );
+    let m = r.expect_err("a zero gradient for softplus must fail the check");
+    assert_eq!(m.analytic, 0.0);
+    assert!(m.numeric.abs() > 1e-3, "{m}");
+}
