@@ -1,1 +1,12 @@
+//! # reveal-nn
+//!
+//! The homogeneous ReLU MLP that `reveal` trains and reconstructs from:
+//! f(x) = w3 · relu(W2 · relu(W1 x + b1)) by default (bias only in the first layer), its
+//! reference initialisation, its forward pass on the tape and without it, and its safetensors
+//! files with PyTorch's parameter names.
 
+pub mod files;
+pub mod mlp;
+
+pub use files::{load_model, save_model, write_atomic, ModelFile};
+pub use mlp::{forward, Activation, Mlp};

@@ -65,7 +65,6 @@ impl fmt::Display for Mismatch {
 
 impl std::error::Error for Mismatch {}
 
-
 /// Standard-normal matrix from a seeded generator.
 pub fn randn(shape: (usize, usize), rng: &mut ChaCha8Rng) -> Array2<f64> {
     Array2::from_shape_simple_fn(shape, || StandardNormal.sample(rng))
@@ -80,7 +79,13 @@ fn contracted<'t, F: Function>(
 ) -> (Vec<Var<'t, f64>>, Var<'t, f64>) {
     let xs: Vec<_> = inputs.iter().map(|x| tape.var(x.clone())).collect();
     let outs = f(tape, &xs);
-    assert_eq!(outs.len(), r.len(), "function returned {} outputs, expected {}", outs.len(), r.len());
+    assert_eq!(
+        outs.len(),
+        r.len(),
+        "function returned {} outputs, expected {}",
+        outs.len(),
+        r.len()
+    );
     let mut s = tape.scalar(0.0);
     for (out, rk) in outs.into_iter().zip(r) {
         s = s + (out * tape.constant(rk.clone())).sum();
@@ -114,7 +119,10 @@ where
     F: for<'t> Fn(&'t Tape<f64>, &[Var<'t, f64>]) -> Vec<Var<'t, f64>>,
 {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let r: Vec<_> = output_shapes(&f, inputs).into_iter().map(|s| randn(s, &mut rng)).collect();
+    let r: Vec<_> = output_shapes(&f, inputs)
+        .into_iter()
+        .map(|s| randn(s, &mut rng))
+        .collect();
 
     let tape = Tape::new();
     let (xs, s) = contracted(&tape, &f, inputs, &r);
@@ -161,7 +169,11 @@ where
     let n = inputs.len();
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15);
     let mut all = inputs.to_vec();
-    all.extend(output_shapes(&f, inputs).into_iter().map(|s| randn(s, &mut rng)));
+    all.extend(
+        output_shapes(&f, inputs)
+            .into_iter()
+            .map(|s| randn(s, &mut rng)),
+    );
     gradcheck(
         move |tape, v| {
             let (xs, r) = v.split_at(n);

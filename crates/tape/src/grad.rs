@@ -17,11 +17,23 @@ use crate::tape::Var;
 ///
 /// # Panics
 /// If `y` is not 1×1 or the variables live on different tapes.
-pub fn grad<'t, T: Scalar>(y: Var<'t, T>, xs: &[Var<'t, T>], create_graph: bool) -> Vec<Var<'t, T>> {
+pub fn grad<'t, T: Scalar>(
+    y: Var<'t, T>,
+    xs: &[Var<'t, T>],
+    create_graph: bool,
+) -> Vec<Var<'t, T>> {
     let tape = y.tape();
-    assert_eq!(y.shape(), (1, 1), "grad: y must be [1, 1], got {:?}", y.shape());
+    assert_eq!(
+        y.shape(),
+        (1, 1),
+        "grad: y must be [1, 1], got {:?}",
+        y.shape()
+    );
     for x in xs {
-        assert!(std::ptr::eq(x.tape(), tape), "grad: x and y live on different tapes");
+        assert!(
+            std::ptr::eq(x.tape(), tape),
+            "grad: x and y live on different tapes"
+        );
     }
     let mark = tape.len();
     let n = y.id() + 1;

@@ -12,7 +12,7 @@ pub trait Scalar:
     /// Converts from `f64` (rounding for `f32`).
     fn from_f64(v: f64) -> Self;
     /// Widens to `f64`.
-    fn to_f64(self) -> f64;
+    fn as_f64(self) -> f64;
     /// Short name for messages and file metadata: `"f32"` or `"f64"`.
     const NAME: &'static str;
 }
@@ -21,7 +21,7 @@ impl Scalar for f32 {
     fn from_f64(v: f64) -> Self {
         v as f32
     }
-    fn to_f64(self) -> f64 {
+    fn as_f64(self) -> f64 {
         self as f64
     }
     const NAME: &'static str = "f32";
@@ -31,7 +31,7 @@ impl Scalar for f64 {
     fn from_f64(v: f64) -> Self {
         v
     }
-    fn to_f64(self) -> f64 {
+    fn as_f64(self) -> f64 {
         self
     }
     const NAME: &'static str = "f64";

@@ -30,7 +30,12 @@ pub(crate) enum Op<T> {
     /// y = a + c for a constant c
     Offset(usize, T),
     /// y = op(a)·op(b) where op transposes when the flag is set (no copy is made)
-    MatMul { a: usize, b: usize, ta: bool, tb: bool },
+    MatMul {
+        a: usize,
+        b: usize,
+        ta: bool,
+        tb: bool,
+    },
     /// y = aᵀ
     Transpose(usize),
     /// [1,c] → [n,c]: the row repeated n times
@@ -62,9 +67,19 @@ impl<T> Op<T> {
         match *self {
             Leaf => [None, None],
             Add(a, b) | Sub(a, b) | Mul(a, b) | MatMul { a, b, .. } => [Some(a), Some(b)],
-            Scale(a, _) | Offset(a, _) | Transpose(a) | BroadcastRows(a) | BroadcastCols(a)
-            | BroadcastScalar(a) | SumAll(a) | SumRows(a) | SumCols(a) | Relu(a) | Sigmoid(a)
-            | Softplus(a) | MRelu(a, _) => [Some(a), None],
+            Scale(a, _)
+            | Offset(a, _)
+            | Transpose(a)
+            | BroadcastRows(a)
+            | BroadcastCols(a)
+            | BroadcastScalar(a)
+            | SumAll(a)
+            | SumRows(a)
+            | SumCols(a)
+            | Relu(a)
+            | Sigmoid(a)
+            | Softplus(a)
+            | MRelu(a, _) => [Some(a), None],
         }
     }
 }
@@ -147,7 +162,6 @@ impl<T: Scalar> Tape<T> {
         self.nodes.borrow_mut().truncate(len);
     }
 
-
     /// The backward rule of node `id`: given its upstream gradient `g`, the contribution to each
     /// operand for which `wanted(operand)` holds, as `(operand, ∂operand)`.
     ///
@@ -229,7 +243,9 @@ impl<T: Scalar> Tape<T> {
             Op::SumCols(a) => give(a, &|| g.broadcast_cols(v(a).shape().1)),
             // y = relu(a);  ∂a = g ⊙ 1[a>0], the step entering as a constant
             Op::Relu(a) => give(a, &|| {
-                let step = v(a).value().mapv(|t| if t > T::zero() { T::one() } else { T::zero() });
+                let step = v(a)
+                    .value()
+                    .mapv(|t| if t > T::zero() { T::one() } else { T::zero() });
                 g * self.constant(step)
             }),
             // y = σ(a);  ∂a = g ⊙ (y − y⊙y)
@@ -281,7 +297,12 @@ impl<'t, T: Scalar> Var<'t, T> {
     /// The single element of a 1×1 value.
     pub fn item(&self) -> T {
         let v = self.value();
-        assert_eq!(v.dim(), (1, 1), "item: value has shape {:?}, not [1, 1]", v.dim());
+        assert_eq!(
+            v.dim(),
+            (1, 1),
+            "item: value has shape {:?}, not [1, 1]",
+            v.dim()
+        );
         v[[0, 0]]
     }
 
@@ -311,21 +332,6 @@ impl<'t, T: Scalar> Var<'t, T> {
     fn map(self, op: Op<T>, f: impl Fn(T) -> T) -> Var<'t, T> {
         let value = self.value().mapv(f);
         self.tape.push(op, value)
-    }
-
-    /// y = a + b (equal shapes)
-    pub fn add(self, b: Var<'t, T>) -> Var<'t, T> {
-        self.zip(b, Op::Add(self.id, b.id), |x, y| x + y)
-    }
-
-    /// y = a − b (equal shapes)
-    pub fn sub(self, b: Var<'t, T>) -> Var<'t, T> {
-        self.zip(b, Op::Sub(self.id, b.id), |x, y| x - y)
-    }
-
-    /// y = a ⊙ b (elementwise, equal shapes)
-    pub fn mul(self, b: Var<'t, T>) -> Var<'t, T> {
-        self.zip(b, Op::Mul(self.id, b.id), |x, y| x * y)
     }
 
     /// y = c·a
@@ -374,7 +380,12 @@ impl<'t, T: Scalar> Var<'t, T> {
     pub fn broadcast_rows(self, n: usize) -> Var<'t, T> {
         let value = {
             let a = self.value();
-            assert_eq!(a.nrows(), 1, "broadcast_rows: shape {:?} is not [1, c]", a.dim());
+            assert_eq!(
+                a.nrows(),
+                1,
+                "broadcast_rows: shape {:?} is not [1, c]",
+                a.dim()
+            );
             a.broadcast((n, a.ncols())).expect("checked").to_owned()
         };
         self.tape.push(Op::BroadcastRows(self.id), value)
@@ -384,7 +395,12 @@ impl<'t, T: Scalar> Var<'t, T> {
     pub fn broadcast_cols(self, n: usize) -> Var<'t, T> {
         let value = {
             let a = self.value();
-            assert_eq!(a.ncols(), 1, "broadcast_cols: shape {:?} is not [r, 1]", a.dim());
+            assert_eq!(
+                a.ncols(),
+                1,
+                "broadcast_cols: shape {:?} is not [r, 1]",
+                a.dim()
+            );
             a.broadcast((a.nrows(), n)).expect("checked").to_owned()
         };
         self.tape.push(Op::BroadcastCols(self.id), value)
@@ -447,25 +463,25 @@ impl<'t, T: Scalar> Var<'t, T> {
 
 impl<'t, T: Scalar> std::ops::Add for Var<'t, T> {
     type Output = Var<'t, T>;
-    /// y = a + b
+    /// y = a + b (equal shapes)
     fn add(self, b: Self) -> Self {
-        Var::add(self, b)
+        self.zip(b, Op::Add(self.id, b.id), |x, y| x + y)
     }
 }
 
 impl<'t, T: Scalar> std::ops::Sub for Var<'t, T> {
     type Output = Var<'t, T>;
-    /// y = a − b
+    /// y = a − b (equal shapes)
     fn sub(self, b: Self) -> Self {
-        Var::sub(self, b)
+        self.zip(b, Op::Sub(self.id, b.id), |x, y| x - y)
     }
 }
 
 impl<'t, T: Scalar> std::ops::Mul for Var<'t, T> {
     type Output = Var<'t, T>;
-    /// y = a ⊙ b
+    /// y = a ⊙ b (elementwise, equal shapes)
     fn mul(self, b: Self) -> Self {
-        Var::mul(self, b)
+        self.zip(b, Op::Mul(self.id, b.id), |x, y| x * y)
     }
 }
 

@@ -39,8 +39,9 @@ where
 
 /// Shorthand for the check of one op, with a readable failure.
 macro_rules! check_op {
-    ($inputs:expr, |$v:ident| $body:expr) => {{
-        let r = both(|_t, $v| vec![$body], &$inputs);
+    ($($input:expr),+; |$v:ident| $body:expr) => {{
+        let inputs = vec![$($input.clone()),+];
+        let r = both(|_t, $v| vec![$body], &inputs);
         prop_assert!(r.is_ok(), "{}", r.unwrap_err());
     }};
 }
@@ -49,19 +50,19 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
     #[test]
-    fn add((a, b) in two()) { check_op!([a, b], |v| v[0] + v[1]); }
+    fn add((a, b) in two()) { check_op!(a, b; |v| v[0] + v[1]); }
 
     #[test]
-    fn sub((a, b) in two()) { check_op!([a, b], |v| v[0] - v[1]); }
+    fn sub((a, b) in two()) { check_op!(a, b; |v| v[0] - v[1]); }
 
     #[test]
-    fn mul((a, b) in two()) { check_op!([a, b], |v| v[0] * v[1]); }
+    fn mul((a, b) in two()) { check_op!(a, b; |v| v[0] * v[1]); }
 
     #[test]
     fn scale_offset_neg(a in one(), c in -3.0f64..3.0) {
-        check_op!([a.clone()], |v| v[0].scale(c));
-        check_op!([a.clone()], |v| v[0].offset(c));
-        check_op!([a], |v| -v[0]);
+        check_op!(a; |v| v[0].scale(c));
+        check_op!(a; |v| v[0].offset(c));
+        check_op!(a; |v| -v[0]);
     }
 
     #[test]
@@ -70,38 +71,38 @@ proptest! {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
             let a = randn(if ta { (k, m) } else { (m, k) }, &mut rng);
             let b = randn(if tb { (n, k) } else { (k, n) }, &mut rng);
-            check_op!([a, b], |v| v[0].matmul_t(v[1], ta, tb));
+            check_op!(a, b; |v| v[0].matmul_t(v[1], ta, tb));
         }
     }
 
     #[test]
-    fn transpose(a in one()) { check_op!([a], |v| v[0].t()); }
+    fn transpose(a in one()) { check_op!(a; |v| v[0].t()); }
 
     #[test]
     fn broadcasts(r in side(), c in side(), n in side(), seed in any::<u64>()) {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        check_op!([randn((1, c), &mut rng)], |v| v[0].broadcast_rows(n));
-        check_op!([randn((r, 1), &mut rng)], |v| v[0].broadcast_cols(n));
-        check_op!([randn((1, 1), &mut rng)], |v| v[0].broadcast_scalar(r, c));
+        check_op!(randn((1, c), &mut rng); |v| v[0].broadcast_rows(n));
+        check_op!(randn((r, 1), &mut rng); |v| v[0].broadcast_cols(n));
+        check_op!(randn((1, 1), &mut rng); |v| v[0].broadcast_scalar(r, c));
     }
 
     #[test]
     fn sums(a in one()) {
-        check_op!([a.clone()], |v| v[0].sum());
-        check_op!([a.clone()], |v| v[0].sum_rows());
-        check_op!([a], |v| v[0].sum_cols());
+        check_op!(a; |v| v[0].sum());
+        check_op!(a; |v| v[0].sum_rows());
+        check_op!(a; |v| v[0].sum_cols());
     }
 
     #[test]
     fn relu((r, c) in (side(), side()), seed in any::<u64>()) {
         let a = kinkless(r, c, seed);
-        check_op!([a], |v| v[0].relu());
+        check_op!(a; |v| v[0].relu());
     }
 
     #[test]
     fn sigmoid_softplus(a in one()) {
-        check_op!([a.clone()], |v| v[0].sigmoid());
-        check_op!([a], |v| v[0].softplus());
+        check_op!(a; |v| v[0].sigmoid());
+        check_op!(a; |v| v[0].softplus());
     }
 
     /// Products make the second-order terms of relu nontrivial: (relu(a) ⊙ b)
@@ -109,7 +110,7 @@ proptest! {
     fn relu_in_product((r, c) in (side(), side()), b in mat(5, 5), seed in any::<u64>()) {
         let a = kinkless(r, c, seed);
         let b = b.slice(ndarray::s![..r, ..c]).to_owned();
-        check_op!([a, b], |v| v[0].relu() * v[1] * v[1]);
+        check_op!(a, b; |v| v[0].relu() * v[1] * v[1]);
     }
 
     /// The modified ReLU, check (a) of DESIGN.md §2: its forward value is relu(z) exactly and the
@@ -165,6 +166,7 @@ proptest! {
             let f = (tape.constant(w.clone()).matmul(x).softplus() * x.sum().broadcast_scalar(k, 1)).sum();
             let g = grad(f, &[x], true)[0];
             let h = grad((g * tape.constant(dir.clone())).sum(), &[x], false)[0];
+            #[allow(clippy::let_and_return)] // the value must be copied out before the tape drops
             let out = (*h.value()).clone();
             out
         };
@@ -177,7 +179,13 @@ proptest! {
 /// A matrix away from the kink, from a seed.
 fn kinkless(r: usize, c: usize, seed: u64) -> Array2<f64> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    randn((r, c), &mut rng).mapv(|t| if t.abs() < 0.1 { t.signum() * 0.1 + t } else { t })
+    randn((r, c), &mut rng).mapv(|t| {
+        if t.abs() < 0.1 {
+            t.signum() * 0.1 + t
+        } else {
+            t
+        }
+    })
 }
 
 #[test]
@@ -199,7 +207,10 @@ fn softplus_never_overflows_in_f32() {
     assert!((v[[0, 2]] - std::f32::consts::LN_2).abs() < 1e-7);
     let s = x.sigmoid();
     let s = s.value();
-    assert!(s.iter().all(|t| t.is_finite() && (0.0..=1.0).contains(t)), "{s:?}");
+    assert!(
+        s.iter().all(|t| t.is_finite() && (0.0..=1.0).contains(t)),
+        "{s:?}"
+    );
     assert_eq!((s[[0, 2]], s[[0, 4]]), (0.5, 1.0));
 }
 
@@ -253,7 +264,10 @@ fn sweep_skips_nodes_off_the_path() {
     assert_eq!(g_plain, g_branched);
     // The branch adds exactly one backward node: the accumulation `+` at y's sum is not even
     // needed, only the Add rule handing g on to the x side.
-    assert!(branched <= plain + 1, "plain {plain} nodes, with branch {branched}");
+    assert!(
+        branched <= plain + 1,
+        "plain {plain} nodes, with branch {branched}"
+    );
 }
 
 /// Without create_graph the sweep leaves only the returned constants on the tape.

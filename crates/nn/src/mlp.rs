@@ -1,0 +1,157 @@
+//! The homogeneous ReLU MLP: f(x) = w_L · relu(W_{L−1} ··· relu(W1 x + b1)).
+//!
+//! Bias only in the first layer, so f is homogeneous in its parameters: f(cθ) = c^L f(θ)
+//! for L weight layers (c³ for the default d-h-h-1 net).
+
+use ndarray::{Array2, ArrayView2};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+use reveal_tape::{Scalar, Tape, Var};
+
+/// The hidden activation, as the tape should record it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Activation<T> {
+    /// relu(z), derivative the step 1[z>0] (training, evaluation).
+    Relu,
+    /// relu(z) forward, derivative σ(αz) in every pass (the reconstruction's modified ReLU).
+    ModifiedRelu(T),
+    /// softplus_α(z) = ln(1 + e^{αz})/α: a smooth function with the same derivative rules as the
+    /// modified ReLU, for checking the whole objective against finite differences.
+    Softplus(T),
+}
+
+impl<T: Scalar> Activation<T> {
+    /// Records the activation of `z`.
+    pub fn apply<'t>(self, z: Var<'t, T>) -> Var<'t, T> {
+        match self {
+            Activation::Relu => z.relu(),
+            Activation::ModifiedRelu(alpha) => z.mrelu(alpha),
+            Activation::Softplus(alpha) => z.scale(alpha).softplus().scale(T::one() / alpha),
+        }
+    }
+}
+
+/// Parameters of the MLP, in PyTorch's layout: `weights[i]` is `layers.i.weight` [out, in],
+/// `bias` is `layers.0.bias` stored as a row [1, h1].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mlp<T> {
+    /// `layers.i.weight`, shape [out_i, in_i]; the last one is [1, h].
+    pub weights: Vec<Array2<T>>,
+    /// `layers.0.bias` as a row [1, h1].
+    pub bias: Array2<T>,
+}
+
+impl<T: Scalar> Mlp<T> {
+    /// The reference init for a d-h1-…-hk-1 net: W1, b1 ~ N(0,1)·1e-4; later layers
+    /// ~ U(−1/√fan_in, 1/√fan_in) (PyTorch's default nn.Linear init).
+    pub fn init(input: usize, hidden: &[usize], seed: u64) -> Self {
+        assert!(
+            !hidden.is_empty(),
+            "init: at least one hidden layer is needed"
+        );
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let small = |shape, rng: &mut ChaCha8Rng| {
+            Array2::from_shape_simple_fn(shape, || {
+                let z: f64 = StandardNormal.sample(rng);
+                T::from_f64(1e-4 * z)
+            })
+        };
+        let w1 = small((hidden[0], input), &mut rng);
+        let bias = small((1, hidden[0]), &mut rng);
+        let mut weights = vec![w1];
+        let outs = hidden[1..].iter().copied().chain([1]);
+        for (fan_in, out) in hidden.iter().copied().zip(outs) {
+            let bound = 1.0 / (fan_in as f64).sqrt();
+            weights.push(Array2::from_shape_simple_fn((out, fan_in), || {
+                T::from_f64(rng.gen_range(-bound..bound))
+            }));
+        }
+        Mlp { weights, bias }
+    }
+
+    /// Input size d.
+    pub fn input_dim(&self) -> usize {
+        self.weights[0].ncols()
+    }
+
+    /// Hidden widths h1, …, hk.
+    pub fn hidden(&self) -> Vec<usize> {
+        self.weights[..self.weights.len() - 1]
+            .iter()
+            .map(|w| w.nrows())
+            .collect()
+    }
+
+    /// All parameter tensors in order θ = (W1, b1, W2, …, w_out), as the KKT sum runs over them.
+    pub fn params(&self) -> Vec<&Array2<T>> {
+        let mut p = vec![&self.weights[0], &self.bias];
+        p.extend(self.weights[1..].iter());
+        p
+    }
+
+    /// Mutable parameters in the order of [`Mlp::params`].
+    pub fn params_mut(&mut self) -> Vec<&mut Array2<T>> {
+        let (first, rest) = self.weights.split_at_mut(1);
+        let mut p = vec![&mut first[0], &mut self.bias];
+        p.extend(rest.iter_mut());
+        p
+    }
+
+    /// Records the parameters on a tape, in the order of [`Mlp::params`].
+    pub fn on_tape<'t>(&self, tape: &'t Tape<T>) -> Vec<Var<'t, T>> {
+        self.params()
+            .into_iter()
+            .map(|p| tape.var(p.clone()))
+            .collect()
+    }
+
+    /// A copy converted to another precision.
+    pub fn cast<U: Scalar>(&self) -> Mlp<U> {
+        let c = |a: &Array2<T>| a.mapv(|v| U::from_f64(v.as_f64()));
+        Mlp {
+            weights: self.weights.iter().map(c).collect(),
+            bias: c(&self.bias),
+        }
+    }
+
+    /// Plain forward pass, no tape: f(x) for each row of x [m, d], as [m, 1].
+    pub fn predict(&self, x: ArrayView2<T>) -> Array2<T> {
+        assert_eq!(
+            x.ncols(),
+            self.input_dim(),
+            "predict: input has {} columns, the model expects {}",
+            x.ncols(),
+            self.input_dim()
+        );
+        let relu = |v: T| v.max(T::zero());
+        let mut a = (x.dot(&self.weights[0].t()) + &self.bias).mapv(relu);
+        let last = self.weights.len() - 1;
+        for w in &self.weights[1..last] {
+            a = a.dot(&w.t()).mapv(relu);
+        }
+        a.dot(&self.weights[last].t())
+    }
+}
+
+/// Records f(x) for x [m, d] given the parameters on the tape (order of [`Mlp::params`]): [m, 1].
+pub fn forward<'t, T: Scalar>(
+    params: &[Var<'t, T>],
+    x: Var<'t, T>,
+    act: Activation<T>,
+) -> Var<'t, T> {
+    assert!(
+        params.len() >= 3,
+        "forward: expected W1, b1 and at least one more layer, got {} tensors",
+        params.len()
+    );
+    let (w1, b1, rest) = (params[0], params[1], &params[2..]);
+    // Z1 = X·W1ᵀ + b1
+    let mut a = act.apply(x.matmul_t(w1, false, true).add_row(b1));
+    let (last, hidden) = rest.split_last().expect("checked above");
+    for &w in hidden {
+        // Z_{l+1} = A_l·W_{l+1}ᵀ
+        a = act.apply(a.matmul_t(w, false, true));
+    }
+    a.matmul_t(*last, false, true)
+}

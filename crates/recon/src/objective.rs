@@ -1,0 +1,148 @@
+//! The reconstruction objective of DESIGN.md §2, recorded on the tape:
+//!
+//! ```text
+//! L_kkt = Σ_p ‖ θ_p − (1/m) Σ_i λ_i y_i ∇_{θ_p} f(x_i) ‖²     (sum over the parameter tensors)
+//! L_x   = Σ relu(x − 1)² + Σ relu(−1 − x)²
+//! L_λ   = 5 · Σ relu(λ_min − λ_i)²
+//! L     = L_kkt + L_x + L_λ
+//! ```
+//!
+//! Σ_i λ_i y_i ∇θ f(x_i) comes from ONE batched backward of Φ = (1/m) Σ_i λ_i y_i f(x_i) recorded
+//! with `create_graph`; the gradient of L then goes to x and λ only.
+
+use ndarray::Array2;
+use reveal_nn::{forward, Activation, Mlp};
+use reveal_tape::{grad, Scalar, Tape, Var};
+
+/// The hyperparameters of the objective itself (not of the optimiser).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ObjectiveConfig<T> {
+    /// The hidden activation; [`Activation::ModifiedRelu`]`(α)` in a real reconstruction.
+    pub activation: Activation<T>,
+    /// λ_min of the prior L_λ.
+    pub lambda_min: T,
+}
+
+/// The terms of L: L_kkt, L_x, L_λ and their sum.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Terms<V> {
+    pub kkt: V,
+    pub prior_x: V,
+    pub prior_lambda: V,
+    pub total: V,
+}
+
+/// The weight of the λ prior in L_λ.
+pub const LAMBDA_PRIOR_WEIGHT: f64 = 5.0;
+
+/// Records L for candidates x [m, d], multipliers λ [m, 1] and labels y [m, 1] (±1), with the
+/// model's parameters θ already on the tape (order of [`Mlp::params`]).
+pub fn record<'t, T: Scalar>(
+    theta: &[Var<'t, T>],
+    x: Var<'t, T>,
+    lambda: Var<'t, T>,
+    y: Var<'t, T>,
+    cfg: ObjectiveConfig<T>,
+) -> Terms<Var<'t, T>> {
+    let m = x.shape().0;
+    assert_eq!(
+        lambda.shape(),
+        (m, 1),
+        "objective: λ has shape {:?}, x has {m} rows",
+        lambda.shape()
+    );
+    assert_eq!(
+        y.shape(),
+        (m, 1),
+        "objective: y has shape {:?}, x has {m} rows",
+        y.shape()
+    );
+
+    // Φ = (1/m) Σ_i λ_i y_i f(x_i), and ∇θ Φ from one batched backward that stays on the tape.
+    let f = forward(theta, x, cfg.activation);
+    let phi = (f * lambda * y)
+        .sum()
+        .scale(T::one() / T::from_f64(m as f64));
+    let g = grad(phi, theta, true);
+
+    // L_kkt = Σ_p ‖θ_p − ∇_{θ_p} Φ‖²
+    let kkt = theta
+        .iter()
+        .zip(&g)
+        .map(|(&p, &gp)| (p - gp).square().sum())
+        .reduce(|a, b| a + b)
+        .expect("θ is not empty");
+
+    // L_x = Σ relu(x − 1)² + Σ relu(−1 − x)²
+    let one = T::one();
+    let prior_x = x.offset(-one).relu().square().sum() + (-x).offset(-one).relu().square().sum();
+
+    // L_λ = 5 · Σ relu(λ_min − λ)²
+    let prior_lambda = (-lambda)
+        .offset(cfg.lambda_min)
+        .relu()
+        .square()
+        .sum()
+        .scale(T::from_f64(LAMBDA_PRIOR_WEIGHT));
+
+    Terms {
+        kkt,
+        prior_x,
+        prior_lambda,
+        total: kkt + prior_x + prior_lambda,
+    }
+}
+
+/// L and its gradients at one point, as plain values.
+#[derive(Clone, Debug)]
+pub struct Evaluation<T> {
+    pub terms: Terms<T>,
+    /// ∂L/∂x [m, d] (a surrogate under the modified ReLU, by design).
+    pub grad_x: Array2<T>,
+    /// ∂L/∂λ [m, 1].
+    pub grad_lambda: Array2<T>,
+}
+
+/// Evaluates L and ∂L/∂(x, λ) at the given candidates: the generic grad-of-grad path.
+pub fn evaluate<T: Scalar>(
+    model: &Mlp<T>,
+    x: &Array2<T>,
+    lambda: &Array2<T>,
+    y: &Array2<T>,
+    cfg: ObjectiveConfig<T>,
+) -> Evaluation<T> {
+    assert_eq!(
+        x.ncols(),
+        model.input_dim(),
+        "objective: candidates have {} columns, the model expects {}",
+        x.ncols(),
+        model.input_dim()
+    );
+    let tape = Tape::new();
+    let theta = model.on_tape(&tape);
+    let (xv, lv, yv) = (
+        tape.var(x.clone()),
+        tape.var(lambda.clone()),
+        tape.constant(y.clone()),
+    );
+    let terms = record(&theta, xv, lv, yv, cfg);
+    let grads = grad(terms.total, &[xv, lv], false);
+    Evaluation {
+        terms: Terms {
+            kkt: terms.kkt.item(),
+            prior_x: terms.prior_x.item(),
+            prior_lambda: terms.prior_lambda.item(),
+            total: terms.total.item(),
+        },
+        grad_x: (*grads[0].value()).clone(),
+        grad_lambda: (*grads[1].value()).clone(),
+    }
+}
+
+/// Candidate labels: −1 for the first m/2, +1 for the rest, as a column [m, 1].
+pub fn candidate_labels<T: Scalar>(m: usize) -> Array2<T> {
+    Array2::from_shape_fn(
+        (m, 1),
+        |(i, _)| if i < m / 2 { -T::one() } else { T::one() },
+    )
+}
