@@ -1,1 +1,418 @@
+//! # reveal-data
+//!
+//! Everything the experiments feed on: loaders for MNIST (IDX), CIFAR-10 (binary batches) and
+//! image folders; the binary tasks; the selection of training and test images; the planted
+//! biases; the built-in synthetic set; and the preprocessing of DESIGN.md §2 (pixels in [0, 1],
+//! C×H×W rows, the per-pixel training mean subtracted from train and test).
 
+pub mod bias;
+pub mod formats;
+pub mod images;
+pub mod synthetic;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use ndarray::{Array1, Array2, Axis};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+pub use bias::{Bias, Triggers};
+pub use images::Images;
+
+/// Where the images come from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Source {
+    /// MNIST: `train` for training, `t10k` for test.
+    Mnist,
+    /// CIFAR-10: every `data_batch_*.bin` present for training, `test_batch.bin` for test.
+    Cifar10,
+    /// `root/<class>/*.png|jpg`; test images from `test_root`, or else the images not selected
+    /// for training.
+    Folder {
+        root: PathBuf,
+        test_root: Option<PathBuf>,
+        size: Option<(usize, usize)>,
+    },
+    /// The built-in rings-vs-crosses set with images of side `size`.
+    Synthetic { size: usize },
+}
+
+impl Source {
+    /// The short name used on the command line.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Source::Mnist => "mnist",
+            Source::Cifar10 => "cifar10",
+            Source::Folder { .. } => "folder",
+            Source::Synthetic { .. } => "synthetic",
+        }
+    }
+
+    /// The default binary task of this source.
+    pub fn default_task(&self) -> Task {
+        match self {
+            Source::Mnist => Task::OddEven,
+            Source::Cifar10 => Task::VehiclesAnimals,
+            Source::Synthetic { .. } => Task::Split {
+                class0: vec!["ring".into()],
+                class1: vec!["cross".into()],
+            },
+            Source::Folder { .. } => Task::Split {
+                class0: vec![],
+                class1: vec![],
+            },
+        }
+    }
+}
+
+/// A binary task: which original classes form class 0 (y = −1) and class 1 (y = +1).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Task {
+    /// MNIST: even digits → 0, odd → 1.
+    OddEven,
+    /// CIFAR-10: vehicles {airplane, automobile, ship, truck} → 0, animals → 1.
+    VehiclesAnimals,
+    /// Named classes; with both lists empty, a two-class folder maps its first class to 0.
+    Split {
+        class0: Vec<String>,
+        class1: Vec<String>,
+    },
+}
+
+impl Task {
+    /// The binary class of an image with original label `label`, or `None` if not in the task.
+    fn binary(&self, label: u8, names: &[String]) -> Option<u8> {
+        match self {
+            Task::OddEven => Some(label % 2),
+            Task::VehiclesAnimals => Some(if matches!(label, 0 | 1 | 8 | 9) { 0 } else { 1 }),
+            Task::Split { class0, class1 } if class0.is_empty() && class1.is_empty() => {
+                Some(label.min(1))
+            }
+            Task::Split { class0, class1 } => {
+                let name = &names[label as usize];
+                if class0.contains(name) {
+                    Some(0)
+                } else if class1.contains(name) {
+                    Some(1)
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    /// Checks a named split against the classes a data set has.
+    fn check(&self, names: &[String], what: &str) -> Result<()> {
+        if let Task::Split { class0, class1 } = self {
+            if class0.is_empty() && class1.is_empty() && names.len() != 2 {
+                bail!(
+                    "{what}: {} classes ({}); say which form each binary class",
+                    names.len(),
+                    names.join(", ")
+                );
+            }
+            for n in class0.iter().chain(class1) {
+                if !names.contains(n) {
+                    bail!(
+                        "{what}: no class named {n:?} (classes: {})",
+                        names.join(", ")
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How training images are chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Selection {
+    /// The first n/2 of each binary class, in file order (the reference).
+    First,
+    /// n/2 of each class drawn with a seed, kept in file order.
+    Random { seed: u64 },
+}
+
+/// How many test images.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TestSelection {
+    /// The first k of each binary class (the reference uses 500).
+    PerClass(usize),
+    /// The whole test split.
+    All,
+}
+
+/// Everything needed to rebuild a training set; stored in model files.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DataSpec {
+    pub source: Source,
+    pub task: Task,
+    /// Training images per binary class (n = 2 · per_class).
+    pub per_class: usize,
+    pub selection: Selection,
+    pub test: TestSelection,
+    pub bias: Bias,
+    /// Seed of the bias positions.
+    pub seed: u64,
+}
+
+impl DataSpec {
+    /// The reference set-up for a source: default task, first-per-class selection, 500 test
+    /// images per class, no bias.
+    pub fn new(source: Source, per_class: usize) -> Self {
+        DataSpec {
+            task: source.default_task(),
+            source,
+            per_class,
+            selection: Selection::First,
+            test: TestSelection::PerClass(500),
+            bias: Bias::None,
+            seed: 0,
+        }
+    }
+}
+
+/// One preprocessed split.
+#[derive(Clone, Debug)]
+pub struct Split {
+    /// Pixels in [0, 1], C×H×W per row (the training split after its bias).
+    pub pixels: Array2<f32>,
+    /// `pixels` minus the training mean: what the model sees.
+    pub x: Array2<f32>,
+    /// Labels ±1 (−1 for binary class 0).
+    pub y: Array1<f32>,
+    /// Position of each image in its source split.
+    pub index: Vec<usize>,
+    /// Original class of each image.
+    pub label: Vec<u8>,
+}
+
+impl Split {
+    /// Number of images in each binary class.
+    pub fn class_counts(&self) -> [usize; 2] {
+        let neg = self.y.iter().filter(|&&v| v < 0.0).count();
+        [neg, self.y.len() - neg]
+    }
+}
+
+/// A data set ready for training: train and test splits, the training mean, the triggers.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    pub spec: DataSpec,
+    /// (C, H, W).
+    pub shape: (usize, usize, usize),
+    pub train: Split,
+    pub test: Split,
+    /// The per-pixel mean of the training pixels [d].
+    pub mean: Array1<f32>,
+    pub triggers: Triggers,
+    pub class_names: Vec<String>,
+}
+
+/// The data folder: `--data-dir`, else `$REVEAL_DATA`.
+pub fn data_dir(flag: Option<&Path>) -> Option<PathBuf> {
+    flag.map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("REVEAL_DATA").map(PathBuf::from))
+}
+
+/// `dir/sub` when it exists, else `dir` itself (so a dataset's own folder may be passed).
+fn sub_or_self(dir: &Path, sub: &str) -> PathBuf {
+    let p = dir.join(sub);
+    if p.is_dir() {
+        p
+    } else {
+        dir.to_path_buf()
+    }
+}
+
+fn need_dir(dir: Option<&Path>, what: &str) -> Result<PathBuf> {
+    dir.map(Path::to_path_buf).with_context(|| {
+        format!(
+            "{what} needs its files: pass --data-dir DIR or set REVEAL_DATA (see data/README.md)"
+        )
+    })
+}
+
+/// Loads the raw train and test images of a source.
+pub fn load_source(
+    source: &Source,
+    dir: Option<&Path>,
+    min_train: usize,
+) -> Result<(Images, Option<Images>)> {
+    Ok(match source {
+        Source::Mnist => {
+            let d = sub_or_self(&need_dir(dir, "mnist")?, "mnist");
+            (
+                formats::load_mnist(&d, "train")?,
+                Some(formats::load_mnist(&d, "t10k")?),
+            )
+        }
+        Source::Cifar10 => {
+            let d = sub_or_self(&need_dir(dir, "cifar10")?, "cifar10");
+            let names = formats::cifar_class_names(&d)?;
+            let train: Vec<PathBuf> = (1..=5)
+                .map(|i| d.join(format!("data_batch_{i}.bin")))
+                .filter(|p| p.is_file())
+                .collect();
+            if train.is_empty() {
+                bail!("{}: no data_batch_*.bin files", d.display());
+            }
+            let test = formats::load_cifar(&[d.join("test_batch.bin")], names.clone())?;
+            (formats::load_cifar(&train, names)?, Some(test))
+        }
+        Source::Folder {
+            root,
+            test_root,
+            size,
+        } => {
+            let test = test_root
+                .as_deref()
+                .map(|t| formats::load_folder(t, *size))
+                .transpose()?;
+            (formats::load_folder(root, *size)?, test)
+        }
+        Source::Synthetic { size } => (
+            synthetic::generate((2 * min_train).max(2000), *size, 1),
+            Some(synthetic::generate(1000, *size, 2)),
+        ),
+    })
+}
+
+/// Indices of the training images: per class `per_class` of them, first or seeded-random.
+fn select_train(
+    binary: &[Option<u8>],
+    per_class: usize,
+    selection: Selection,
+) -> Result<Vec<usize>> {
+    let mut chosen = Vec::with_capacity(2 * per_class);
+    for class in 0..2u8 {
+        let mut members: Vec<usize> = (0..binary.len())
+            .filter(|&i| binary[i] == Some(class))
+            .collect();
+        if members.len() < per_class {
+            bail!(
+                "binary class {class} has {} images, {per_class} were asked for",
+                members.len()
+            );
+        }
+        if let Selection::Random { seed } = selection {
+            members.shuffle(&mut ChaCha8Rng::seed_from_u64(
+                seed.wrapping_add(class as u64),
+            ));
+        }
+        chosen.extend_from_slice(&members[..per_class]);
+    }
+    chosen.sort_unstable();
+    Ok(chosen)
+}
+
+/// Indices of the test images in file order, skipping `exclude` (sorted).
+fn select_test(binary: &[Option<u8>], test: TestSelection, exclude: &[usize]) -> Vec<usize> {
+    let mut taken = [0usize; 2];
+    let cap = match test {
+        TestSelection::PerClass(k) => k,
+        TestSelection::All => usize::MAX,
+    };
+    (0..binary.len())
+        .filter(|i| exclude.binary_search(i).is_err())
+        .filter(|&i| match binary[i] {
+            Some(c) if taken[c as usize] < cap => {
+                taken[c as usize] += 1;
+                true
+            }
+            _ => false,
+        })
+        .collect()
+}
+
+/// Pixels in [0, 1] of the chosen images, as rows.
+fn to_rows(images: &Images, index: &[usize]) -> Array2<f32> {
+    let d = images.dim();
+    Array2::from_shape_fn((index.len(), d), |(r, c)| {
+        images.image(index[r])[c] as f32 / 255.0
+    })
+}
+
+fn split_of(images: &Images, index: Vec<usize>, binary: &[Option<u8>]) -> Split {
+    let pixels = to_rows(images, &index);
+    let y = index
+        .iter()
+        .map(|&i| if binary[i] == Some(0) { -1.0 } else { 1.0 })
+        .collect();
+    let label = index.iter().map(|&i| images.labels[i]).collect();
+    Split {
+        x: pixels.clone(),
+        pixels,
+        y,
+        index,
+        label,
+    }
+}
+
+/// Loads, selects, biases and centres a data set as `spec` says.
+pub fn prepare(spec: &DataSpec, dir: Option<&Path>) -> Result<Prepared> {
+    if spec.per_class == 0 {
+        bail!("per-class count must be at least 1");
+    }
+    let (train_images, test_images) = load_source(&spec.source, dir, spec.per_class)?;
+    train_images.validate(spec.source.name())?;
+    spec.bias.check_fits(train_images.shape)?;
+    let names = train_images.class_names.clone();
+    spec.task.check(&names, spec.source.name())?;
+    let binary_of = |imgs: &Images| -> Vec<Option<u8>> {
+        imgs.labels
+            .iter()
+            .map(|&l| spec.task.binary(l, &imgs.class_names))
+            .collect()
+    };
+    let train_binary = binary_of(&train_images);
+    let train_index = select_train(&train_binary, spec.per_class, spec.selection)?;
+    let mut train = split_of(&train_images, train_index, &train_binary);
+    let classes: Vec<u8> = train.y.iter().map(|&v| (v > 0.0) as u8).collect();
+    let triggers = bias::apply(
+        spec.bias,
+        &mut train.pixels,
+        &classes,
+        train_images.shape,
+        spec.seed,
+    )?;
+
+    let test = match &test_images {
+        Some(t) => {
+            if t.shape != train_images.shape || t.class_names != names {
+                bail!("the test images ({:?}, {} classes) do not match the training images ({:?}, {} classes)", t.shape, t.class_names.len(), train_images.shape, names.len());
+            }
+            let b = binary_of(t);
+            split_of(t, select_test(&b, spec.test, &[]), &b)
+        }
+        None => split_of(
+            &train_images,
+            select_test(&train_binary, spec.test, &train.index),
+            &train_binary,
+        ),
+    };
+
+    let mean = train
+        .pixels
+        .mean_axis(Axis(0))
+        .expect("at least one training image");
+    let mut test = test;
+    train.x = &train.pixels - &mean;
+    test.x = &test.pixels - &mean;
+    Ok(Prepared {
+        spec: spec.clone(),
+        shape: train_images.shape,
+        train,
+        test,
+        mean,
+        triggers,
+        class_names: names,
+    })
+}

@@ -1,0 +1,134 @@
+//! The loaders against the real MNIST and CIFAR-10 files, with the known values of
+//! `shared/data/README.md`.
+
+mod common;
+
+use reveal_data::formats::{load_cifar, load_mnist, CIFAR10_CLASSES};
+use reveal_data::{prepare, DataSpec, Source, TestSelection};
+
+fn names() -> Vec<String> {
+    CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn mnist_counts_labels_and_mean() {
+    let Some(root) = common::data_root() else {
+        return;
+    };
+    let train = load_mnist(&root.join("mnist"), "train").unwrap();
+    let test = load_mnist(&root.join("mnist"), "t10k").unwrap();
+    assert_eq!(train.shape, (1, 28, 28));
+    assert_eq!(
+        train.histogram(),
+        [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    );
+    assert_eq!(
+        test.histogram(),
+        [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    );
+    assert_eq!(train.labels[..10], [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]);
+    assert_eq!(test.labels[..10], [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]);
+    let mean = |p: &[u8]| p.iter().map(|&v| v as f64).sum::<f64>() / p.len() as f64;
+    assert!((mean(&train.pixels) - 33.318).abs() < 5e-4);
+    assert!((mean(&test.pixels) - 33.791).abs() < 5e-4);
+}
+
+#[test]
+fn cifar_counts_labels_and_known_pixels() {
+    let Some(root) = common::data_root() else {
+        return;
+    };
+    let c = root.join("cifar10");
+    let test = load_cifar(&[c.join("test_batch.bin")], names()).unwrap();
+    let train = load_cifar(&[c.join("data_batch_1.bin")], names()).unwrap();
+    assert_eq!(test.histogram(), [1000; 10]);
+    assert_eq!(
+        train.histogram(),
+        [1005, 974, 1032, 1016, 999, 937, 1030, 1001, 1025, 981]
+    );
+    assert_eq!(test.labels[..10], [3, 8, 8, 0, 6, 6, 1, 6, 3, 1]);
+    assert_eq!(train.labels[..10], [6, 9, 9, 4, 1, 1, 2, 7, 8, 3]);
+    // The JPEG-derived cat, red row 0.
+    assert_eq!(
+        test.image(0)[..9],
+        [167, 166, 168, 177, 162, 160, 176, 158, 167]
+    );
+
+    let exact_test = load_cifar(&[c.join("exact/test_batch_first1000.bin")], names()).unwrap();
+    let exact_train = load_cifar(&[c.join("exact/data_batch_1_first4000.bin")], names()).unwrap();
+    assert_eq!(
+        exact_test.histogram(),
+        [103, 89, 100, 103, 90, 86, 112, 102, 106, 109]
+    );
+    assert_eq!(
+        exact_train.histogram(),
+        [396, 366, 420, 384, 422, 393, 414, 385, 407, 413]
+    );
+    let cat = exact_test.image(0);
+    assert_eq!(cat[..9], [158, 159, 165, 166, 160, 156, 162, 159, 158]);
+    assert_eq!(cat[3072 - 3..], [124, 129, 110]); // the blue plane ends
+    assert_eq!(exact_test.image(1)[..5], [235, 231, 232, 232, 232]);
+    assert_eq!(
+        exact_test.image(2)[..9],
+        [158, 158, 139, 132, 166, 182, 187, 193, 199]
+    );
+    assert_eq!(
+        exact_test.image(3)[..9],
+        [155, 167, 176, 190, 177, 166, 168, 166, 170]
+    );
+    let frog = exact_train.image(0);
+    let row0 = [
+        59, 43, 50, 68, 98, 119, 139, 145, 149, 149, 131, 125, 142, 144, 137, 129, 137, 134, 124,
+        139, 139, 133, 136, 139, 152, 163, 168, 159, 158, 158, 152, 148,
+    ];
+    assert_eq!(frog[..32], row0);
+    assert_eq!(frog[32..40], [16, 0, 18, 51, 88, 120, 128, 127]);
+    assert_eq!(exact_test.labels[..], test.labels[..1000]);
+}
+
+#[test]
+fn mnist_binary_selection_takes_the_first_of_each_class() {
+    let Some(root) = common::data_root() else {
+        return;
+    };
+    let p = prepare(&DataSpec::new(Source::Mnist, 250), Some(&root)).unwrap();
+    let labels = load_mnist(&root.join("mnist"), "train").unwrap().labels;
+    let first = |parity: u8| -> Vec<usize> {
+        (0..labels.len())
+            .filter(|&i| labels[i] % 2 == parity)
+            .take(250)
+            .collect()
+    };
+    let mut expected: Vec<usize> = [first(0), first(1)].concat();
+    expected.sort();
+    assert_eq!(p.train.index, expected);
+    assert_eq!(p.train.class_counts(), [250, 250]);
+    for (k, &i) in p.train.index.iter().enumerate() {
+        assert_eq!(p.train.y[k], if labels[i] % 2 == 0 { -1.0 } else { 1.0 });
+    }
+    assert_eq!(p.test.class_counts(), [500, 500]);
+    // The training mean is subtracted from both splits.
+    let col_mean = p.train.x.mean_axis(ndarray::Axis(0)).unwrap();
+    assert!(col_mean.iter().all(|v| v.abs() < 1e-5));
+    let diff = &p.test.pixels - &p.test.x;
+    assert!(diff
+        .rows()
+        .into_iter()
+        .all(|r| (&r - &p.mean).iter().all(|v| v.abs() < 1e-6)));
+}
+
+#[test]
+fn cifar_vehicles_animals_and_whole_test_split() {
+    let Some(root) = common::data_root() else {
+        return;
+    };
+    let mut spec = DataSpec::new(Source::Cifar10, 50);
+    spec.test = TestSelection::All;
+    let p = prepare(&spec, Some(&root)).unwrap();
+    assert_eq!(p.shape, (3, 32, 32));
+    assert_eq!(p.train.class_counts(), [50, 50]);
+    assert_eq!(p.test.class_counts(), [4000, 6000]);
+    for (k, &l) in p.train.label.iter().enumerate() {
+        assert_eq!(p.train.y[k] < 0.0, [0, 1, 8, 9].contains(&l));
+    }
+}
