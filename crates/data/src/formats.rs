@@ -161,7 +161,7 @@ pub fn load_cifar(files: &[PathBuf], class_names: Vec<String>) -> Result<Images>
         let len = std::fs::metadata(path)
             .with_context(|| format!("{}: cannot open", path.display()))?
             .len() as usize;
-        if len == 0 || len % CIFAR_RECORD != 0 {
+        if len == 0 || !len.is_multiple_of(CIFAR_RECORD) {
             bail!(
                 "{}: size {len} is not a whole number of {CIFAR_RECORD}-byte records",
                 path.display()
