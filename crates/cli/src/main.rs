@@ -1,1 +1,247 @@
-fn main() {}
+//! `reveal`: did a classifier learn the concept or a shortcut?
+//!
+//! A thin binary over the library crates: it parses flags, draws progress bars and prints.
+
+mod args;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use ndarray::ArrayView1;
+use reveal_data::prepare;
+use reveal_score::grid;
+use reveal_tape::Scalar;
+use reveal_train::job::{self, TrainJob};
+use reveal_train::{Schedule, TrainConfig};
+
+use args::{DataArgs, Precision};
+
+const EXAMPLES: &str = "\
+Examples:
+  reveal demo                                   # the whole experiment on built-in synthetic data
+  reveal data --dataset mnist --per-class 50 --bias corner --preview corner.png
+  reveal train --dataset mnist --per-class 50 --out mnist.safetensors
+  reveal train --dataset cifar10 --per-class 250 --schedule reference --epochs 20000 --out c.safetensors
+
+Real data: pass --data-dir DIR or set REVEAL_DATA to a folder holding mnist/ and cifar10/.";
+
+#[derive(Parser)]
+#[command(name = "reveal", version, about, after_help = EXAMPLES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show a data set as reveal builds it: counts, histogram, trigger positions, a preview grid.
+    Data {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Write a grid of the (biased) training images to this PNG.
+        #[arg(long)]
+        preview: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Train the homogeneous MLP to zero training error with full-batch gradient descent.
+    Train(TrainArgs),
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Output model file (safetensors).
+    #[arg(long)]
+    out: PathBuf,
+    /// Hidden widths, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1000,1000")]
+    hidden: Vec<usize>,
+    /// Step-size schedule: fast (loss-based, Lyu & Li 2019) or reference (constant lr).
+    #[arg(long, default_value = "fast")]
+    schedule: ScheduleName,
+    /// Learning rate of the reference schedule.
+    #[arg(long, default_value_t = 0.01)]
+    lr: f64,
+    /// Epoch cap.
+    #[arg(long, default_value_t = 1_000_000)]
+    epochs: usize,
+    /// Stop when the training loss is below this with zero training error.
+    #[arg(long, default_value_t = 1e-5)]
+    target_loss: f64,
+    #[arg(long, value_enum, default_value = "f32")]
+    precision: Precision,
+    /// Seed of the initialisation.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Checkpoint every N epochs (0: only on interrupt).
+    #[arg(long, default_value_t = 1000)]
+    checkpoint_every: usize,
+    /// Continue from the checkpoint beside --out.
+    #[arg(long)]
+    resume: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum ScheduleName {
+    Fast,
+    Reference,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    progress::install_interrupt_handler();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Data {
+            data,
+            preview,
+            json,
+        } => cmd_data(&data, preview, json),
+        Command::Train(args) => match args.precision {
+            Precision::F32 => cmd_train::<f32>(&args),
+            Precision::F64 => cmd_train::<f64>(&args),
+        },
+    }
+}
+
+fn cmd_data(args: &DataArgs, preview: Option<PathBuf>, json: bool) -> Result<()> {
+    let spec = args.spec()?;
+    let p = prepare(
+        &spec,
+        reveal_data::data_dir(args.data_dir.as_deref()).as_deref(),
+    )?;
+    let mut hist = vec![0usize; p.class_names.len()];
+    for &l in &p.train.label {
+        hist[l as usize] += 1;
+    }
+    if let Some(path) = &preview {
+        let rows: Vec<ArrayView1<f32>> = p.train.pixels.rows().into_iter().take(100).collect();
+        grid::write_png(path, &rows, p.shape, 10, grid::default_scale(p.shape.2))?;
+    }
+    let summary = serde_json::json!({
+        "spec": spec,
+        "shape": p.shape,
+        "train": {"count": p.train.y.len(), "per_binary_class": p.train.class_counts()},
+        "test": {"count": p.test.y.len(), "per_binary_class": p.test.class_counts()},
+        "label_histogram": p.class_names.iter().zip(&hist).map(|(n, c)| (n.clone(), *c)).collect::<std::collections::BTreeMap<_, _>>(),
+        "triggers": p.triggers,
+        "preview": preview,
+    });
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!(
+            "data set      {} ({}×{}×{}), bias {}",
+            spec.source.name(),
+            p.shape.0,
+            p.shape.1,
+            p.shape.2,
+            spec.bias
+        );
+        println!(
+            "train         {} images: {} class 0, {} class 1",
+            p.train.y.len(),
+            p.train.class_counts()[0],
+            p.train.class_counts()[1]
+        );
+        println!(
+            "test          {} images: {} class 0, {} class 1",
+            p.test.y.len(),
+            p.test.class_counts()[0],
+            p.test.class_counts()[1]
+        );
+        let h: Vec<String> = p
+            .class_names
+            .iter()
+            .zip(&hist)
+            .filter(|(_, &c)| c > 0)
+            .map(|(n, c)| format!("{n}:{c}"))
+            .collect();
+        println!("labels        {}", h.join(" "));
+        if !p.triggers.class0.is_empty() {
+            println!(
+                "triggers      class 0 at {:?}, class 1 at {:?} (top-left row = col)",
+                p.triggers.class0, p.triggers.class1
+            );
+        }
+        if let Some(path) = preview {
+            println!("preview       {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+fn cmd_train<T: Scalar>(args: &TrainArgs) -> Result<()> {
+    let spec = args.data.spec()?;
+    if args.hidden.is_empty() || args.hidden.contains(&0) {
+        anyhow::bail!("--hidden: widths must be positive, e.g. 1000,1000");
+    }
+    if !(args.lr > 0.0) || !(args.target_loss > 0.0) {
+        anyhow::bail!("--lr and --target-loss must be positive");
+    }
+    let data = prepare(
+        &spec,
+        reveal_data::data_dir(args.data.data_dir.as_deref()).as_deref(),
+    )?;
+    let schedule = match args.schedule {
+        ScheduleName::Fast => Schedule::FAST,
+        ScheduleName::Reference => Schedule::Reference { lr: args.lr },
+    };
+    let train_job = TrainJob {
+        hidden: args.hidden.clone(),
+        config: TrainConfig {
+            schedule,
+            target_loss: args.target_loss,
+            max_epochs: args.epochs,
+        },
+        seed: args.seed,
+        out: args.out.clone(),
+        checkpoint_every: args.checkpoint_every,
+        resume: args.resume,
+    };
+    let bar = progress::bar(args.epochs as u64, "epochs", args.json);
+    let summary = job::run::<T>(&train_job, &data, |s| {
+        bar.set_position(s.epoch as u64);
+        bar.set_message(format!("loss {:.3e}  train error {:.3}", s.loss, s.error));
+        progress::control()
+    });
+    bar.finish_and_clear();
+    let summary = summary?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!("model         {}", args.out.display());
+        println!(
+            "outcome       {:?} after {} epochs ({} rejected steps)",
+            summary.outcome, summary.epochs, summary.rejected_steps
+        );
+        println!(
+            "train loss    {:.3e}, train error {}",
+            summary.train_loss, summary.train_error
+        );
+        println!(
+            "test accuracy {:.4} on {} images",
+            summary.test_accuracy, summary.test_size
+        );
+        println!("wall time     {:.1} s", summary.wall_seconds);
+    }
+    Ok(())
+}

@@ -104,7 +104,14 @@ fn mnist_binary_selection_takes_the_first_of_each_class() {
     assert_eq!(p.train.index, expected);
     assert_eq!(p.train.class_counts(), [250, 250]);
     for (k, &i) in p.train.index.iter().enumerate() {
-        assert_eq!(p.train.y[k], if labels[i].is_multiple_of(2) { -1.0 } else { 1.0 });
+        assert_eq!(
+            p.train.y[k],
+            if labels[i].is_multiple_of(2) {
+                -1.0
+            } else {
+                1.0
+            }
+        );
     }
     assert_eq!(p.test.class_counts(), [500, 500]);
     // The training mean is subtracted from both splits.

@@ -1,1 +1,1 @@
-
+//! SSIM and NCC distance.

@@ -1,1 +1,219 @@
+//! # reveal-train
+//!
+//! Full-batch gradient descent on the logistic loss L(θ) = (1/n) Σ_i log(1 + exp(−y_i f(x_i)))
+//! with the exact ReLU, until the loss is below a target with zero training error.
+//!
+//! Two schedules:
+//! - `Reference`: a constant learning rate (0.01 in the papers; ≈10⁶ epochs).
+//! - `Fast`: the loss-based step size after Lyu and Li (2019): lr_t = c_t / L(θ_t); take the plain
+//!   gradient step; if the loss did not fall (or is not finite) reject it and halve c, else accept
+//!   and multiply c by 1.01; c_0 = 0.05. As the loss falls the step grows, which is what the
+//!   margin-maximising phase of training needs.
 
+pub mod job;
+
+use ndarray::Array2;
+use reveal_nn::{forward, Activation, Mlp};
+use reveal_tape::{grad, Scalar, Tape};
+use serde::{Deserialize, Serialize};
+
+/// The step-size rule.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Schedule {
+    /// θ ← θ − lr·∇L.
+    Reference { lr: f64 },
+    /// θ ← θ − (c/L)·∇L with backtracking on c.
+    Fast { c0: f64 },
+}
+
+impl Schedule {
+    /// The reference schedule of the papers: lr 0.01.
+    pub const REFERENCE: Schedule = Schedule::Reference { lr: 0.01 };
+    /// The fast schedule with c_0 = 0.05.
+    pub const FAST: Schedule = Schedule::Fast { c0: 0.05 };
+}
+
+/// When to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub schedule: Schedule,
+    /// Stop when the loss is below this and no training sample is misclassified.
+    pub target_loss: f64,
+    /// Stop after this many accepted steps in all.
+    pub max_epochs: usize,
+}
+
+/// Loss, error and gradient at one point.
+pub struct Evaluation<T> {
+    /// L(θ).
+    pub loss: f64,
+    /// Fraction of samples with y·f(x) ≤ 0.
+    pub error: f64,
+    /// ∂L/∂θ in the order of [`Mlp::params`].
+    pub grads: Vec<Array2<T>>,
+}
+
+/// L(θ), the training error and ∂L/∂θ, through the tape (no gradient w.r.t. x is computed).
+pub fn evaluate<T: Scalar>(mlp: &Mlp<T>, x: &Array2<T>, y: &Array2<T>) -> Evaluation<T> {
+    let n = x.nrows();
+    assert_eq!(
+        y.dim(),
+        (n, 1),
+        "train: y has shape {:?}, x has {n} rows",
+        y.dim()
+    );
+    let tape = Tape::new();
+    let theta = mlp.on_tape(&tape);
+    let f = forward(&theta, tape.constant(x.clone()), Activation::Relu);
+    let yv = tape.constant(y.clone());
+    let margins = f * yv;
+    // L = (1/n) Σ softplus(−y f)
+    let loss = (-margins)
+        .softplus()
+        .sum()
+        .scale(T::from_f64(1.0 / n as f64));
+    let error = margins.value().iter().filter(|&&m| m <= T::zero()).count() as f64 / n as f64;
+    let grads = grad(loss, &theta, false)
+        .iter()
+        .map(|g| (*g.value()).clone())
+        .collect();
+    Evaluation {
+        loss: loss.item().as_f64(),
+        error,
+        grads,
+    }
+}
+
+/// Fraction of rows of x classified with the sign of y by the model (f(x) > 0 ↔ y = +1).
+pub fn accuracy<T: Scalar>(mlp: &Mlp<T>, x: &Array2<T>, y: &[f32]) -> f64 {
+    let f = mlp.predict(x.view());
+    let right = f
+        .iter()
+        .zip(y)
+        .filter(|(&f, &y)| (f > T::zero()) == (y > 0.0))
+        .count();
+    right as f64 / y.len().max(1) as f64
+}
+
+/// Where training stands; everything needed to resume it.
+#[derive(Clone, Debug)]
+pub struct TrainState<T> {
+    pub mlp: Mlp<T>,
+    /// Accepted steps so far.
+    pub epoch: usize,
+    /// Rejected steps so far (fast schedule).
+    pub rejected: usize,
+    /// The fast schedule's c (unused by the reference schedule).
+    pub c: f64,
+    /// L(θ) at the current θ, once known.
+    pub loss: f64,
+    /// Training error at the current θ.
+    pub error: f64,
+}
+
+impl<T: Scalar> TrainState<T> {
+    /// A fresh state at `mlp`.
+    pub fn new(mlp: Mlp<T>, schedule: Schedule) -> Self {
+        let c = match schedule {
+            Schedule::Fast { c0 } => c0,
+            Schedule::Reference { .. } => 0.0,
+        };
+        TrainState {
+            mlp,
+            epoch: 0,
+            rejected: 0,
+            c,
+            loss: f64::INFINITY,
+            error: 1.0,
+        }
+    }
+}
+
+/// What the caller wants after each epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    Continue,
+    Stop,
+}
+
+/// How training ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Loss below the target and zero training error.
+    Converged,
+    /// The epoch cap was reached first.
+    EpochCap,
+    /// The callback asked to stop (e.g. Ctrl-C).
+    Stopped,
+    /// The loss or a parameter became NaN or infinite (the state keeps the last finite θ).
+    Diverged,
+}
+
+/// θ − step·g for every parameter tensor.
+fn stepped<T: Scalar>(mlp: &Mlp<T>, grads: &[Array2<T>], step: f64) -> Mlp<T> {
+    let mut next = mlp.clone();
+    let s = T::from_f64(step);
+    for (p, g) in next.params_mut().into_iter().zip(grads) {
+        p.zip_mut_with(g, |p, &g| *p = *p - s * g);
+    }
+    next
+}
+
+/// Runs full-batch gradient descent from `state` until it converges, hits the cap, or the
+/// callback (called after every accepted step) says stop.
+pub fn train<T: Scalar>(
+    state: &mut TrainState<T>,
+    x: &Array2<T>,
+    y: &Array2<T>,
+    cfg: &TrainConfig,
+    mut on_epoch: impl FnMut(&TrainState<T>) -> Control,
+) -> Outcome {
+    let mut here = evaluate(&state.mlp, x, y);
+    (state.loss, state.error) = (here.loss, here.error);
+    loop {
+        if !state.loss.is_finite() {
+            return Outcome::Diverged;
+        }
+        if state.loss < cfg.target_loss && state.error == 0.0 {
+            return Outcome::Converged;
+        }
+        if state.epoch >= cfg.max_epochs {
+            return Outcome::EpochCap;
+        }
+        let step = match cfg.schedule {
+            Schedule::Reference { lr } => lr,
+            Schedule::Fast { .. } => state.c / state.loss,
+        };
+        let next = stepped(&state.mlp, &here.grads, step);
+        let there = evaluate(&next, x, y);
+        let accept = match cfg.schedule {
+            Schedule::Reference { .. } => there.loss.is_finite(),
+            Schedule::Fast { .. } => there.loss.is_finite() && there.loss < state.loss,
+        };
+        if !accept {
+            match cfg.schedule {
+                Schedule::Reference { .. } => return Outcome::Diverged,
+                Schedule::Fast { .. } => {
+                    state.c *= 0.5;
+                    state.rejected += 1;
+                    if state.c < 1e-30 {
+                        return Outcome::Diverged;
+                    }
+                    continue;
+                }
+            }
+        }
+        if let Schedule::Fast { .. } = cfg.schedule {
+            state.c *= 1.01;
+        }
+        state.mlp = next;
+        state.epoch += 1;
+        (state.loss, state.error) = (there.loss, there.error);
+        here = there;
+        if on_epoch(state) == Control::Stop {
+            return Outcome::Stopped;
+        }
+    }
+}

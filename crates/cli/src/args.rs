@@ -1,0 +1,129 @@
+//! Flags shared by several subcommands, and their conversion into library types.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::{Args, ValueEnum};
+use reveal_data::{Bias, DataSpec, Selection, Source, Task, TestSelection};
+
+/// The data sets `reveal` knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DatasetName {
+    Mnist,
+    Cifar10,
+    Folder,
+    Synthetic,
+}
+
+/// Float precision of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Precision {
+    F32,
+    F64,
+}
+
+/// Which training images, with which bias.
+#[derive(Args, Clone, Debug)]
+pub struct DataArgs {
+    /// Data set.
+    #[arg(long, value_enum, default_value = "synthetic")]
+    pub dataset: DatasetName,
+    /// Folder holding mnist/ and cifar10/ (default: $REVEAL_DATA).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// For --dataset folder: the image folder (one sub-folder per class).
+    #[arg(long)]
+    pub folder: Option<PathBuf>,
+    /// For --dataset folder: a separate test folder (default: unused images of --folder).
+    #[arg(long)]
+    pub test_folder: Option<PathBuf>,
+    /// Resize folder images to HxW, e.g. 32x32 (synthetic: side of the images, e.g. 16x16).
+    #[arg(long)]
+    pub size: Option<String>,
+    /// For --dataset folder: comma-separated class names forming class 0 (y = −1).
+    #[arg(long, value_delimiter = ',')]
+    pub class0: Vec<String>,
+    /// For --dataset folder: comma-separated class names forming class 1 (y = +1).
+    #[arg(long, value_delimiter = ',')]
+    pub class1: Vec<String>,
+    /// Training images per binary class (n = 2 × this).
+    #[arg(long, default_value_t = 50)]
+    pub per_class: usize,
+    /// Planted bias of the training images: none, corner, diag3, diag5, contrast.
+    #[arg(long, default_value = "none")]
+    pub bias: Bias,
+    /// Seed of the bias positions.
+    #[arg(long, default_value_t = 0)]
+    pub bias_seed: u64,
+    /// Pick training images at random with this seed instead of the first of each class.
+    #[arg(long)]
+    pub random_selection: Option<u64>,
+    /// Test images per class, or "all".
+    #[arg(long, default_value = "500")]
+    pub test: String,
+}
+
+/// Parses "HxW" or "S".
+pub fn parse_size(s: &str) -> Result<(usize, usize)> {
+    let parts: Vec<&str> = s.split(['x', 'X']).collect();
+    let nums: Result<Vec<usize>, _> = parts.iter().map(|p| p.trim().parse::<usize>()).collect();
+    match nums.as_deref() {
+        Ok([h, w]) if *h > 0 && *w > 0 => Ok((*h, *w)),
+        Ok([s]) if *s > 0 => Ok((*s, *s)),
+        _ => bail!("--size {s:?}: expected HxW, e.g. 32x32"),
+    }
+}
+
+impl DataArgs {
+    /// The library's description of this data set.
+    pub fn spec(&self) -> Result<DataSpec> {
+        let size = self.size.as_deref().map(parse_size).transpose()?;
+        let source = match self.dataset {
+            DatasetName::Mnist => Source::Mnist,
+            DatasetName::Cifar10 => Source::Cifar10,
+            DatasetName::Synthetic => {
+                let side = match size {
+                    None => reveal_data::synthetic::DEFAULT_SIZE,
+                    Some((h, w)) if h == w && h >= 8 => h,
+                    Some(_) => {
+                        bail!("--size: synthetic images are square with a side of at least 8")
+                    }
+                };
+                Source::Synthetic { size: side }
+            }
+            DatasetName::Folder => {
+                let Some(root) = self.folder.clone() else {
+                    bail!("--dataset folder needs --folder DIR");
+                };
+                Source::Folder {
+                    root,
+                    test_root: self.test_folder.clone(),
+                    size,
+                }
+            }
+        };
+        let mut spec = DataSpec::new(source, self.per_class);
+        if !self.class0.is_empty() || !self.class1.is_empty() {
+            if self.dataset != DatasetName::Folder {
+                bail!("--class0/--class1 apply to --dataset folder only");
+            }
+            spec.task = Task::Split {
+                class0: self.class0.clone(),
+                class1: self.class1.clone(),
+            };
+        }
+        spec.bias = self.bias;
+        spec.seed = self.bias_seed;
+        if let Some(seed) = self.random_selection {
+            spec.selection = Selection::Random { seed };
+        }
+        spec.test = match self.test.as_str() {
+            "all" => TestSelection::All,
+            k => match k.parse::<usize>() {
+                Ok(k) if k > 0 => TestSelection::PerClass(k),
+                _ => bail!("--test {k:?}: expected a positive count or \"all\""),
+            },
+        };
+        Ok(spec)
+    }
+}

@@ -1,0 +1,249 @@
+//! A training run as the CLI and the experiment use it: build the data set, train with
+//! checkpoints and a JSONL log of the loss curve, write the model file with its metadata.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use ndarray::{Array2, Axis};
+use reveal_data::Prepared;
+use reveal_nn::files::{load_model, save_model};
+use reveal_nn::Mlp;
+use reveal_tape::Scalar;
+use serde::{Deserialize, Serialize};
+
+use crate::{accuracy, train, Control, Outcome, TrainConfig, TrainState};
+
+/// Everything a training run needs besides the data.
+#[derive(Clone, Debug)]
+pub struct TrainJob {
+    pub hidden: Vec<usize>,
+    pub config: TrainConfig,
+    /// Seed of the initialisation.
+    pub seed: u64,
+    pub out: PathBuf,
+    /// Write a checkpoint every this many epochs (0: never).
+    pub checkpoint_every: usize,
+    /// Continue from the checkpoint beside `out` if there is one.
+    pub resume: bool,
+}
+
+/// The result of a training run, stored in the model file's metadata.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainSummary {
+    pub outcome: Outcome,
+    pub epochs: usize,
+    pub rejected_steps: usize,
+    pub train_loss: f64,
+    pub train_error: f64,
+    pub test_accuracy: f64,
+    pub test_size: usize,
+    pub wall_seconds: f64,
+    pub precision: String,
+    pub hidden: Vec<usize>,
+    pub config: TrainConfig,
+    pub seed: u64,
+}
+
+/// The checkpoint file of a model output: `out` with `.ckpt` before the extension.
+pub fn checkpoint_path(out: &Path) -> PathBuf {
+    out.with_extension("ckpt.safetensors")
+}
+
+/// The JSONL loss-curve log of a model output.
+pub fn log_path(out: &Path) -> PathBuf {
+    out.with_extension("train.jsonl")
+}
+
+/// The matrix a model sees for a split, in precision T.
+pub fn features<T: Scalar>(x: &Array2<f32>) -> Array2<T> {
+    x.mapv(|v| T::from_f64(v as f64))
+}
+
+/// Labels as a column [n, 1].
+pub fn label_column<T: Scalar>(y: &ndarray::Array1<f32>) -> Array2<T> {
+    y.mapv(|v| T::from_f64(v as f64)).insert_axis(Axis(1))
+}
+
+/// Metadata describing the data set, shared by models and checkpoints.
+pub fn data_metadata(data: &Prepared) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    m.insert("reveal.kind".into(), "model".into());
+    m.insert(
+        "data".into(),
+        serde_json::to_string(&data.spec).expect("serialisable"),
+    );
+    m.insert(
+        "input_shape".into(),
+        serde_json::to_string(&data.shape).expect("serialisable"),
+    );
+    m.insert(
+        "triggers".into(),
+        serde_json::to_string(&data.triggers).expect("serialisable"),
+    );
+    m
+}
+
+#[derive(Serialize, Deserialize)]
+struct CheckpointState {
+    epoch: usize,
+    rejected: usize,
+    c: f64,
+    seed: u64,
+    elapsed: f64,
+}
+
+/// Trains a model on `data` as `job` says; `on_epoch` sees every accepted step (for progress
+/// bars) and may stop the run, in which case a checkpoint is written and an error says how to
+/// resume.
+pub fn run<T: Scalar>(
+    job: &TrainJob,
+    data: &Prepared,
+    mut on_epoch: impl FnMut(&TrainState<T>) -> Control,
+) -> Result<TrainSummary> {
+    let x: Array2<T> = features(&data.train.x);
+    let y: Array2<T> = label_column(&data.train.y);
+    let d = x.ncols();
+    let ckpt = checkpoint_path(&job.out);
+    let log = log_path(&job.out);
+    let mean = data
+        .mean
+        .view()
+        .insert_axis(Axis(0))
+        .mapv(|v| T::from_f64(v as f64));
+    let meta = data_metadata(data);
+
+    let (mut state, elapsed_before) = if job.resume && ckpt.exists() {
+        let file = load_model::<T>(&ckpt)?;
+        if file.mlp.input_dim() != d || file.mlp.hidden() != job.hidden {
+            bail!(
+                "{}: checkpoint is a {}-{:?} model, this run wants {d}-{:?}",
+                ckpt.display(),
+                file.mlp.input_dim(),
+                file.mlp.hidden(),
+                job.hidden
+            );
+        }
+        if file.metadata.get("data") != meta.get("data") {
+            bail!(
+                "{}: checkpoint was trained on another data set",
+                ckpt.display()
+            );
+        }
+        let st: CheckpointState = serde_json::from_str(
+            file.metadata
+                .get("train.state")
+                .map(String::as_str)
+                .unwrap_or(""),
+        )
+        .with_context(|| {
+            format!(
+                "{}: no readable train.state in the metadata",
+                ckpt.display()
+            )
+        })?;
+        let mut s = TrainState::new(file.mlp, job.config.schedule);
+        (s.epoch, s.rejected, s.c) = (st.epoch, st.rejected, st.c);
+        (s, st.elapsed)
+    } else {
+        if !job.resume {
+            let _ = std::fs::remove_file(&log);
+        }
+        (
+            TrainState::new(
+                Mlp::<T>::init(d, &job.hidden, job.seed),
+                job.config.schedule,
+            ),
+            0.0,
+        )
+    };
+
+    let started = Instant::now();
+    let save_checkpoint = |s: &TrainState<T>| -> Result<()> {
+        let mut m = meta.clone();
+        let st = CheckpointState {
+            epoch: s.epoch,
+            rejected: s.rejected,
+            c: s.c,
+            seed: job.seed,
+            elapsed: elapsed_before + started.elapsed().as_secs_f64(),
+        };
+        m.insert(
+            "train.state".into(),
+            serde_json::to_string(&st).expect("serialisable"),
+        );
+        save_model(&ckpt, &s.mlp, Some(&mean), &m)
+    };
+    let mut log_file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .with_context(|| format!("{}: cannot open the training log", log.display()))?;
+    let mut io_error = None;
+    let outcome = train(&mut state, &x, &y, &job.config, |s| {
+        let line = format!(
+            "{{\"epoch\":{},\"loss\":{:e},\"train_error\":{},\"c\":{:e}}}\n",
+            s.epoch, s.loss, s.error, s.c
+        );
+        let mut result = log_file
+            .write_all(line.as_bytes())
+            .map_err(anyhow::Error::from);
+        if job.checkpoint_every > 0 && s.epoch % job.checkpoint_every == 0 {
+            result = result.and_then(|_| save_checkpoint(s));
+        }
+        if let Err(e) = result {
+            io_error = Some(e);
+            return Control::Stop;
+        }
+        on_epoch(s)
+    });
+    if let Some(e) = io_error {
+        return Err(e);
+    }
+    match outcome {
+        Outcome::Stopped => {
+            save_checkpoint(&state)?;
+            bail!(
+                "interrupted at epoch {}: checkpoint {} written; run the same command with --resume to continue",
+                state.epoch,
+                ckpt.display()
+            );
+        }
+        Outcome::Diverged => bail!(
+            "training diverged at epoch {} (loss {}): lower the learning rate or use --schedule fast",
+            state.epoch,
+            state.loss
+        ),
+        Outcome::Converged | Outcome::EpochCap => {}
+    }
+    let test_x: Array2<T> = features(&data.test.x);
+    let summary = TrainSummary {
+        outcome,
+        epochs: state.epoch,
+        rejected_steps: state.rejected,
+        train_loss: state.loss,
+        train_error: state.error,
+        test_accuracy: accuracy(
+            &state.mlp,
+            &test_x,
+            data.test.y.as_slice().expect("contiguous"),
+        ),
+        test_size: data.test.y.len(),
+        wall_seconds: elapsed_before + started.elapsed().as_secs_f64(),
+        precision: T::NAME.into(),
+        hidden: job.hidden.clone(),
+        config: job.config,
+        seed: job.seed,
+    };
+    let mut m = meta;
+    m.insert(
+        "train".into(),
+        serde_json::to_string(&summary).expect("serialisable"),
+    );
+    save_model(&job.out, &state.mlp, Some(&mean), &m)?;
+    let _ = std::fs::remove_file(&ckpt);
+    Ok(summary)
+}
