@@ -63,6 +63,15 @@ pub struct DataArgs {
     pub test: String,
 }
 
+/// Checks that a rate or threshold is a positive finite number.
+pub fn positive(flag: &str, v: f64) -> Result<f64> {
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        bail!("{flag} {v}: must be a positive number")
+    }
+}
+
 /// Parses "HxW" or "S".
 pub fn parse_size(s: &str) -> Result<(usize, usize)> {
     let parts: Vec<&str> = s.split(['x', 'X']).collect();

@@ -194,9 +194,8 @@ fn cmd_train<T: Scalar>(args: &TrainArgs) -> Result<()> {
     if args.hidden.is_empty() || args.hidden.contains(&0) {
         anyhow::bail!("--hidden: widths must be positive, e.g. 1000,1000");
     }
-    if !(args.lr > 0.0) || !(args.target_loss > 0.0) {
-        anyhow::bail!("--lr and --target-loss must be positive");
-    }
+    args::positive("--lr", args.lr)?;
+    args::positive("--target-loss", args.target_loss)?;
     let data = prepare(
         &spec,
         reveal_data::data_dir(args.data.data_dir.as_deref()).as_deref(),
