@@ -4,6 +4,7 @@
 
 mod args;
 mod progress;
+mod recon_cmds;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,6 +51,20 @@ enum Command {
     },
     /// Train the homogeneous MLP to zero training error with full-batch gradient descent.
     Train(TrainArgs),
+    /// Reconstruct training samples from a model's weights (KKT conditions), with a search.
+    Reconstruct(recon_cmds::ReconstructArgs),
+    /// Evaluate the reconstruction objective and its gradient at given candidates.
+    Kkt(recon_cmds::KktArgs),
+    /// Score reconstructions against the model's training set (S, ρ10, recovered, baselines).
+    Score(recon_cmds::ScoreArgs),
+    /// SSIM of two images.
+    Ssim {
+        a: PathBuf,
+        b: PathBuf,
+        /// kornia3 (the paper's) or gauss11 (Wang et al. 2004).
+        #[arg(long, default_value = "kornia3")]
+        preset: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -119,6 +134,16 @@ fn run(cli: Cli) -> Result<()> {
             Precision::F32 => cmd_train::<f32>(&args),
             Precision::F64 => cmd_train::<f64>(&args),
         },
+        Command::Reconstruct(args) => match args.precision {
+            Precision::F32 => recon_cmds::cmd_reconstruct::<f32>(&args),
+            Precision::F64 => recon_cmds::cmd_reconstruct::<f64>(&args),
+        },
+        Command::Kkt(args) => match args.precision {
+            Precision::F32 => recon_cmds::cmd_kkt::<f32>(&args),
+            Precision::F64 => recon_cmds::cmd_kkt::<f64>(&args),
+        },
+        Command::Score(args) => recon_cmds::cmd_score(&args),
+        Command::Ssim { a, b, preset } => recon_cmds::cmd_ssim(&a, &b, &preset),
     }
 }
 

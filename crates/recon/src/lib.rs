@@ -7,3 +7,8 @@
 pub mod objective;
 
 pub use objective::{candidate_labels, evaluate, record, Evaluation, ObjectiveConfig, Terms};
+pub mod files;
+pub mod optim;
+pub mod search;
+
+pub use optim::{preset, Hyper, RunConfig, RunState, Stop, PRESETS};

@@ -27,6 +27,8 @@ pub struct ObjectiveConfig<T> {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Terms<V> {
     pub kkt: V,
+    /// ‖W1 − ∇_{W1} Φ‖², the first layer's share of L_kkt (a label-free ranking signal).
+    pub kkt_w1: V,
     pub prior_x: V,
     pub prior_lambda: V,
     pub total: V,
@@ -66,12 +68,12 @@ pub fn record<'t, T: Scalar>(
     let g = grad(phi, theta, true);
 
     // L_kkt = Σ_p ‖θ_p − ∇_{θ_p} Φ‖²
-    let kkt = theta
+    let residuals: Vec<Var<'t, T>> = theta
         .iter()
         .zip(&g)
         .map(|(&p, &gp)| (p - gp).square().sum())
-        .reduce(|a, b| a + b)
-        .expect("θ is not empty");
+        .collect();
+    let kkt = residuals[1..].iter().fold(residuals[0], |a, &b| a + b);
 
     // L_x = Σ relu(x − 1)² + Σ relu(−1 − x)²
     let one = T::one();
@@ -87,6 +89,7 @@ pub fn record<'t, T: Scalar>(
 
     Terms {
         kkt,
+        kkt_w1: residuals[0],
         prior_x,
         prior_lambda,
         total: kkt + prior_x + prior_lambda,
@@ -130,6 +133,7 @@ pub fn evaluate<T: Scalar>(
     Evaluation {
         terms: Terms {
             kkt: terms.kkt.item(),
+            kkt_w1: terms.kkt_w1.item(),
             prior_x: terms.prior_x.item(),
             prior_lambda: terms.prior_lambda.item(),
             total: terms.total.item(),

@@ -81,3 +81,27 @@ pub fn write_png(
 pub fn default_scale(side: usize) -> usize {
     (64 / side.max(1)).clamp(1, 8)
 }
+
+/// The best `count` pairs as a grid of `cols` columns: odd rows the reconstructions, even rows
+/// their training images.
+pub fn write_pairs_png(
+    path: &Path,
+    pairs: &[crate::Pair],
+    recon: &ndarray::Array2<f32>,
+    train: &ndarray::Array2<f32>,
+    shape: (usize, usize, usize),
+    count: usize,
+    cols: usize,
+) -> Result<()> {
+    let best = &pairs[..count.min(pairs.len())];
+    let blank = ndarray::Array1::zeros(recon.ncols());
+    let mut images = Vec::with_capacity(4 * best.len());
+    for chunk in best.chunks(cols.max(1)) {
+        let pad = cols.max(1) - chunk.len();
+        images.extend(chunk.iter().map(|p| recon.row(p.candidate)));
+        images.extend(std::iter::repeat_n(blank.view(), pad));
+        images.extend(chunk.iter().map(|p| train.row(p.train)));
+        images.extend(std::iter::repeat_n(blank.view(), pad));
+    }
+    write_png(path, &images, shape, cols, default_scale(shape.2))
+}

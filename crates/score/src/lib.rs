@@ -4,3 +4,6 @@
 //! image grids, plots and reports.
 
 pub mod grid;
+pub mod score;
+
+pub use score::{score, to_pixels, Pair, Score, ScoreInput, Summary};

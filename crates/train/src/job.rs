@@ -191,7 +191,7 @@ pub fn run<T: Scalar>(
         let mut result = log_file
             .write_all(line.as_bytes())
             .map_err(anyhow::Error::from);
-        if job.checkpoint_every > 0 && s.epoch % job.checkpoint_every == 0 {
+        if job.checkpoint_every > 0 && s.epoch.is_multiple_of(job.checkpoint_every) {
             result = result.and_then(|_| save_checkpoint(s));
         }
         if let Err(e) = result {

@@ -1,0 +1,546 @@
+//! `reveal reconstruct`, `reveal kkt`, `reveal score`, `reveal ssim`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use ndarray::Array2;
+use rand::SeedableRng;
+use reveal_data::{prepare, DataSpec, Prepared};
+use reveal_nn::files::{load_model, write_tensors, TensorOut};
+use reveal_nn::Mlp;
+use reveal_recon::files::load_candidates;
+use reveal_recon::objective::{evaluate, ObjectiveConfig};
+use reveal_recon::search::{run_search, RankBy, SearchJob, SearchSummary};
+use reveal_recon::{preset, Hyper, RunConfig, PRESETS};
+use reveal_score::score::score_candidates;
+use reveal_score::{grid, Score};
+use reveal_ssim::Ssim;
+use reveal_tape::Scalar;
+
+use crate::args::{positive, Precision};
+use crate::progress;
+
+#[derive(clap::Args)]
+pub struct ReconstructArgs {
+    /// The trained model (safetensors).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Output candidate file (safetensors); per-run files go to OUT.runs/.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Candidates per run, m (default: twice the training-set size in the model's metadata).
+    #[arg(long)]
+    pub candidates: Option<usize>,
+    /// Iterations per run.
+    #[arg(long, default_value_t = 20_000)]
+    pub iters: usize,
+    /// A reference setting: cifar-a, cifar-b, mnist-a, mnist-b (default: by data set).
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// Learning rate of x (overrides the preset).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Learning rate of λ.
+    #[arg(long, default_value_t = 1e-4)]
+    pub lambda_lr: f64,
+    /// Scale of the initial candidates (overrides the preset).
+    #[arg(long)]
+    pub init_scale: Option<f64>,
+    /// λ_min (overrides the preset).
+    #[arg(long)]
+    pub min_lambda: Option<f64>,
+    /// α of the modified ReLU (overrides the preset).
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    /// Number of runs; with more than one, unpinned hyperparameters are drawn at random from the
+    /// reference's ranges (run 0 keeps the preset).
+    #[arg(long, default_value_t = 1)]
+    pub runs: usize,
+    /// Pool the candidates of the best K runs into --out.
+    #[arg(long, default_value_t = 1)]
+    pub keep: usize,
+    /// Rank runs by the label-free layer-1 KKT residual, or by S against the training set.
+    #[arg(long, value_enum, default_value = "kkt")]
+    pub rank_by: RankByArg,
+    /// Folder of the real data (for --rank-by score; default $REVEAL_DATA).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Seed of the initial candidates and of the search.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Runs at once (default: one per core when several runs).
+    #[arg(long)]
+    pub parallel: Option<usize>,
+    #[arg(long, value_enum, default_value = "f32")]
+    pub precision: Precision,
+    /// Checkpoint every N iterations.
+    #[arg(long, default_value_t = 1000)]
+    pub checkpoint_every: usize,
+    /// Log the curve every N iterations.
+    #[arg(long, default_value_t = 100)]
+    pub log_every: usize,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum RankByArg {
+    Kkt,
+    Score,
+}
+
+/// The data set a model was trained on, from its metadata.
+pub fn model_data_spec(path: &Path, meta: &BTreeMap<String, String>) -> Result<DataSpec> {
+    let text = meta.get("data").with_context(|| {
+        format!(
+            "{}: no data description in the metadata (not trained by reveal?)",
+            path.display()
+        )
+    })?;
+    serde_json::from_str(text)
+        .with_context(|| format!("{}: unreadable data description", path.display()))
+}
+
+/// Rebuilds a model's training set, checking it matches the model.
+pub fn model_data(
+    path: &Path,
+    meta: &BTreeMap<String, String>,
+    d: usize,
+    data_dir: Option<&Path>,
+) -> Result<Prepared> {
+    let spec = model_data_spec(path, meta)?;
+    let data = prepare(&spec, reveal_data::data_dir(data_dir).as_deref())?;
+    if data.train.x.ncols() != d {
+        bail!(
+            "{}: the model takes {d} inputs but its data set has {}",
+            path.display(),
+            data.train.x.ncols()
+        );
+    }
+    Ok(data)
+}
+
+/// The hyperparameters of run `i`: preset (or the data set's default) with flags pinned; runs
+/// after the first draw every unpinned value at random.
+fn hyper_for(
+    args: &ReconstructArgs,
+    default_preset: &str,
+    i: usize,
+    rng: &mut rand_chacha::ChaCha8Rng,
+) -> Result<Hyper> {
+    let name = args.preset.as_deref().unwrap_or(default_preset);
+    let base = preset(name).with_context(|| {
+        format!(
+            "--preset {name:?}: expected one of {}",
+            PRESETS.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
+        )
+    })?;
+    let mut h = if i == 0 { base } else { Hyper::random(rng) };
+    if let Some(v) = args.lr {
+        h.lr = positive("--lr", v)?;
+    }
+    if let Some(v) = args.init_scale {
+        h.init_scale = positive("--init-scale", v)?;
+    }
+    if let Some(v) = args.min_lambda {
+        h.lambda_min = positive("--min-lambda", v)?;
+    }
+    if let Some(v) = args.alpha {
+        h.alpha = positive("--alpha", v)?;
+    }
+    Ok(h)
+}
+
+pub fn cmd_reconstruct<T: Scalar>(args: &ReconstructArgs) -> Result<()> {
+    let file = load_model::<T>(&args.model)?;
+    let spec = model_data_spec(&args.model, &file.metadata).ok();
+    let m = match (args.candidates, &spec) {
+        (Some(m), _) => m,
+        (None, Some(s)) => 4 * s.per_class,
+        (None, None) => bail!(
+            "{}: no training-set size in the metadata; pass --candidates M",
+            args.model.display()
+        ),
+    };
+    if m < 2 || m % 2 != 0 {
+        bail!("--candidates {m}: must be even and at least 2 (half per class)");
+    }
+    if args.runs == 0 || args.keep == 0 || args.keep > args.runs {
+        bail!(
+            "--runs {} --keep {}: need 1 ≤ keep ≤ runs",
+            args.runs,
+            args.keep
+        );
+    }
+    positive("--lambda-lr", args.lambda_lr)?;
+    let default_preset = match spec.as_ref().map(|s| s.source.name()) {
+        Some("cifar10") => "cifar-a",
+        Some("mnist") => "mnist-a",
+        _ => "mnist-b",
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
+    let runs = (0..args.runs)
+        .map(|i| {
+            Ok(RunConfig {
+                lambda_lr: args.lambda_lr,
+                ..RunConfig::new(
+                    hyper_for(args, default_preset, i, &mut rng)?,
+                    m,
+                    args.iters,
+                    args.seed + i as u64,
+                )
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let data = match args.rank_by {
+        RankByArg::Score => Some(model_data(
+            &args.model,
+            &file.metadata,
+            file.mlp.input_dim(),
+            args.data_dir.as_deref(),
+        )?),
+        RankByArg::Kkt => None,
+    };
+    let mut meta = BTreeMap::new();
+    meta.insert("model".into(), args.model.display().to_string());
+    meta.insert("precision".into(), T::NAME.into());
+    let job = SearchJob {
+        runs,
+        keep: args.keep,
+        out: args.out.clone(),
+        rank_by: match args.rank_by {
+            RankByArg::Kkt => RankBy::Kkt,
+            RankByArg::Score => RankBy::Score,
+        },
+        checkpoint_every: args.checkpoint_every,
+        log_every: args.log_every,
+        parallel: args.parallel.unwrap_or(if args.runs > 1 { 2 } else { 1 }),
+        metadata: meta,
+    };
+    let summary = search(&file.mlp, &job, data.as_ref(), args.json)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print_search(&summary, &args.out);
+    }
+    Ok(())
+}
+
+/// Runs a search with a progress bar; with data, runs are also scored.
+pub fn search<T: Scalar>(
+    model: &Mlp<T>,
+    job: &SearchJob,
+    data: Option<&Prepared>,
+    quiet: bool,
+) -> Result<SearchSummary> {
+    let total: usize = job.runs.iter().map(|r| r.iters).sum();
+    let bar = progress::bar(total as u64, "iterations", quiet);
+    let tick = |t: reveal_recon::search::Tick| {
+        bar.inc(1);
+        if t.iter.is_multiple_of(20) {
+            bar.set_message(format!(
+                "run {} loss {:.4e} (kkt {:.4e}, x {:.2e}, λ {:.2e})",
+                t.run, t.terms.total, t.terms.kkt, t.terms.prior_x, t.terms.prior_lambda
+            ));
+        }
+        !progress::interrupted()
+    };
+    let model32: Mlp<f32> = model.cast();
+    let scorer = |s: &reveal_recon::RunState<T>| {
+        let d = data.expect("scorer only with data");
+        let x = s.x.mapv(|v| v.as_f64() as f32);
+        score_candidates(d, &x, Some(&model32), 10, &Ssim::kornia3())
+            .summary
+            .s
+    };
+    let result = run_search(
+        model,
+        job,
+        data.map(|_| &scorer as &reveal_recon::search::Scorer<T>),
+        &tick,
+    );
+    bar.finish_and_clear();
+    result
+}
+
+fn print_search(s: &SearchSummary, out: &Path) {
+    println!(
+        "candidates    {} (runs pooled: {:?})",
+        out.display(),
+        s.pooled
+    );
+    println!(
+        "{:>4} {:>10} {:>8} {:>7} {:>7} {:>12} {:>12} {:>8} {:>7}",
+        "run", "init", "lr", "λ_min", "α", "loss", "W1 resid.", "S", "wall s"
+    );
+    for &i in &s.ranking {
+        let r = &s.runs[i];
+        let h = r.config.hyper;
+        let score = r.score.map_or("-".to_string(), |v| format!("{v:.3}"));
+        println!(
+            "{:>4} {:>10.2e} {:>8.3e} {:>7.3} {:>7.1} {:>12.5e} {:>12.5e} {:>8} {:>7.0}",
+            i,
+            h.init_scale,
+            h.lr,
+            h.lambda_min,
+            h.alpha,
+            r.loss,
+            r.layer1_residual,
+            score,
+            r.wall_seconds
+        );
+    }
+    for r in s.runs.iter().filter(|r| r.failure.is_some()) {
+        println!(
+            "run {} failed: {}",
+            r.index,
+            r.failure.as_deref().unwrap_or("")
+        );
+    }
+    if let Some(a) = s.rank_agreement {
+        println!("agreement of the kkt and score rankings (Spearman): {a:.3}");
+    }
+}
+
+#[derive(clap::Args)]
+pub struct KktArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Candidate file (x, lambda, y).
+    #[arg(long)]
+    pub candidates: PathBuf,
+    /// α (default: from the candidate file).
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    /// λ_min (default: from the candidate file).
+    #[arg(long)]
+    pub min_lambda: Option<f64>,
+    #[arg(long, value_enum, default_value = "f64")]
+    pub precision: Precision,
+    /// Write the terms and the gradients grad.x, grad.lambda here (safetensors).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn cmd_kkt<T: Scalar>(args: &KktArgs) -> Result<()> {
+    let model = load_model::<T>(&args.model)?;
+    let c = load_candidates::<T>(&args.candidates)?;
+    if c.x.ncols() != model.mlp.input_dim() {
+        bail!(
+            "{}: candidates have {} values each, the model takes {}",
+            args.candidates.display(),
+            c.x.ncols(),
+            model.mlp.input_dim()
+        );
+    }
+    let from_file: Option<RunConfig> = c
+        .metadata
+        .get("config")
+        .and_then(|s| serde_json::from_str(s).ok());
+    let pick = |flag: Option<f64>, name: &str, get: fn(&Hyper) -> f64| -> Result<f64> {
+        match (flag, &from_file) {
+            (Some(v), _) => positive(name, v),
+            (None, Some(cfg)) => Ok(get(&cfg.hyper)),
+            (None, None) => bail!(
+                "{}: no hyperparameters in the file; pass {name}",
+                args.candidates.display()
+            ),
+        }
+    };
+    let alpha = pick(args.alpha, "--alpha", |h| h.alpha)?;
+    let lambda_min = pick(args.min_lambda, "--min-lambda", |h| h.lambda_min)?;
+    let cfg = ObjectiveConfig {
+        activation: reveal_nn::Activation::ModifiedRelu(T::from_f64(alpha)),
+        lambda_min: T::from_f64(lambda_min),
+    };
+    let e = evaluate(&model.mlp, &c.x, &c.lambda, &c.y, cfg);
+    let t = e.terms;
+    let values = [
+        ("loss", t.total),
+        ("loss.kkt", t.kkt),
+        ("loss.prior_x", t.prior_x),
+        ("loss.prior_lambda", t.prior_lambda),
+    ];
+    if let Some(out) = &args.out {
+        let gx = e.grad_x.as_standard_layout().into_owned();
+        let scalars: Vec<[T; 1]> = values.iter().map(|(_, v)| [*v]).collect();
+        let mut tensors: Vec<TensorOut<T>> = values
+            .iter()
+            .zip(&scalars)
+            .map(|((n, _), v)| TensorOut {
+                name: n,
+                shape: vec![1],
+                data: v,
+            })
+            .collect();
+        tensors.push(TensorOut {
+            name: "grad.x",
+            shape: vec![gx.nrows(), gx.ncols()],
+            data: gx.as_slice().expect("standard"),
+        });
+        tensors.push(TensorOut {
+            name: "grad.lambda",
+            shape: vec![e.grad_lambda.len()],
+            data: e.grad_lambda.as_slice().expect("column"),
+        });
+        let mut meta = BTreeMap::new();
+        meta.insert("alpha".into(), alpha.to_string());
+        meta.insert("lambda_min".into(), lambda_min.to_string());
+        write_tensors(out, &tensors, &meta)?;
+    }
+    if args.json {
+        let map: BTreeMap<&str, f64> = values.iter().map(|(n, v)| (*n, v.as_f64())).collect();
+        println!("{}", serde_json::to_string_pretty(&map)?);
+    } else {
+        for (n, v) in values {
+            println!("{n:<18} {:.10e}", v.as_f64());
+        }
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct ScoreArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Candidate file to score.
+    #[arg(long)]
+    pub recon: PathBuf,
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// S is the mean SSIM of the best k pairs.
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    /// SSIM preset: kornia3 (the paper's) or gauss11.
+    #[arg(long, default_value = "kornia3")]
+    pub ssim: String,
+    /// Write the best 30 pairs as a PNG grid (odd rows reconstructions, even rows training images).
+    #[arg(long)]
+    pub grid: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Scores a candidate file against the model's training set (and writes the grid).
+pub fn score_file(
+    model_path: &Path,
+    recon: &Path,
+    data_dir: Option<&Path>,
+    k: usize,
+    ssim: &Ssim,
+    grid_png: Option<&Path>,
+) -> Result<(Score, Prepared)> {
+    let model = load_model::<f32>(model_path)?;
+    let data = model_data(model_path, &model.metadata, model.mlp.input_dim(), data_dir)?;
+    let c = load_candidates::<f32>(recon)?;
+    if c.x.ncols() != model.mlp.input_dim() {
+        bail!(
+            "{}: candidates have {} values each, the model takes {}",
+            recon.display(),
+            c.x.ncols(),
+            model.mlp.input_dim()
+        );
+    }
+    if k == 0 || k > data.train.y.len() {
+        bail!(
+            "--k {k}: must be between 1 and the {} training images",
+            data.train.y.len()
+        );
+    }
+    let s = score_candidates(&data, &c.x, Some(&model.mlp), k, ssim);
+    if let Some(path) = grid_png {
+        let recon_px: Array2<f32> = reveal_score::to_pixels(&c.x, data.mean.view());
+        grid::write_pairs_png(
+            path,
+            &s.pairs,
+            &recon_px,
+            &data.train.pixels,
+            data.shape,
+            30,
+            10,
+        )?;
+    }
+    Ok((s, data))
+}
+
+pub fn cmd_score(args: &ScoreArgs) -> Result<()> {
+    let ssim = Ssim::preset(&args.ssim)
+        .with_context(|| format!("--ssim {:?}: expected kornia3 or gauss11", args.ssim))?;
+    let (s, data) = score_file(
+        &args.model,
+        &args.recon,
+        args.data_dir.as_deref(),
+        args.k,
+        &ssim,
+        args.grid.as_deref(),
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(());
+    }
+    let n = data.train.y.len();
+    println!("S (best {})        {:.4}", s.k, s.summary.s);
+    println!("ρ10               {:.4}", s.summary.rho10);
+    println!("SSIM > 0.4        {} of {n}", s.summary.above_threshold);
+    if let Some(r) = s.recovered {
+        println!("recovered         {r} of {n} (beat their nearest held-out image)");
+    }
+    if let (Some(sm), Some(c)) = (s.s_margin, s.margin_count) {
+        println!("S on the margin   {sm:.4} ({c} samples)");
+    }
+    for (name, b) in [
+        ("mean image", s.baseline_mean),
+        ("held-out images", s.baseline_heldout),
+    ] {
+        if let Some(b) = b {
+            println!("baseline {name:<16} S {:.4}, ρ10 {:.4}", b.s, b.rho10);
+        }
+    }
+    if let Some(g) = &args.grid {
+        println!("grid              {}", g.display());
+    }
+    Ok(())
+}
+
+pub fn cmd_ssim(a: &Path, b: &Path, preset_name: &str) -> Result<()> {
+    let ssim = Ssim::preset(preset_name)
+        .with_context(|| format!("--preset {preset_name:?}: expected kornia3 or gauss11"))?;
+    let load = |p: &Path| -> Result<(Vec<f32>, (usize, usize, usize))> {
+        let img =
+            image::open(p).map_err(|e| anyhow::anyhow!("{}: cannot decode ({e})", p.display()))?;
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        if img.color().has_color() {
+            let rgb = img.to_rgb8();
+            let v = (0..3)
+                .flat_map(|c| {
+                    rgb.pixels()
+                        .map(move |px| px[c] as f32 / 255.0)
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            Ok((v, (3, h, w)))
+        } else {
+            Ok((
+                img.to_luma8()
+                    .pixels()
+                    .map(|px| px[0] as f32 / 255.0)
+                    .collect(),
+                (1, h, w),
+            ))
+        }
+    };
+    let ((x, sx), (y, sy)) = (load(a)?, load(b)?);
+    if sx != sy {
+        bail!(
+            "{} is {sx:?} (C, H, W) but {} is {sy:?}",
+            a.display(),
+            b.display()
+        );
+    }
+    println!("{:.6}", ssim.mean(&x, &y, sx));
+    Ok(())
+}

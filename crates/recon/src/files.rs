@@ -1,0 +1,142 @@
+//! Candidate files: safetensors `x` [m, d], `lambda` [m], `y` [m] (±1), hyperparameters in the
+//! metadata. A checkpoint is the same file plus the momentum buffers `vx`, `vlambda` and the
+//! iteration count, so a run continues exactly where it stopped.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use ndarray::Array2;
+use reveal_nn::files::{read_tensors, write_tensors, TensorOut};
+use reveal_tape::Scalar;
+
+use crate::optim::RunState;
+
+/// Candidates as read from a file.
+pub struct CandidateFile<T> {
+    pub x: Array2<T>,
+    /// [m, 1]
+    pub lambda: Array2<T>,
+    /// [m, 1]
+    pub y: Array2<T>,
+    /// Momentum buffers and iteration, present in checkpoints.
+    pub resume: Option<(Array2<T>, Array2<T>, usize)>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+fn std_layout<T: Scalar>(a: &Array2<T>) -> Array2<T> {
+    a.as_standard_layout().into_owned()
+}
+
+/// Writes candidates (and, with `checkpoint`, the optimiser state) atomically.
+pub fn save_candidates<T: Scalar>(
+    path: &Path,
+    state: &RunState<T>,
+    checkpoint: bool,
+    metadata: &BTreeMap<String, String>,
+) -> Result<()> {
+    let (m, d) = state.x.dim();
+    let arrays = [&state.x, &state.lambda, &state.y, &state.vx, &state.vlambda].map(std_layout);
+    let slice = |i: usize| arrays[i].as_slice().expect("standard layout");
+    let mut tensors = vec![
+        TensorOut {
+            name: "x",
+            shape: vec![m, d],
+            data: slice(0),
+        },
+        TensorOut {
+            name: "lambda",
+            shape: vec![m],
+            data: slice(1),
+        },
+        TensorOut {
+            name: "y",
+            shape: vec![m],
+            data: slice(2),
+        },
+    ];
+    let mut meta = metadata.clone();
+    meta.insert("reveal.kind".into(), "candidates".into());
+    if checkpoint {
+        tensors.push(TensorOut {
+            name: "vx",
+            shape: vec![m, d],
+            data: slice(3),
+        });
+        tensors.push(TensorOut {
+            name: "vlambda",
+            shape: vec![m],
+            data: slice(4),
+        });
+        meta.insert("iter".into(), state.iter.to_string());
+    }
+    write_tensors(path, &tensors, &meta)
+}
+
+/// Reads a candidate file or checkpoint, checking names, shapes and labels.
+pub fn load_candidates<T: Scalar>(path: &Path) -> Result<CandidateFile<T>> {
+    let mut f = read_tensors::<T>(path)?;
+    let x = f.take_matrix(path, "x", &[None, None])?;
+    let m = x.nrows();
+    let col = |a: Array2<T>| a.into_shape_with_order((m, 1)).expect("length checked");
+    let lambda = col(f.take_matrix(path, "lambda", &[Some(m)])?);
+    let y = col(f.take_matrix(path, "y", &[Some(m)])?);
+    if let Some(bad) = y.iter().find(|v| v.abs() != T::one()) {
+        bail!("{}: labels y must be ±1, found {bad}", path.display());
+    }
+    if let Some(bad) = x.iter().chain(lambda.iter()).find(|v| !v.is_finite()) {
+        bail!(
+            "{}: candidates hold a non-finite value ({bad})",
+            path.display()
+        );
+    }
+    let resume = if f.tensors.contains_key("vx") {
+        let vx = f.take_matrix(path, "vx", &[Some(m), Some(x.ncols())])?;
+        let vl = col(f.take_matrix(path, "vlambda", &[Some(m)])?);
+        let iter = f.metadata.get("iter").and_then(|s| s.parse().ok());
+        let Some(iter) = iter else {
+            bail!(
+                "{}: a checkpoint without a readable iteration count",
+                path.display()
+            );
+        };
+        Some((vx, vl, iter))
+    } else {
+        None
+    };
+    if let Some(extra) = f.tensors.keys().next() {
+        bail!(
+            "{}: unexpected tensor {extra} in a candidate file",
+            path.display()
+        );
+    }
+    Ok(CandidateFile {
+        x,
+        lambda,
+        y,
+        resume,
+        metadata: f.metadata,
+    })
+}
+
+impl<T: Scalar> CandidateFile<T> {
+    /// The run state these candidates describe (fresh momentum unless a checkpoint).
+    pub fn into_state(self) -> RunState<T> {
+        let (vx, vlambda, iter) = self.resume.unwrap_or_else(|| {
+            (
+                Array2::zeros(self.x.dim()),
+                Array2::zeros(self.lambda.dim()),
+                0,
+            )
+        });
+        RunState {
+            x: self.x,
+            lambda: self.lambda,
+            y: self.y,
+            vx,
+            vlambda,
+            iter,
+            last: None,
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! The search: several reconstruction runs (random hyperparameters or presets), each resumable,
+//! ranked, and the candidates of the best ones pooled into one file.
+//!
+//! Layout beside the output `OUT.safetensors`: a folder `OUT.runs/` holding, per run i,
+//! `run-i.jsonl` (its curve), `run-i.ckpt.safetensors` (while running) and `run-i.safetensors`
+//! (when done), and `summary.json` (every run's hyperparameters, final terms and rank).
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{anyhow, Context, Result};
+use ndarray::{concatenate, Array2, Axis};
+use rayon::prelude::*;
+use reveal_nn::{write_atomic, Mlp};
+use reveal_tape::Scalar;
+use serde::{Deserialize, Serialize};
+
+use crate::files::{load_candidates, save_candidates};
+use crate::objective::Terms;
+use crate::optim::{layer1_residual, run, RunConfig, RunState, Stop};
+
+/// How runs are ranked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RankBy {
+    /// The label-free layer-1 KKT residual (lower is better).
+    Kkt,
+    /// The score S against the training set (higher is better).
+    Score,
+}
+
+/// A search as the CLI describes it.
+#[derive(Clone, Debug)]
+pub struct SearchJob {
+    pub runs: Vec<RunConfig>,
+    /// How many of the best runs to pool.
+    pub keep: usize,
+    pub out: PathBuf,
+    pub rank_by: RankBy,
+    /// Checkpoint every N iterations (0: only on interrupt).
+    pub checkpoint_every: usize,
+    /// Log the curve every N iterations.
+    pub log_every: usize,
+    /// Run this many runs at once.
+    pub parallel: usize,
+    /// Metadata for every file written (model path, precision, …).
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// The outcome of one run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub index: usize,
+    pub config: RunConfig,
+    pub iters: usize,
+    /// Final terms of L (at the last evaluated point).
+    pub loss: f64,
+    pub loss_kkt: f64,
+    pub loss_prior_x: f64,
+    pub loss_prior_lambda: f64,
+    /// ‖W1 − G_W1‖² / ‖W1‖².
+    pub layer1_residual: f64,
+    /// S when ranked (or scored) against the training set.
+    pub score: Option<f64>,
+    /// Why it stopped early, if it did.
+    pub failure: Option<String>,
+    pub wall_seconds: f64,
+}
+
+/// What a search produced.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SearchSummary {
+    pub runs: Vec<RunSummary>,
+    /// Run indices, best first, by the chosen signal.
+    pub ranking: Vec<usize>,
+    pub rank_by: RankBy,
+    /// The runs pooled into the output.
+    pub pooled: Vec<usize>,
+    /// Spearman correlation between the kkt and score rankings, when both are known.
+    pub rank_agreement: Option<f64>,
+}
+
+/// The folder of per-run files for an output path.
+pub fn runs_dir(out: &Path) -> PathBuf {
+    out.with_extension("runs")
+}
+
+fn run_file(out: &Path, i: usize, what: &str) -> PathBuf {
+    runs_dir(out).join(format!("run-{i}.{what}"))
+}
+
+/// Progress of one iteration of one run, for progress bars.
+pub struct Tick<'a> {
+    pub run: usize,
+    pub iter: usize,
+    pub terms: &'a Terms<f64>,
+}
+
+fn run_metadata(job: &SearchJob, i: usize, cfg: &RunConfig) -> BTreeMap<String, String> {
+    let mut m = job.metadata.clone();
+    m.insert("run".into(), i.to_string());
+    m.insert(
+        "config".into(),
+        serde_json::to_string(cfg).expect("serialisable"),
+    );
+    m
+}
+
+/// Runs (or resumes, or skips when finished) run `i` of the job.
+fn one_run<T: Scalar>(
+    model: &Mlp<T>,
+    job: &SearchJob,
+    i: usize,
+    tick: &(dyn Fn(Tick) -> bool + Sync),
+) -> Result<(RunSummary, RunState<T>)> {
+    let cfg = job.runs[i];
+    let (done, ckpt, log) = (
+        run_file(&job.out, i, "safetensors"),
+        run_file(&job.out, i, "ckpt.safetensors"),
+        run_file(&job.out, i, "jsonl"),
+    );
+    let meta = run_metadata(job, i, &cfg);
+    if done.exists() {
+        let f = load_candidates::<T>(&done)?;
+        let summary: RunSummary = f
+            .metadata
+            .get("summary")
+            .and_then(|s| serde_json::from_str(s).ok())
+            .ok_or_else(|| {
+                anyhow!(
+                    "{}: no run summary in the metadata; delete it to rerun",
+                    done.display()
+                )
+            })?;
+        if summary.config != cfg {
+            return Err(anyhow!(
+                "{}: this run was made with other settings; use another --out or delete {}",
+                done.display(),
+                runs_dir(&job.out).display()
+            ));
+        }
+        return Ok((summary, f.into_state()));
+    }
+    let mut state = if ckpt.exists() {
+        let f = load_candidates::<T>(&ckpt)?;
+        if f.metadata.get("config") != meta.get("config") {
+            return Err(anyhow!(
+                "{}: checkpoint of a run with other settings",
+                ckpt.display()
+            ));
+        }
+        f.into_state()
+    } else {
+        let _ = std::fs::remove_file(&log);
+        RunState::init(model.input_dim(), &cfg)
+    };
+    let mut log_file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .with_context(|| format!("{}: cannot open", log.display()))?;
+    let started = Instant::now();
+    let mut io_error = None;
+    let result = run(model, &mut state, &cfg, |s, t| {
+        let mut r: Result<()> = Ok(());
+        if s.iter == 1 || s.iter.is_multiple_of(job.log_every.max(1)) || s.iter == cfg.iters {
+            let line = format!(
+                "{{\"iter\":{},\"loss\":{:e},\"kkt\":{:e},\"prior_x\":{:e},\"prior_lambda\":{:e},\"layer1_residual\":{:e}}}\n",
+                s.iter, t.total, t.kkt, t.prior_x, t.prior_lambda, layer1_residual(model, t)
+            );
+            r = log_file
+                .write_all(line.as_bytes())
+                .map_err(anyhow::Error::from);
+        }
+        if job.checkpoint_every > 0 && s.iter.is_multiple_of(job.checkpoint_every) {
+            r = r.and_then(|_| save_candidates(&ckpt, s, true, &meta));
+        }
+        if let Err(e) = r {
+            io_error = Some(e);
+            return false;
+        }
+        tick(Tick {
+            run: i,
+            iter: s.iter,
+            terms: t,
+        })
+    });
+    if let Some(e) = io_error {
+        return Err(e);
+    }
+    let failure = match result {
+        Ok(()) => None,
+        Err(Stop::Interrupted) => {
+            save_candidates(&ckpt, &state, true, &meta)?;
+            return Err(anyhow!("interrupted at iteration {} of run {i}: checkpoint {} written; rerun the same command to resume", state.iter, ckpt.display()));
+        }
+        Err(e @ Stop::Diverged { .. }) => Some(e.to_string()),
+    };
+    let t = state.last.unwrap_or(Terms {
+        kkt: f64::NAN,
+        kkt_w1: f64::NAN,
+        prior_x: f64::NAN,
+        prior_lambda: f64::NAN,
+        total: f64::NAN,
+    });
+    let summary = RunSummary {
+        index: i,
+        config: cfg,
+        iters: state.iter,
+        loss: t.total,
+        loss_kkt: t.kkt,
+        loss_prior_x: t.prior_x,
+        loss_prior_lambda: t.prior_lambda,
+        layer1_residual: layer1_residual(model, &t),
+        score: None,
+        failure,
+        wall_seconds: started.elapsed().as_secs_f64(),
+    };
+    let mut m = meta;
+    m.insert(
+        "summary".into(),
+        serde_json::to_string(&summary).expect("serialisable"),
+    );
+    save_candidates(&done, &state, false, &m)?;
+    let _ = std::fs::remove_file(&ckpt);
+    Ok((summary, state))
+}
+
+/// Scores a run's candidates against the training set (higher is better).
+pub type Scorer<'a, T> = dyn Fn(&RunState<T>) -> f64 + Sync + 'a;
+
+/// Spearman's rank correlation of two rankings of the same items.
+pub fn spearman(a: &[usize], b: &[usize]) -> f64 {
+    let n = a.len();
+    if n < 2 {
+        return 1.0;
+    }
+    let pos = |r: &[usize]| {
+        let mut p = vec![0usize; r.iter().max().map_or(0, |m| m + 1)];
+        for (rank, &item) in r.iter().enumerate() {
+            p[item] = rank;
+        }
+        p
+    };
+    let (pa, pb) = (pos(a), pos(b));
+    let d2: f64 = a
+        .iter()
+        .map(|&i| (pa[i] as f64 - pb[i] as f64).powi(2))
+        .sum();
+    1.0 - 6.0 * d2 / (n as f64 * ((n * n) as f64 - 1.0))
+}
+
+/// Runs the search, ranks the runs and writes the pooled candidates of the best `keep` to
+/// `job.out`. `score`, when given, scores a run's candidates against the training set.
+pub fn run_search<T: Scalar>(
+    model: &Mlp<T>,
+    job: &SearchJob,
+    score: Option<&Scorer<'_, T>>,
+    tick: &(dyn Fn(Tick) -> bool + Sync),
+) -> Result<SearchSummary> {
+    std::fs::create_dir_all(runs_dir(&job.out))
+        .with_context(|| format!("{}: cannot create", runs_dir(&job.out).display()))?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(job.parallel.max(1))
+        .build()?;
+    let results: Vec<Result<(RunSummary, RunState<T>)>> = pool.install(|| {
+        (0..job.runs.len())
+            .into_par_iter()
+            .map(|i| one_run(model, job, i, tick))
+            .collect()
+    });
+    let mut runs = Vec::with_capacity(results.len());
+    let mut states = Vec::with_capacity(results.len());
+    for r in results {
+        let (s, st) = r?;
+        runs.push(s);
+        states.push(st);
+    }
+    if let Some(score) = score {
+        for (r, st) in runs.iter_mut().zip(&states) {
+            r.score = Some(score(st));
+        }
+    }
+    let usable: Vec<usize> = (0..runs.len())
+        .filter(|&i| runs[i].failure.is_none() && runs[i].loss.is_finite())
+        .collect();
+    let rank = |by: RankBy| -> Vec<usize> {
+        let mut order = usable.clone();
+        match by {
+            RankBy::Kkt => {
+                order.sort_by(|&a, &b| runs[a].layer1_residual.total_cmp(&runs[b].layer1_residual))
+            }
+            RankBy::Score => order.sort_by(|&a, &b| {
+                runs[b]
+                    .score
+                    .unwrap_or(f64::NEG_INFINITY)
+                    .total_cmp(&runs[a].score.unwrap_or(f64::NEG_INFINITY))
+            }),
+        }
+        order
+    };
+    let rank_by = if score.is_none() {
+        RankBy::Kkt
+    } else {
+        job.rank_by
+    };
+    let ranking = rank(rank_by);
+    let rank_agreement = score.map(|_| spearman(&rank(RankBy::Kkt), &rank(RankBy::Score)));
+    if ranking.is_empty() {
+        return Err(anyhow!(
+            "every run diverged: {}",
+            runs.iter()
+                .filter_map(|r| r.failure.clone())
+                .next()
+                .unwrap_or_default()
+        ));
+    }
+    let pooled: Vec<usize> = ranking.iter().copied().take(job.keep.max(1)).collect();
+    let cat = |f: &dyn Fn(&RunState<T>) -> &Array2<T>| {
+        let views: Vec<_> = pooled.iter().map(|&i| f(&states[i]).view()).collect();
+        concatenate(Axis(0), &views).expect("same widths")
+    };
+    let merged = RunState {
+        x: cat(&|s| &s.x),
+        lambda: cat(&|s| &s.lambda),
+        y: cat(&|s| &s.y),
+        vx: cat(&|s| &s.vx),
+        vlambda: cat(&|s| &s.vlambda),
+        iter: pooled.iter().map(|&i| states[i].iter).max().unwrap_or(0),
+        last: None,
+    };
+    let summary = SearchSummary {
+        runs,
+        ranking,
+        rank_by,
+        pooled,
+        rank_agreement,
+    };
+    let mut meta = job.metadata.clone();
+    meta.insert(
+        "search".into(),
+        serde_json::to_string(&summary).expect("serialisable"),
+    );
+    save_candidates(&job.out, &merged, false, &meta)?;
+    write_atomic(
+        &runs_dir(&job.out).join("summary.json"),
+        serde_json::to_string_pretty(&summary)?.as_bytes(),
+    )?;
+    Ok(summary)
+}
