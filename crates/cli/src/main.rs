@@ -3,6 +3,7 @@
 //! A thin binary over the library crates: it parses flags, draws progress bars and prints.
 
 mod args;
+mod experiment_cmds;
 mod progress;
 mod recon_cmds;
 
@@ -57,6 +58,14 @@ enum Command {
     Kkt(recon_cmds::KktArgs),
     /// Score reconstructions against the model's training set (S, ρ10, recovered, baselines).
     Score(recon_cmds::ScoreArgs),
+    /// The paper's experiment: train unbiased and biased models, reconstruct, score, report.
+    Experiment(experiment_cmds::ExperimentArgs),
+    /// The experiment on the built-in synthetic data set (a few minutes, no files needed).
+    Demo {
+        /// Output folder.
+        #[arg(long, default_value = "reveal-demo")]
+        out: PathBuf,
+    },
     /// SSIM of two images.
     Ssim {
         a: PathBuf,
@@ -143,6 +152,8 @@ fn run(cli: Cli) -> Result<()> {
             Precision::F64 => recon_cmds::cmd_kkt::<f64>(&args),
         },
         Command::Score(args) => recon_cmds::cmd_score(&args),
+        Command::Experiment(args) => experiment_cmds::cmd_experiment(&args),
+        Command::Demo { out } => experiment_cmds::cmd_demo(out),
         Command::Ssim { a, b, preset } => recon_cmds::cmd_ssim(&a, &b, &preset),
     }
 }

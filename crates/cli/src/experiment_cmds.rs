@@ -1,0 +1,208 @@
+//! `reveal experiment` and `reveal demo`.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use indicatif::ProgressBar;
+use reveal_data::{Bias, Source};
+use reveal_experiment::{report, Budget, ExperimentConfig, Hooks, ModelResult};
+use reveal_recon::preset;
+
+use crate::args::{parse_size, DatasetName};
+use crate::progress;
+
+#[derive(clap::Args)]
+pub struct ExperimentArgs {
+    #[arg(long, value_enum)]
+    pub dataset: DatasetName,
+    /// Folder holding mnist/ and cifar10/ (default $REVEAL_DATA).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// For --dataset folder: the image folder.
+    #[arg(long)]
+    pub folder: Option<PathBuf>,
+    /// For --dataset folder: resize to HxW.
+    #[arg(long)]
+    pub size: Option<String>,
+    /// Output folder (re-running the command resumes it).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Bias levels: base, corner, diag3, diag5, contrast.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "base,corner,diag3,diag5,contrast"
+    )]
+    pub biases: Vec<Bias>,
+    /// Training images per class (default: by budget).
+    #[arg(long)]
+    pub per_class: Option<usize>,
+    /// Seeds (several give mean ± std in the report).
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    pub seeds: Vec<u64>,
+    #[arg(long, value_enum, default_value = "quick")]
+    pub budget: BudgetArg,
+    /// Leave out the null control (a random model with the base model's layer norms).
+    #[arg(long)]
+    pub no_control: bool,
+    /// Reconstruction iterations per run (default: by budget).
+    #[arg(long)]
+    pub iters: Option<usize>,
+    /// Reconstruction runs per model (default: by budget).
+    #[arg(long)]
+    pub runs: Option<usize>,
+    /// Reconstruction setting of the first run: cifar-a, cifar-b, mnist-a, mnist-b.
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// Hidden widths, comma-separated (default: by budget).
+    #[arg(long, value_delimiter = ',')]
+    pub hidden: Option<Vec<usize>>,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum BudgetArg {
+    Quick,
+    Paper,
+}
+
+pub fn cmd_experiment(args: &ExperimentArgs) -> Result<()> {
+    let source = match args.dataset {
+        DatasetName::Mnist => Source::Mnist,
+        DatasetName::Cifar10 => Source::Cifar10,
+        DatasetName::Synthetic => Source::Synthetic {
+            size: reveal_data::synthetic::DEFAULT_SIZE,
+        },
+        DatasetName::Folder => match &args.folder {
+            Some(root) => Source::Folder {
+                root: root.clone(),
+                test_root: None,
+                size: args.size.as_deref().map(parse_size).transpose()?,
+            },
+            None => bail!("--dataset folder needs --folder DIR"),
+        },
+    };
+    let budget = match args.budget {
+        BudgetArg::Quick => Budget::Quick,
+        BudgetArg::Paper => Budget::Paper,
+    };
+    let mut cfg = ExperimentConfig::new(source, args.out.clone(), budget);
+    cfg.data_dir = reveal_data::data_dir(args.data_dir.as_deref());
+    cfg.biases = args.biases.clone();
+    cfg.seeds = args.seeds.clone();
+    cfg.control = !args.no_control;
+    if let Some(n) = args.per_class {
+        cfg.per_class = n;
+    }
+    if let Some(h) = &args.hidden {
+        if h.is_empty() || h.contains(&0) {
+            bail!("--hidden: widths must be positive");
+        }
+        cfg.hidden = h.clone();
+    }
+    if let Some(i) = args.iters {
+        cfg.recon.iters = i;
+    }
+    if let Some(r) = args.runs {
+        if r == 0 {
+            bail!("--runs must be at least 1");
+        }
+        cfg.recon.runs = r;
+        cfg.recon.keep = cfg.recon.keep.min(r);
+    }
+    if let Some(p) = &args.preset {
+        cfg.recon.hyper = preset(p).ok_or_else(|| {
+            anyhow::anyhow!("--preset {p:?}: expected cifar-a, cifar-b, mnist-a or mnist-b")
+        })?;
+    }
+    let results = execute(&cfg)?;
+    print_summary(&cfg, &results);
+    Ok(())
+}
+
+/// Runs an experiment with a progress bar per stage.
+pub fn execute(cfg: &ExperimentConfig) -> Result<Vec<ModelResult>> {
+    let bar = std::cell::RefCell::new(ProgressBar::hidden());
+    let recon_bar = progress::bar(
+        (cfg.recon.iters * cfg.recon.runs) as u64,
+        "iterations",
+        false,
+    );
+    recon_bar.finish_and_clear();
+    let stage = |msg: &str| {
+        eprintln!("{msg}");
+        let mut b = bar.borrow_mut();
+        b.finish_and_clear();
+        *b = if msg.ends_with("training") {
+            progress::bar(cfg.train.max_epochs as u64, "epochs", false)
+        } else {
+            ProgressBar::hidden()
+        };
+        if msg.ends_with("reconstructing") {
+            recon_bar.reset();
+        }
+    };
+    let epoch = |s: &reveal_train::TrainState<f32>| {
+        let b = bar.borrow();
+        b.set_position(s.epoch as u64);
+        b.set_message(format!("loss {:.3e}, train error {:.3}", s.loss, s.error));
+        progress::control()
+    };
+    let tick = |t: reveal_recon::search::Tick| {
+        recon_bar.inc(1);
+        if t.iter.is_multiple_of(50) {
+            recon_bar.set_message(format!("loss {:.4e}", t.terms.total));
+        }
+        !progress::interrupted()
+    };
+    let hooks = Hooks {
+        stage: &stage,
+        epoch: &epoch,
+        tick: &tick,
+    };
+    let result = reveal_experiment::run(cfg, &hooks);
+    bar.borrow().finish_and_clear();
+    recon_bar.finish_and_clear();
+    result
+}
+
+fn print_summary(cfg: &ExperimentConfig, results: &[ModelResult]) {
+    println!(
+        "{:<11} {:>9} {:>7} {:>7} {:>10}",
+        "model", "test acc", "S", "ρ10", "recovered"
+    );
+    for r in results {
+        println!(
+            "{:<11} {:>9.3} {:>7.3} {:>7.3} {:>6}/{}",
+            format!("{} s{}", r.name, r.seed),
+            r.test_accuracy,
+            r.score.summary.s,
+            r.score.summary.rho10,
+            r.score.recovered.unwrap_or(0),
+            r.score.pairs.len()
+        );
+    }
+    println!("report: {}", cfg.out.join("report.md").display());
+}
+
+/// The demo: the experiment on the built-in synthetic set, sized for a few minutes.
+pub fn cmd_demo(out: PathBuf) -> Result<()> {
+    let cfg = ExperimentConfig::new(
+        Source::Synthetic {
+            size: reveal_data::synthetic::DEFAULT_SIZE,
+        },
+        out,
+        Budget::Demo,
+    );
+    eprintln!("reveal demo: rings vs crosses ({}×{}), {} per class; 5 models + a null control; results in {}", 16, 16, cfg.per_class, cfg.out.display());
+    let started = std::time::Instant::now();
+    let results = execute(&cfg)?;
+    print_summary(&cfg, &results);
+    println!(
+        "\nwall time {:.0} s. Summary:",
+        started.elapsed().as_secs_f64()
+    );
+    for line in report::findings(&results).iter().take(3) {
+        println!("  {line}");
+    }
+    Ok(())
+}

@@ -1,0 +1,441 @@
+//! # reveal-experiment
+//!
+//! The paper's experiment end to end: for each bias level train a model (M_base, M1 corner,
+//! M2 diag3, M3 diag5, M_contrast) and a null control, reconstruct training samples from each,
+//! score them, and report whether the score tells which model learned the shortcut.
+//!
+//! Every step writes its result into the output folder and is skipped when that result is
+//! already there, so re-running the same command finishes an interrupted experiment.
+
+pub mod biasmap;
+pub mod control;
+pub mod report;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use ndarray::Array2;
+use reveal_data::{prepare, Bias, DataSpec, Prepared, Source, TestSelection};
+use reveal_nn::files::{load_model, save_model};
+use reveal_nn::{write_atomic, Mlp};
+use reveal_recon::files::load_candidates;
+use reveal_recon::search::{run_search, RankBy, SearchJob, SearchSummary, Tick};
+use reveal_recon::{preset, Hyper, RunConfig};
+use reveal_score::score::score_candidates;
+use reveal_score::{grid, Score};
+use reveal_ssim::Ssim;
+use reveal_train::job::{self as train_job, TrainJob, TrainSummary};
+use reveal_train::{accuracy, Control, Schedule, TrainConfig, TrainState};
+use serde::{Deserialize, Serialize};
+
+pub use biasmap::TriggerCheck;
+
+/// How much compute to spend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Budget {
+    /// Fast schedule; one reconstruction run at the reference setting (20k iterations for MNIST,
+    /// 10k for CIFAR-10).
+    Quick,
+    /// The reference recipe: lr 0.01 up to 10⁶ epochs, 50,000 iterations, a search of many runs.
+    Paper,
+    /// The built-in demo: a small synthetic set sized for a few minutes.
+    Demo,
+}
+
+/// The reconstruction part of a plan.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReconPlan {
+    pub hyper: Hyper,
+    pub iters: usize,
+    pub runs: usize,
+    pub keep: usize,
+}
+
+/// Everything an experiment needs.
+#[derive(Clone, Debug)]
+pub struct ExperimentConfig {
+    pub source: Source,
+    pub data_dir: Option<PathBuf>,
+    pub out: PathBuf,
+    pub biases: Vec<Bias>,
+    pub per_class: usize,
+    pub seeds: Vec<u64>,
+    pub control: bool,
+    pub hidden: Vec<usize>,
+    pub train: TrainConfig,
+    pub recon: ReconPlan,
+    pub test: TestSelection,
+}
+
+impl ExperimentConfig {
+    /// The plan of a budget for a data set (every part can be changed afterwards).
+    pub fn new(source: Source, out: PathBuf, budget: Budget) -> Self {
+        let name = source.name();
+        let hyper = preset(match name {
+            "cifar10" | "folder" => "cifar-a",
+            "mnist" => "mnist-a",
+            _ => "mnist-b",
+        })
+        .expect("known preset");
+        let quick_iters = match name {
+            "cifar10" | "folder" => 10_000,
+            _ => 20_000,
+        };
+        let (train, recon) = match budget {
+            Budget::Quick | Budget::Demo => (
+                TrainConfig {
+                    schedule: Schedule::FAST,
+                    target_loss: 1e-5,
+                    max_epochs: 100_000,
+                },
+                ReconPlan {
+                    hyper,
+                    iters: quick_iters,
+                    runs: 1,
+                    keep: 1,
+                },
+            ),
+            Budget::Paper => (
+                TrainConfig {
+                    schedule: Schedule::REFERENCE,
+                    target_loss: 4e-6,
+                    max_epochs: 1_000_000,
+                },
+                ReconPlan {
+                    hyper,
+                    iters: 50_000,
+                    runs: 20,
+                    keep: 5,
+                },
+            ),
+        };
+        let (per_class, hidden, recon) = match budget {
+            Budget::Demo => (
+                25,
+                vec![200, 200],
+                ReconPlan {
+                    iters: 3000,
+                    ..recon
+                },
+            ),
+            Budget::Quick => (50, vec![1000, 1000], recon),
+            Budget::Paper => (250, vec![1000, 1000], recon),
+        };
+        ExperimentConfig {
+            source,
+            data_dir: None,
+            out,
+            biases: Bias::ALL.to_vec(),
+            per_class,
+            seeds: vec![0],
+            control: true,
+            hidden,
+            train,
+            recon,
+            test: TestSelection::PerClass(500),
+        }
+    }
+}
+
+/// The short name of a model in reports: M_base, M1, M2, M3, M_contrast, control.
+pub fn model_name(bias: Option<Bias>) -> &'static str {
+    match bias {
+        Some(Bias::None) => "M_base",
+        Some(Bias::Corner) => "M1",
+        Some(Bias::Diag3) => "M2",
+        Some(Bias::Diag5) => "M3",
+        Some(Bias::Contrast) => "M_contrast",
+        None => "control",
+    }
+}
+
+fn file_tag(bias: Option<Bias>, seed: u64) -> String {
+    let b = bias.map_or(
+        "control",
+        |b| if b == Bias::None { "base" } else { b.name() },
+    );
+    format!("{b}-s{seed}")
+}
+
+/// One model's row of the report.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ModelResult {
+    pub name: String,
+    /// `None` for the control.
+    pub bias: Option<Bias>,
+    pub seed: u64,
+    pub test_accuracy: f64,
+    /// `None` for the control.
+    pub train: Option<TrainSummary>,
+    pub recon: SearchSummary,
+    pub recon_seconds: f64,
+    pub score: Score,
+    /// How well the bias map finds the planted trigger (corner, diag3, diag5).
+    pub trigger: Option<TriggerCheck>,
+    pub files: ResultFiles,
+}
+
+/// Where a model's files are, relative to the experiment folder.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ResultFiles {
+    pub model: String,
+    pub candidates: String,
+    pub grid: String,
+    pub bias_map: String,
+}
+
+/// What the caller sees while it runs (progress bars, Ctrl-C).
+pub struct Hooks<'a> {
+    /// A stage begins ("training M1 (seed 0)").
+    pub stage: &'a dyn Fn(&str),
+    /// After each training epoch.
+    pub epoch: &'a dyn Fn(&TrainState<f32>) -> Control,
+    /// After each reconstruction iteration; false stops.
+    pub tick: &'a (dyn Fn(Tick) -> bool + Sync),
+}
+
+fn rel(dir: &Path, p: &Path) -> String {
+    p.strip_prefix(dir).unwrap_or(p).display().to_string()
+}
+
+/// The data set of one bias level.
+fn data_for(cfg: &ExperimentConfig, bias: Bias, seed: u64) -> Result<Prepared> {
+    let mut spec = DataSpec::new(cfg.source.clone(), cfg.per_class);
+    spec.bias = bias;
+    spec.seed = seed;
+    spec.test = cfg.test;
+    prepare(&spec, cfg.data_dir.as_deref())
+}
+
+/// Trains (or loads) the model of one bias level.
+fn trained_model(
+    cfg: &ExperimentConfig,
+    data: &Prepared,
+    path: &Path,
+    seed: u64,
+    hooks: &Hooks,
+) -> Result<(Mlp<f32>, TrainSummary)> {
+    if !path.exists() {
+        let job = TrainJob {
+            hidden: cfg.hidden.clone(),
+            config: cfg.train,
+            seed,
+            out: path.to_path_buf(),
+            checkpoint_every: 1000,
+            resume: true,
+        };
+        train_job::run::<f32>(&job, data, hooks.epoch)?;
+    }
+    let file = load_model::<f32>(path)?;
+    let summary: TrainSummary = file
+        .metadata
+        .get("train")
+        .and_then(|s| serde_json::from_str(s).ok())
+        .with_context(|| {
+            format!(
+                "{}: no training summary; delete it to retrain",
+                path.display()
+            )
+        })?;
+    if summary.hidden != cfg.hidden || summary.config != cfg.train {
+        bail!(
+            "{}: trained with other settings ({:?}, {:?}); use another --out",
+            path.display(),
+            summary.hidden,
+            summary.config.schedule
+        );
+    }
+    Ok((file.mlp, summary))
+}
+
+/// Reconstructs (or resumes) from a model.
+fn reconstruct(
+    cfg: &ExperimentConfig,
+    model: &Mlp<f32>,
+    out: &Path,
+    seed: u64,
+    model_path: &Path,
+    hooks: &Hooks,
+) -> Result<SearchSummary> {
+    let m = 4 * cfg.per_class;
+    let runs: Vec<RunConfig> = (0..cfg.recon.runs)
+        .map(|i| {
+            let hyper = if i == 0 {
+                cfg.recon.hyper
+            } else {
+                use rand::SeedableRng;
+                Hyper::random(&mut rand_chacha::ChaCha8Rng::seed_from_u64(
+                    seed * 1000 + i as u64,
+                ))
+            };
+            RunConfig::new(hyper, m, cfg.recon.iters, seed + i as u64)
+        })
+        .collect();
+    let mut metadata = std::collections::BTreeMap::new();
+    metadata.insert("model".into(), model_path.display().to_string());
+    let job = SearchJob {
+        runs,
+        keep: cfg.recon.keep,
+        out: out.to_path_buf(),
+        rank_by: RankBy::Kkt,
+        checkpoint_every: 1000,
+        log_every: 100,
+        parallel: if cfg.recon.runs > 1 { 2 } else { 1 },
+        metadata,
+    };
+    run_search(model, &job, None, hooks.tick)
+}
+
+/// Runs one model end to end, skipping what is already in the folder.
+fn one_model(
+    cfg: &ExperimentConfig,
+    bias: Option<Bias>,
+    seed: u64,
+    hooks: &Hooks,
+) -> Result<ModelResult> {
+    let dir = &cfg.out;
+    let tag = file_tag(bias, seed);
+    let name = model_name(bias);
+    let result_path = dir.join("scores").join(format!("{tag}.json"));
+    if let Ok(text) = std::fs::read_to_string(&result_path) {
+        if let Ok(r) = serde_json::from_str::<ModelResult>(&text) {
+            return Ok(r);
+        }
+    }
+    let data = data_for(cfg, bias.unwrap_or(Bias::None), seed)?;
+    let base_path = dir
+        .join("models")
+        .join(format!("{}.safetensors", file_tag(Some(Bias::None), seed)));
+    let model_path = dir.join("models").join(format!("{tag}.safetensors"));
+    (hooks.stage)(&format!("{name} (seed {seed}): training"));
+    let (model, train) = match bias {
+        Some(_) => {
+            let (m, s) = trained_model(cfg, &data, &model_path, seed, hooks)?;
+            (m, Some(s))
+        }
+        None => {
+            let (base, _) = trained_model(cfg, &data, &base_path, seed, hooks)?;
+            if !model_path.exists() {
+                let mut meta = train_job::data_metadata(&data);
+                meta.insert(
+                    "control".into(),
+                    format!(
+                        "random model with the layer norms of {}",
+                        base_path.display()
+                    ),
+                );
+                let mean = data.mean.view().insert_axis(ndarray::Axis(0)).to_owned();
+                save_model(
+                    &model_path,
+                    &control::random_like(&base, seed + 7919),
+                    Some(&mean),
+                    &meta,
+                )?;
+            }
+            (load_model::<f32>(&model_path)?.mlp, None)
+        }
+    };
+    let test_x: Array2<f32> = data.test.x.clone();
+    let test_accuracy = accuracy(&model, &test_x, data.test.y.as_slice().expect("contiguous"));
+
+    (hooks.stage)(&format!("{name} (seed {seed}): reconstructing"));
+    let cand_path = dir.join("recon").join(format!("{tag}.safetensors"));
+    let recon = reconstruct(cfg, &model, &cand_path, seed, &model_path, hooks)?;
+    let recon_seconds = recon.runs.iter().map(|r| r.wall_seconds).sum::<f64>();
+
+    (hooks.stage)(&format!("{name} (seed {seed}): scoring"));
+    let cand = load_candidates::<f32>(&cand_path)?;
+    let score = score_candidates(&data, &cand.x, Some(&model), 10, &Ssim::kornia3());
+    let grid_path = dir.join("grids").join(format!("{tag}.png"));
+    let recon_px = reveal_score::to_pixels(&cand.x, data.mean.view());
+    grid::write_pairs_png(
+        &grid_path,
+        &score.pairs,
+        &recon_px,
+        &data.train.pixels,
+        data.shape,
+        30,
+        10,
+    )?;
+    let cand_y: Vec<f32> = cand.y.iter().copied().collect();
+    let map = biasmap::bias_map(
+        &cand.x,
+        &cand_y,
+        &data.train.x,
+        data.train.y.as_slice().expect("contiguous"),
+        data.shape,
+    );
+    let map_path = dir.join("maps").join(format!("{tag}.png"));
+    let (_, h, w) = data.shape;
+    grid::write_png(
+        &map_path,
+        &[biasmap::heat_image(&map).view()],
+        (3, h, w),
+        1,
+        8,
+    )?;
+    let trigger = biasmap::check(&map, &data.triggers, data.shape);
+    let result = ModelResult {
+        name: name.to_string(),
+        bias,
+        seed,
+        test_accuracy,
+        train,
+        recon,
+        recon_seconds,
+        score,
+        trigger,
+        files: ResultFiles {
+            model: rel(dir, &model_path),
+            candidates: rel(dir, &cand_path),
+            grid: rel(dir, &grid_path),
+            bias_map: rel(dir, &map_path),
+        },
+    };
+    write_atomic(
+        &result_path,
+        serde_json::to_string_pretty(&result)?.as_bytes(),
+    )?;
+    Ok(result)
+}
+
+/// Runs the whole experiment and writes the report; returns every model's result.
+pub fn run(cfg: &ExperimentConfig, hooks: &Hooks) -> Result<Vec<ModelResult>> {
+    if cfg.seeds.is_empty() || cfg.biases.is_empty() {
+        bail!("an experiment needs at least one seed and one bias");
+    }
+    for sub in ["models", "recon", "scores", "grids", "maps", "previews"] {
+        std::fs::create_dir_all(cfg.out.join(sub))
+            .with_context(|| format!("{}: cannot create", cfg.out.join(sub).display()))?;
+    }
+    // Check every data set before any long work starts (files, sizes, whether each bias fits).
+    for &bias in &cfg.biases {
+        let data = data_for(cfg, bias, cfg.seeds[0])?;
+        let rows: Vec<_> = data.train.pixels.rows().into_iter().take(40).collect();
+        let name = if bias == Bias::None {
+            "base"
+        } else {
+            bias.name()
+        };
+        grid::write_png(
+            &cfg.out.join("previews").join(format!("{name}.png")),
+            &rows,
+            data.shape,
+            10,
+            grid::default_scale(data.shape.2),
+        )?;
+    }
+    let mut results = Vec::new();
+    for &seed in &cfg.seeds {
+        let mut levels: Vec<Option<Bias>> = cfg.biases.iter().map(|&b| Some(b)).collect();
+        if cfg.control {
+            levels.push(None);
+        }
+        for bias in levels {
+            results.push(one_model(cfg, bias, seed, hooks)?);
+        }
+    }
+    report::write(cfg, &results)?;
+    Ok(results)
+}

@@ -1,0 +1,293 @@
+//! The report: `report.md`, `results.json`, and the plot of test accuracy against S
+//! (`accuracy_vs_s.png` / `.svg`, the papers' Figures 6 and 7).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{anyhow, Result};
+use plotters::prelude::*;
+use reveal_nn::write_atomic;
+
+use crate::{ExperimentConfig, ModelResult};
+
+/// Mean and (sample) standard deviation.
+fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let s = if v.len() > 1 {
+        (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+    } else {
+        0.0
+    };
+    (m, s)
+}
+
+/// "0.123" or "0.123 ± 0.004" over seeds.
+fn cell(v: &[f64], digits: usize) -> String {
+    let (m, s) = mean_std(v);
+    if v.len() > 1 {
+        format!("{m:.digits$} ± {s:.digits$}")
+    } else {
+        format!("{m:.digits$}")
+    }
+}
+
+/// Results grouped by model name, in the order they first appear.
+fn by_model(results: &[ModelResult]) -> Vec<(String, Vec<&ModelResult>)> {
+    let mut groups: Vec<(String, Vec<&ModelResult>)> = Vec::new();
+    for r in results {
+        match groups.iter_mut().find(|(n, _)| *n == r.name) {
+            Some((_, g)) => g.push(r),
+            None => groups.push((r.name.clone(), vec![r])),
+        }
+    }
+    groups
+}
+
+/// The findings of the paper, checked on these results (means over seeds).
+pub fn findings(results: &[ModelResult]) -> Vec<String> {
+    let groups = by_model(results);
+    let stat = |name: &str, f: &dyn Fn(&ModelResult) -> f64| -> Option<f64> {
+        groups
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, g)| mean_std(&g.iter().map(|r| f(r)).collect::<Vec<_>>()).0)
+    };
+    let mut out = Vec::new();
+    let trained: Vec<&str> = groups
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .filter(|n| *n != "control")
+        .collect();
+    let metrics: [(&str, &dyn Fn(&ModelResult) -> f64); 4] = [
+        ("test accuracy", &|r| r.test_accuracy),
+        ("S", &|r| r.score.summary.s),
+        ("ρ10", &|r| r.score.summary.rho10),
+        ("recovered", &|r| r.score.recovered.unwrap_or(0) as f64),
+    ];
+    if trained.contains(&"M1") && trained.len() > 1 {
+        for (label, f) in metrics {
+            let m1 = stat("M1", f).unwrap_or(f64::NAN);
+            let lowest = trained
+                .iter()
+                .all(|&n| n == "M1" || stat(n, f).is_some_and(|v| m1 < v));
+            out.push(format!(
+                "M1 (corner trigger) has the lowest {label} of the trained models: {} (M1 {m1:.3})",
+                yes_no(lowest)
+            ));
+        }
+    }
+    if let Some(base) = stat("M_base", &|r| r.score.summary.s) {
+        for n in ["M2", "M3"] {
+            if let Some(v) = stat(n, &|r| r.score.summary.s) {
+                out.push(format!(
+                    "{n} scores at or above M_base in S: {} ({v:.3} vs {base:.3})",
+                    yes_no(v >= base)
+                ));
+            }
+        }
+    }
+    if stat("control", &|r| r.score.summary.s).is_some() {
+        for (label, f) in metrics.iter().skip(1) {
+            let c = stat("control", f).unwrap_or(f64::NAN);
+            let below = trained.iter().all(|&n| stat(n, f).is_some_and(|v| c < v));
+            out.push(format!(
+                "the null control is below every trained model in {label}: {} (control {c:.3})",
+                yes_no(below)
+            ));
+        }
+    }
+    out
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+/// Writes report.md, results.json and the plot.
+pub fn write(cfg: &ExperimentConfig, results: &[ModelResult]) -> Result<()> {
+    let dir = &cfg.out;
+    write_atomic(
+        &dir.join("results.json"),
+        serde_json::to_string_pretty(results)?.as_bytes(),
+    )?;
+    plot(&dir.join("accuracy_vs_s.png"), results, true)?;
+    plot(&dir.join("accuracy_vs_s.svg"), results, false)?;
+    write_atomic(&dir.join("report.md"), markdown(cfg, results).as_bytes())
+}
+
+fn markdown(cfg: &ExperimentConfig, results: &[ModelResult]) -> String {
+    let mut md = String::new();
+    let seeds: Vec<String> = cfg.seeds.iter().map(|s| s.to_string()).collect();
+    let _ = writeln!(
+        md,
+        "# reveal: did the models learn the concept or a shortcut?\n"
+    );
+    let _ = writeln!(
+        md,
+        "Data set **{}**, {} training images per class, seeds {}; hidden widths {:?}; training {:?} (target loss {:e}); \
+         reconstruction: {} run(s) of {} iterations, best {} pooled, first run at init {:.2e}, lr {:.3e}, λ_min {:.3}, α {:.1}.\n",
+        cfg.source.name(), cfg.per_class, seeds.join(", "), cfg.hidden, cfg.train.schedule, cfg.train.target_loss,
+        cfg.recon.runs, cfg.recon.iters, cfg.recon.keep, cfg.recon.hyper.init_scale, cfg.recon.hyper.lr, cfg.recon.hyper.lambda_min, cfg.recon.hyper.alpha
+    );
+    let _ = writeln!(md, "S = mean kornia-SSIM of the best 10 (training image, nearest reconstruction) pairs; ρ10 = mean Pearson correlation of the best 10 pairs; \
+        recovered = training images matched better by a reconstruction than by their nearest held-out real image. \
+        Baselines: the mean image alone, and as many held-out real images as there are candidates, scored the same way.\n");
+    let _ = writeln!(md, "| model | bias | test acc. | S best-10 | S margin | SSIM>0.4 | ρ10 | recovered | S / ρ10 mean image | S / ρ10 held-out | train epochs | recon s |");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for (name, g) in by_model(results) {
+        let col = |f: &dyn Fn(&ModelResult) -> f64, d: usize| {
+            cell(&g.iter().map(|r| f(r)).collect::<Vec<_>>(), d)
+        };
+        let bias = g[0]
+            .bias
+            .map_or("random (norms of M_base)".to_string(), |b| {
+                b.name().to_string()
+            });
+        let n = g[0].score.pairs.len();
+        let _ =
+            writeln!(
+            md,
+            "| {name} | {bias} | {} | {} | {} | {} | {} | {} / {n} | {} / {} | {} / {} | {} | {} |",
+            col(&|r| r.test_accuracy, 3),
+            col(&|r| r.score.summary.s, 3),
+            col(&|r| r.score.s_margin.unwrap_or(f64::NAN), 3),
+            col(&|r| r.score.summary.above_threshold as f64, 1),
+            col(&|r| r.score.summary.rho10, 3),
+            col(&|r| r.score.recovered.unwrap_or(0) as f64, 1),
+            col(&|r| r.score.baseline_mean.map_or(f64::NAN, |b| b.s), 3),
+            col(&|r| r.score.baseline_mean.map_or(f64::NAN, |b| b.rho10), 3),
+            col(&|r| r.score.baseline_heldout.map_or(f64::NAN, |b| b.s), 3),
+            col(&|r| r.score.baseline_heldout.map_or(f64::NAN, |b| b.rho10), 3),
+            col(&|r| r.train.as_ref().map_or(0.0, |t| t.epochs as f64), 0),
+            col(&|r| r.recon_seconds, 0),
+        );
+    }
+    let _ = writeln!(md, "\n## Findings\n");
+    for f in findings(results) {
+        let _ = writeln!(md, "- {f}");
+    }
+    let _ = writeln!(md, "\n![test accuracy against S](accuracy_vs_s.png)\n");
+    let _ = writeln!(md, "## Bias maps\n");
+    let _ = writeln!(md, "B(p) = log of the ratio between the share of the reconstructions' class difference (mean of the +1 candidates minus \
+        mean of the −1 candidates, squared) at pixel p and the training images' share there: red where the recovered samples' classes \
+        differ more than the training classes do, so a shortcut shows without being told where it is. \
+        Checked against the planted squares: precision of the top-K pixels (K = trigger area) against chance.\n");
+    let _ = writeln!(
+        md,
+        "| model | seed | trigger pixels | precision | chance | squares hit | map |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|");
+    for r in results {
+        let (k, p, c, hit) = match &r.trigger {
+            Some(t) => (
+                t.trigger_pixels.to_string(),
+                format!("{:.2}", t.precision),
+                format!("{:.3}", t.chance),
+                format!("{} / {}", t.squares_hit, t.squares),
+            ),
+            None => ("-".into(), "-".into(), "-".into(), "-".into()),
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {k} | {p} | {c} | {hit} | ![]({}) |",
+            r.name, r.seed, r.files.bias_map
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\n## Grids (best 30 pairs: odd rows reconstructions, even rows their training images)\n"
+    );
+    let mut previews = BTreeMap::new();
+    for r in results {
+        let _ = writeln!(
+            md,
+            "### {} (seed {})\n\n![]({})\n",
+            r.name, r.seed, r.files.grid
+        );
+        if let Some(b) = r.bias {
+            previews.insert(
+                b.name(),
+                if b == reveal_data::Bias::None {
+                    "base"
+                } else {
+                    b.name()
+                },
+            );
+        }
+    }
+    let _ = writeln!(md, "## Training sets\n");
+    for (b, f) in previews {
+        let _ = writeln!(md, "- {b}: ![](previews/{f}.png)");
+    }
+    md
+}
+
+/// Test accuracy against S, one labelled point per model and seed, on any plotters backend.
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, plotters::coord::Shift>,
+    results: &[ModelResult],
+) -> Result<(), Box<dyn std::error::Error>>
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE)?;
+    let (lo, hi) = results
+        .iter()
+        .map(|r| r.score.summary.s)
+        .fold((1.0f64, 0.0f64), |(l, h), v| (l.min(v), h.max(v)));
+    let pad = ((hi - lo) * 0.15).max(0.02);
+    let mut chart = ChartBuilder::on(&root)
+        .caption("test accuracy against S", ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d((lo - pad).max(0.0)..(hi + pad).min(1.0), 0.4f64..1.0)?;
+    chart
+        .configure_mesh()
+        .x_desc("S (kornia SSIM, best 10)")
+        .y_desc("test accuracy")
+        .draw()?;
+    for r in results {
+        let point = (r.score.summary.s, r.test_accuracy.clamp(0.4, 1.0));
+        let colour = if r.bias.is_none() { BLUE } else { RED };
+        chart.draw_series(std::iter::once(Circle::new(point, 5, colour.filled())))?;
+        chart.draw_series(std::iter::once(Text::new(
+            format!("{} s{}", r.name, r.seed),
+            (point.0, point.1 + 0.015),
+            ("sans-serif", 14),
+        )))?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// DejaVu Sans Mono, bundled so plots need no system fonts (licence in assets/).
+static FONT: &[u8] = include_bytes!("../assets/DejaVuSansMono.ttf");
+
+/// Writes the plot as PNG or SVG (a temporary file, then rename).
+fn plot(path: &Path, results: &[ModelResult], png: bool) -> Result<()> {
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    REGISTER.call_once(|| {
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    });
+    let tmp = path.with_extension(format!("tmp.{}", if png { "png" } else { "svg" }));
+    let result = if png {
+        draw(
+            BitMapBackend::new(&tmp, (720, 480)).into_drawing_area(),
+            results,
+        )
+    } else {
+        draw(
+            SVGBackend::new(&tmp, (720, 480)).into_drawing_area(),
+            results,
+        )
+    };
+    result.map_err(|e| anyhow!("{}: cannot draw the plot: {e}", path.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| anyhow!("{}: cannot write: {e}", path.display()))
+}
