@@ -45,10 +45,13 @@ fn by_model(results: &[ModelResult]) -> Vec<(String, Vec<&ModelResult>)> {
     groups
 }
 
+/// A number read off a model's result.
+type Metric = dyn Fn(&ModelResult) -> f64;
+
 /// The findings of the paper, checked on these results (means over seeds).
 pub fn findings(results: &[ModelResult]) -> Vec<String> {
     let groups = by_model(results);
-    let stat = |name: &str, f: &dyn Fn(&ModelResult) -> f64| -> Option<f64> {
+    let stat = |name: &str, f: &Metric| -> Option<f64> {
         groups
             .iter()
             .find(|(n, _)| n == name)
@@ -60,7 +63,7 @@ pub fn findings(results: &[ModelResult]) -> Vec<String> {
         .map(|(n, _)| n.as_str())
         .filter(|n| *n != "control")
         .collect();
-    let metrics: [(&str, &dyn Fn(&ModelResult) -> f64); 4] = [
+    let metrics: [(&str, &Metric); 4] = [
         ("test accuracy", &|r| r.test_accuracy),
         ("S", &|r| r.score.summary.s),
         ("ρ10", &|r| r.score.summary.rho10),
@@ -141,7 +144,7 @@ fn markdown(cfg: &ExperimentConfig, results: &[ModelResult]) -> String {
     let _ = writeln!(md, "| model | bias | test acc. | S best-10 | S margin | SSIM>0.4 | ρ10 | recovered | S / ρ10 mean image | S / ρ10 held-out | train epochs | recon s |");
     let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (name, g) in by_model(results) {
-        let col = |f: &dyn Fn(&ModelResult) -> f64, d: usize| {
+        let col = |f: &Metric, d: usize| {
             cell(&g.iter().map(|r| f(r)).collect::<Vec<_>>(), d)
         };
         let bias = g[0]
