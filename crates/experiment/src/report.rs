@@ -144,9 +144,7 @@ fn markdown(cfg: &ExperimentConfig, results: &[ModelResult]) -> String {
     let _ = writeln!(md, "| model | bias | test acc. | S best-10 | S margin | SSIM>0.4 | ρ10 | recovered | S / ρ10 mean image | S / ρ10 held-out | train epochs | recon s |");
     let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (name, g) in by_model(results) {
-        let col = |f: &Metric, d: usize| {
-            cell(&g.iter().map(|r| f(r)).collect::<Vec<_>>(), d)
-        };
+        let col = |f: &Metric, d: usize| cell(&g.iter().map(|r| f(r)).collect::<Vec<_>>(), d);
         let bias = g[0]
             .bias
             .map_or("random (norms of M_base)".to_string(), |b| {

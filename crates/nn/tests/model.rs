@@ -1,0 +1,184 @@
+//! The MLP: homogeneity, the reference init, the tape forward against the plain one, and files.
+
+use std::collections::BTreeMap;
+
+use ndarray::Array2;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use reveal_nn::files::{load_model, save_model, write_tensors, TensorOut};
+use reveal_nn::{forward, Activation, Mlp};
+use reveal_tape::check::randn;
+use reveal_tape::Tape;
+
+fn trained_like(seed: u64) -> Mlp<f64> {
+    let mut m = Mlp::<f64>::init(7, &[5, 4], seed);
+    m.weights[0].mapv_inplace(|v| v * 1e4);
+    m.bias.mapv_inplace(|v| v * 1e4);
+    m
+}
+
+#[test]
+fn homogeneous_of_degree_three() {
+    let m = trained_like(1);
+    let x = randn((6, 7), &mut ChaCha8Rng::seed_from_u64(2));
+    for c in [0.5, 2.0, 3.7] {
+        let mut scaled = m.clone();
+        for p in scaled.params_mut() {
+            p.mapv_inplace(|v| v * c);
+        }
+        let (f, fc) = (m.predict(x.view()), scaled.predict(x.view()));
+        for (a, b) in f.iter().zip(fc.iter()) {
+            assert!(
+                (b - c.powi(3) * a).abs() <= 1e-12 * (1.0 + b.abs()),
+                "c = {c}: {b} vs {}",
+                c.powi(3) * a
+            );
+        }
+    }
+}
+
+#[test]
+fn reference_init_statistics() {
+    let m = Mlp::<f64>::init(784, &[1000, 1000], 0);
+    let std = |a: &Array2<f64>| (a.mapv(|v| v * v).mean().unwrap()).sqrt();
+    assert!((std(&m.weights[0]) - 1e-4).abs() < 2e-6);
+    assert!((std(&m.bias) - 1e-4).abs() < 1e-5);
+    let bound = 1.0 / 1000f64.sqrt();
+    for w in &m.weights[1..] {
+        assert!(w.iter().all(|v| v.abs() < bound));
+        // U(−b, b) has std b/√3.
+        assert!((std(w) - bound / 3f64.sqrt()).abs() < 0.05 * bound);
+    }
+    assert_eq!(m.weights[2].dim(), (1, 1000));
+}
+
+#[test]
+fn tape_forward_equals_plain_forward() {
+    let m = trained_like(3);
+    let x = randn((5, 7), &mut ChaCha8Rng::seed_from_u64(4));
+    let tape = Tape::new();
+    let f = forward(
+        &m.on_tape(&tape),
+        tape.constant(x.clone()),
+        Activation::Relu,
+    );
+    let g = forward(
+        &m.on_tape(&tape),
+        tape.constant(x.clone()),
+        Activation::ModifiedRelu(20.0),
+    );
+    assert_eq!(*f.value(), m.predict(x.view()));
+    assert_eq!(
+        *g.value(),
+        m.predict(x.view()),
+        "the modified ReLU has the same forward value"
+    );
+}
+
+#[test]
+fn save_load_round_trip_is_bit_exact_in_both_precisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = trained_like(5);
+    let mean = Array2::from_shape_fn((1, 7), |(_, j)| j as f64 * 0.1);
+    let mut meta = BTreeMap::new();
+    meta.insert("data".to_string(), "{\"x\":1}".to_string());
+    let p = dir.path().join("m.safetensors");
+    save_model(&p, &m, Some(&mean), &meta).unwrap();
+    let back = load_model::<f64>(&p).unwrap();
+    assert_eq!(back.mlp, m);
+    assert_eq!(back.mean.unwrap(), mean);
+    assert_eq!(back.metadata.get("data"), meta.get("data"));
+    let m32: Mlp<f32> = m.cast();
+    save_model(&p, &m32, None, &meta).unwrap();
+    assert_eq!(load_model::<f32>(&p).unwrap().mlp, m32);
+    assert!(load_model::<f32>(&p).unwrap().mean.is_none());
+}
+
+/// Writes a PyTorch-like state dict with one thing changed and returns the load error.
+fn load_error(edit: impl Fn(&mut Vec<(String, Vec<usize>, Vec<f32>)>)) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let m: Mlp<f32> = trained_like(6).cast();
+    let flat = |a: &Array2<f32>| a.iter().copied().collect::<Vec<_>>();
+    let mut t = vec![
+        (
+            "layers.0.weight".to_string(),
+            vec![5, 7],
+            flat(&m.weights[0]),
+        ),
+        ("layers.0.bias".to_string(), vec![5], flat(&m.bias)),
+        (
+            "layers.1.weight".to_string(),
+            vec![4, 5],
+            flat(&m.weights[1]),
+        ),
+        (
+            "layers.2.weight".to_string(),
+            vec![1, 4],
+            flat(&m.weights[2]),
+        ),
+    ];
+    edit(&mut t);
+    let p = dir.path().join("state_dict.safetensors");
+    let outs: Vec<TensorOut<f32>> = t
+        .iter()
+        .map(|(n, s, d)| TensorOut {
+            name: n,
+            shape: s.clone(),
+            data: d,
+        })
+        .collect();
+    write_tensors(&p, &outs, &BTreeMap::new()).unwrap();
+    match load_model::<f32>(&p) {
+        Ok(_) => String::new(),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn pytorch_state_dict_loads_and_bad_files_are_rejected() {
+    assert_eq!(
+        load_error(|_| {}),
+        "",
+        "a state dict with PyTorch's names loads"
+    );
+    let e = load_error(|t| t[1].0 = "layers.0.b".into());
+    assert!(
+        e.contains("missing tensor layers.0.bias") && e.contains("state_dict.safetensors"),
+        "{e}"
+    );
+    let e = load_error(|t| {
+        t[2].1 = vec![5, 4];
+    });
+    assert!(e.contains("layers.1.weight") && e.contains("[5, 4]"), "{e}");
+    let e = load_error(|t| t.push(("layers.1.bias".into(), vec![4], vec![0.0; 4])));
+    assert!(
+        e.contains("layers.1.bias") && e.contains("homogeneous"),
+        "{e}"
+    );
+    let e = load_error(|t| {
+        t.pop();
+    });
+    assert!(e.contains("one output"), "{e}");
+}
+
+#[test]
+fn wrong_dtype_and_garbage_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("m.safetensors");
+    let bytes = vec![1u8; 4];
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::I32, vec![1], &bytes).unwrap();
+    std::fs::write(
+        &p,
+        safetensors::serialize(vec![("layers.0.weight", view)], &None).unwrap(),
+    )
+    .unwrap();
+    let e = load_model::<f32>(&p).err().unwrap().to_string();
+    assert!(e.contains("I32") && e.contains("m.safetensors"), "{e}");
+    std::fs::write(&p, b"garbage").unwrap();
+    assert!(load_model::<f32>(&p)
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("m.safetensors"));
+}

@@ -1,0 +1,129 @@
+//! The trainer: its gradient against finite differences, convergence on a separable set,
+//! both schedules, resume.
+
+use ndarray::Array2;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use reveal_nn::{forward, Activation, Mlp};
+use reveal_tape::check::{gradcheck, randn};
+use reveal_train::{evaluate, train, Control, Outcome, Schedule, TrainConfig, TrainState};
+
+/// A separable set: the label is the sign of the first coordinate (kept away from 0).
+fn separable(n: usize, d: usize, seed: u64) -> (Array2<f64>, Array2<f64>) {
+    let mut x = randn((n, d), &mut ChaCha8Rng::seed_from_u64(seed));
+    let y = Array2::from_shape_fn((n, 1), |(i, _)| if i % 2 == 0 { -1.0 } else { 1.0 });
+    for i in 0..n {
+        x[[i, 0]] = y[[i, 0]] * (0.5 + x[[i, 0]].abs());
+    }
+    (x, y)
+}
+
+/// ∂L/∂θ of the logistic loss through the tape against central differences (f64, small widths).
+#[test]
+fn training_loss_gradient_passes_gradcheck() {
+    let (x, y) = separable(6, 4, 1);
+    let mut m = Mlp::<f64>::init(4, &[5, 3], 2);
+    m.weights[0].mapv_inplace(|v| v * 3e3);
+    m.bias.mapv_inplace(|v| v * 3e3);
+    let params: Vec<Array2<f64>> = m.params().into_iter().cloned().collect();
+    let (xc, yc) = (x.clone(), y.clone());
+    let r = gradcheck(
+        move |t, v| {
+            let f = forward(v, t.constant(xc.clone()), Activation::Relu);
+            vec![(-(f * t.constant(yc.clone())))
+                .softplus()
+                .sum()
+                .scale(1.0 / 6.0)]
+        },
+        &params,
+        3,
+    );
+    assert!(r.is_ok(), "{}", r.unwrap_err());
+    // The trainer's own evaluate() returns the same loss.
+    let e = evaluate(&m, &x, &y);
+    let direct: f64 = (m.predict(x.view()) * &y)
+        .mapv(|t| (1.0 + (-t).exp()).ln())
+        .mean()
+        .unwrap();
+    assert!((e.loss - direct).abs() < 1e-12);
+}
+
+#[test]
+fn both_schedules_reach_zero_error_on_a_separable_set() {
+    let (x, y) = separable(20, 6, 4);
+    for (schedule, cap) in [
+        (Schedule::FAST, 5000),
+        (Schedule::Reference { lr: 0.5 }, 200_000),
+    ] {
+        let mut state = TrainState::new(Mlp::<f64>::init(6, &[16, 16], 5), schedule);
+        let cfg = TrainConfig {
+            schedule,
+            target_loss: 1e-3,
+            max_epochs: cap,
+        };
+        let outcome = train(&mut state, &x, &y, &cfg, |_| Control::Continue);
+        assert_eq!(
+            outcome,
+            Outcome::Converged,
+            "{schedule:?} after {} epochs, loss {}",
+            state.epoch,
+            state.loss
+        );
+        assert_eq!(state.error, 0.0);
+        assert!(state.loss < 1e-3);
+    }
+}
+
+#[test]
+fn fast_schedule_is_much_faster_than_the_reference() {
+    let (x, y) = separable(20, 6, 6);
+    let epochs = |schedule| {
+        let mut s = TrainState::new(Mlp::<f64>::init(6, &[16, 16], 7), schedule);
+        train(
+            &mut s,
+            &x,
+            &y,
+            &TrainConfig {
+                schedule,
+                target_loss: 1e-4,
+                max_epochs: 300_000,
+            },
+            |_| Control::Continue,
+        );
+        s.epoch
+    };
+    let (fast, reference) = (
+        epochs(Schedule::FAST),
+        epochs(Schedule::Reference { lr: 0.5 }),
+    );
+    assert!(
+        fast * 10 < reference,
+        "fast {fast} epochs, reference {reference}"
+    );
+}
+
+/// Stopping and continuing gives exactly the run that never stopped.
+#[test]
+fn stopped_and_resumed_equals_uninterrupted() {
+    let (x, y) = separable(10, 5, 8);
+    let cfg = TrainConfig {
+        schedule: Schedule::FAST,
+        target_loss: 1e-6,
+        max_epochs: 400,
+    };
+    let init = || TrainState::new(Mlp::<f64>::init(5, &[8, 8], 9), Schedule::FAST);
+    let mut whole = init();
+    train(&mut whole, &x, &y, &cfg, |_| Control::Continue);
+    let mut part = init();
+    let out = train(&mut part, &x, &y, &cfg, |s| {
+        if s.epoch == 37 {
+            Control::Stop
+        } else {
+            Control::Continue
+        }
+    });
+    assert_eq!(out, Outcome::Stopped);
+    train(&mut part, &x, &y, &cfg, |_| Control::Continue);
+    assert_eq!(part.mlp, whole.mlp);
+    assert_eq!((part.epoch, part.c), (whole.epoch, whole.c));
+}
