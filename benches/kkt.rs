@@ -9,7 +9,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use reveal_nn::{Activation, Mlp};
-use reveal_recon::objective::{candidate_labels, evaluate, ObjectiveConfig};
+use reveal_recon::objective::{candidate_labels, evaluate_with, Method, ObjectiveConfig};
 
 fn bench_case(c: &mut Criterion, name: &str, d: usize, h: usize, m: usize) {
     let net = Mlp::<f32>::init(d, &[h, h], 0);
@@ -20,13 +20,20 @@ fn bench_case(c: &mut Criterion, name: &str, d: usize, h: usize, m: usize) {
     });
     let lambda = Array2::from_elem((m, 1), 0.5f32);
     let y = candidate_labels(m);
+    let theta = net.theta();
+    reveal_tape::keep_freed_memory();
     let cfg = ObjectiveConfig {
         activation: Activation::ModifiedRelu(20.0),
         lambda_min: 0.45,
     };
     let mut group = c.benchmark_group("kkt_double_backward");
     group.sample_size(10);
-    group.bench_function(name, |b| b.iter(|| evaluate(&net, &x, &lambda, &y, cfg)));
+    for method in [Method::GradOfGrad, Method::Gram] {
+        let id = format!("{name}/{method:?}");
+        group.bench_function(id, |b| {
+            b.iter(|| evaluate_with(method, &theta, &x, &lambda, &y, cfg))
+        });
+    }
     group.finish();
 }
 

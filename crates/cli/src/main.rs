@@ -123,6 +123,7 @@ enum ScheduleName {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     progress::install_interrupt_handler();
+    reveal_tape::keep_freed_memory();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -9,4 +9,4 @@ pub mod files;
 pub mod mlp;
 
 pub use files::{load_model, save_model, write_atomic, ModelFile};
-pub use mlp::{forward, Activation, Mlp};
+pub use mlp::{forward, Activation, Mlp, Theta};

@@ -3,6 +3,8 @@
 //! Bias only in the first layer, so f is homogeneous in its parameters: f(cθ) = c^L f(θ)
 //! for L weight layers (c³ for the default d-h-h-1 net).
 
+use std::sync::Arc;
+
 use ndarray::{Array2, ArrayView2};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -28,6 +30,22 @@ impl<T: Scalar> Activation<T> {
             Activation::Relu => z.relu(),
             Activation::ModifiedRelu(alpha) => z.mrelu(alpha),
             Activation::Softplus(alpha) => z.scale(alpha).softplus().scale(T::one() / alpha),
+        }
+    }
+
+    /// Records the activation's derivative rule at `z`, as the tape's backward pass uses it:
+    /// the step 1[z>0] as a constant for ReLU, σ(αz) (differentiable) for the other two.
+    pub fn derivative<'t>(self, z: Var<'t, T>) -> Var<'t, T> {
+        match self {
+            Activation::Relu => {
+                let step = z
+                    .value()
+                    .mapv(|t| if t > T::zero() { T::one() } else { T::zero() });
+                z.tape().constant(step)
+            }
+            Activation::ModifiedRelu(alpha) | Activation::Softplus(alpha) => {
+                z.scale(alpha).sigmoid()
+            }
         }
     }
 }
@@ -98,12 +116,20 @@ impl<T: Scalar> Mlp<T> {
         p
     }
 
-    /// Records the parameters on a tape, in the order of [`Mlp::params`].
+    /// Records the parameters on a tape, in the order of [`Mlp::params`] (a copy; see
+    /// [`Mlp::theta`] to record them many times without copying).
     pub fn on_tape<'t>(&self, tape: &'t Tape<T>) -> Vec<Var<'t, T>> {
-        self.params()
-            .into_iter()
-            .map(|p| tape.var(p.clone()))
-            .collect()
+        self.theta().on_tape(tape)
+    }
+
+    /// The parameters in shared form, to record on many tapes without copying.
+    pub fn theta(&self) -> Theta<T> {
+        Theta(
+            self.params()
+                .into_iter()
+                .map(|p| Arc::new(p.clone()))
+                .collect(),
+        )
     }
 
     /// A copy converted to another precision.
@@ -131,6 +157,32 @@ impl<T: Scalar> Mlp<T> {
             a = a.dot(&w.t()).mapv(relu);
         }
         a.dot(&self.weights[last].t())
+    }
+}
+
+/// The parameters θ = (W1, b1, W2, …, w_out) shared with tapes (an `Arc` each, no copies).
+#[derive(Clone, Debug)]
+pub struct Theta<T>(pub Vec<Arc<Array2<T>>>);
+
+impl<T: Scalar> Theta<T> {
+    /// Records θ on a tape without copying.
+    pub fn on_tape<'t>(&self, tape: &'t Tape<T>) -> Vec<Var<'t, T>> {
+        self.0.iter().map(|p| tape.var(Arc::clone(p))).collect()
+    }
+
+    /// Input size d.
+    pub fn input_dim(&self) -> usize {
+        self.0[0].ncols()
+    }
+
+    /// The widest hidden layer.
+    pub fn max_width(&self) -> usize {
+        let n = self.0.len();
+        std::iter::once(&self.0[0])
+            .chain(&self.0[2..n - 1])
+            .map(|w| w.nrows())
+            .max()
+            .unwrap_or(0)
     }
 }
 

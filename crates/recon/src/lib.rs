@@ -6,8 +6,11 @@
 
 pub mod objective;
 
-pub use objective::{candidate_labels, evaluate, record, Evaluation, ObjectiveConfig, Terms};
+pub use objective::{
+    candidate_labels, evaluate, evaluate_with, record, Evaluation, Method, ObjectiveConfig, Terms,
+};
 pub mod files;
+pub mod gram;
 pub mod optim;
 pub mod search;
 

@@ -8,11 +8,11 @@ use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
-use reveal_nn::{Activation, Mlp};
+use reveal_nn::{Activation, Mlp, Theta};
 use reveal_tape::Scalar;
 use serde::{Deserialize, Serialize};
 
-use crate::objective::{candidate_labels, evaluate, ObjectiveConfig, Terms};
+use crate::objective::{candidate_labels, evaluate_with, Method, ObjectiveConfig, Terms};
 
 /// The hyperparameters the reference sweeps.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -222,11 +222,19 @@ fn non_finite(t: &Terms<f64>) -> Option<(&'static str, f64)> {
 /// One iteration: evaluate L and its gradient at the current candidates, then take the momentum
 /// steps. On divergence the state is left at the last finite point.
 pub fn step<T: Scalar>(
-    model: &Mlp<T>,
+    theta: &Theta<T>,
     state: &mut RunState<T>,
     cfg: &RunConfig,
 ) -> Result<Terms<f64>, Stop> {
-    let e = evaluate(model, &state.x, &state.lambda, &state.y, cfg.objective());
+    let method = Method::auto(theta, state.x.nrows());
+    let e = evaluate_with(
+        method,
+        theta,
+        &state.x,
+        &state.lambda,
+        &state.y,
+        cfg.objective(),
+    );
     let t = Terms {
         kkt: e.terms.kkt.as_f64(),
         kkt_w1: e.terms.kkt_w1.as_f64(),
@@ -283,8 +291,9 @@ pub fn run<T: Scalar>(
         state.x.ncols(),
         model.input_dim()
     );
+    let theta = model.theta();
     while state.iter < cfg.iters {
-        let t = step(model, state, cfg)?;
+        let t = step(&theta, state, cfg)?;
         if !on_iter(state, &t) {
             return Err(Stop::Interrupted);
         }

@@ -67,7 +67,7 @@ fn the_loss_falls_over_a_run() {
     let model = small_model();
     let cfg = config(0.01);
     let mut s = RunState::init(6, &cfg);
-    let first = step(&model, &mut s.clone(), &cfg).unwrap().total;
+    let first = step(&model.theta(), &mut s.clone(), &cfg).unwrap().total;
     run(&model, &mut s, &cfg, |_, _| true).unwrap();
     assert_eq!(s.iter, 50);
     assert!(s.last.unwrap().total < first, "{first} → {:?}", s.last);
@@ -94,7 +94,7 @@ fn candidate_files_round_trip_and_reject_bad_input() {
     let cfg = config(0.01);
     let model = small_model();
     let mut s = RunState::<f64>::init(6, &cfg);
-    step(&model, &mut s, &cfg).unwrap();
+    step(&model.theta(), &mut s, &cfg).unwrap();
     let path = dir.path().join("c.safetensors");
     save_candidates(&path, &s, true, &Default::default()).unwrap();
     let back = load_candidates::<f64>(&path).unwrap().into_state();

@@ -1,6 +1,6 @@
 //! The reverse sweep: `grad(y, xs, create_graph)`.
 
-use std::rc::Rc;
+use std::sync::Arc;
 
 use ndarray::Array2;
 
@@ -90,9 +90,9 @@ pub fn grad<'t, T: Scalar>(
             .map(|x| found_for(x).unwrap_or_else(|| tape.constant(Array2::zeros(x.shape()))))
             .collect();
     }
-    let values: Vec<Rc<Array2<T>>> = xs
+    let values: Vec<Arc<Array2<T>>> = xs
         .iter()
-        .map(|x| found_for(x).map_or_else(|| Rc::new(Array2::zeros(x.shape())), |g| g.value()))
+        .map(|x| found_for(x).map_or_else(|| Arc::new(Array2::zeros(x.shape())), |g| g.value()))
         .collect();
     tape.truncate(mark);
     values.into_iter().map(|v| tape.constant(v)).collect()

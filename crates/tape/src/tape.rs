@@ -6,7 +6,7 @@
 //! written with these same ops, so the gradient of a gradient needs nothing extra.
 
 use std::cell::RefCell;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use ndarray::{Array2, ArrayView2, Axis, Zip};
 
@@ -87,7 +87,7 @@ impl<T> Op<T> {
 /// A recorded value and the op that produced it.
 pub(crate) struct Node<T> {
     pub(crate) op: Op<T>,
-    pub(crate) value: Rc<Array2<T>>,
+    pub(crate) value: Arc<Array2<T>>,
 }
 
 /// A reverse-mode tape of whole-matrix ops.
@@ -116,18 +116,23 @@ impl<T: Scalar> Tape<T> {
         self.nodes.borrow().len()
     }
 
+    /// Number of array elements held by all recorded nodes (shared values counted each time).
+    pub fn elements(&self) -> usize {
+        self.nodes.borrow().iter().map(|n| n.value.len()).sum()
+    }
+
     /// True when nothing has been recorded.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Records an input (a leaf that gradients may be asked for).
-    pub fn var(&self, value: impl Into<Rc<Array2<T>>>) -> Var<'_, T> {
+    pub fn var(&self, value: impl Into<Arc<Array2<T>>>) -> Var<'_, T> {
         self.push_shared(Op::Leaf, value.into())
     }
 
     /// Records a constant. It is a leaf like [`Tape::var`]; the name says no gradient is wanted.
-    pub fn constant(&self, value: impl Into<Rc<Array2<T>>>) -> Var<'_, T> {
+    pub fn constant(&self, value: impl Into<Arc<Array2<T>>>) -> Var<'_, T> {
         self.var(value)
     }
 
@@ -137,10 +142,10 @@ impl<T: Scalar> Tape<T> {
     }
 
     pub(crate) fn push(&self, op: Op<T>, value: Array2<T>) -> Var<'_, T> {
-        self.push_shared(op, Rc::new(value))
+        self.push_shared(op, Arc::new(value))
     }
 
-    fn push_shared(&self, op: Op<T>, value: Rc<Array2<T>>) -> Var<'_, T> {
+    fn push_shared(&self, op: Op<T>, value: Arc<Array2<T>>) -> Var<'_, T> {
         let mut nodes = self.nodes.borrow_mut();
         nodes.push(Node { op, value });
         Var {
@@ -243,9 +248,13 @@ impl<T: Scalar> Tape<T> {
             Op::SumCols(a) => give(a, &|| g.broadcast_cols(v(a).shape().1)),
             // y = relu(a);  ∂a = g ⊙ 1[a>0], the step entering as a constant
             Op::Relu(a) => give(a, &|| {
-                let step = v(a)
-                    .value()
-                    .mapv(|t| if t > T::zero() { T::one() } else { T::zero() });
+                let step = map_values(&v(a).value(), |t| {
+                    if t > T::zero() {
+                        T::one()
+                    } else {
+                        T::zero()
+                    }
+                });
                 g * self.constant(step)
             }),
             // y = σ(a);  ∂a = g ⊙ (y − y⊙y)
@@ -258,6 +267,18 @@ impl<T: Scalar> Tape<T> {
             // y = relu(a) with the surrogate derivative;  ∂a = g ⊙ σ(α·a), itself differentiable
             Op::MRelu(a, alpha) => give(a, &|| g * v(a).scale(alpha).sigmoid()),
         }
+    }
+}
+
+/// Arrays at least this long are processed elementwise in parallel.
+const PARALLEL_LEN: usize = 1 << 15;
+
+/// y = f(a) elementwise, in parallel for large arrays.
+fn map_values<T: Scalar>(a: &Array2<T>, f: impl Fn(T) -> T + Sync + Send) -> Array2<T> {
+    if a.len() >= PARALLEL_LEN {
+        Zip::from(a).par_map_collect(|&x| f(x))
+    } else {
+        a.mapv(f)
     }
 }
 
@@ -285,8 +306,8 @@ impl<'t, T: Scalar> Var<'t, T> {
     }
 
     /// The node's value (shared, not copied).
-    pub fn value(&self) -> Rc<Array2<T>> {
-        Rc::clone(&self.tape.nodes.borrow()[self.id].value)
+    pub fn value(&self) -> Arc<Array2<T>> {
+        Arc::clone(&self.tape.nodes.borrow()[self.id].value)
     }
 
     /// `[rows, cols]` of the value.
@@ -313,8 +334,8 @@ impl<'t, T: Scalar> Var<'t, T> {
         );
     }
 
-    /// Elementwise binary op on equal shapes.
-    fn zip(self, other: Var<'t, T>, op: Op<T>, f: impl Fn(T, T) -> T) -> Var<'t, T> {
+    /// Elementwise binary op on equal shapes (in parallel for large arrays).
+    fn zip(self, other: Var<'t, T>, op: Op<T>, f: impl Fn(T, T) -> T + Sync + Send) -> Var<'t, T> {
         self.same_tape(&other);
         let (a, b) = (self.value(), other.value());
         assert_eq!(
@@ -324,13 +345,18 @@ impl<'t, T: Scalar> Var<'t, T> {
             a.dim(),
             b.dim()
         );
-        let value = Zip::from(&*a).and(&*b).map_collect(|&x, &y| f(x, y));
+        let zip = Zip::from(&*a).and(&*b);
+        let value = if a.len() >= PARALLEL_LEN {
+            zip.par_map_collect(|&x, &y| f(x, y))
+        } else {
+            zip.map_collect(|&x, &y| f(x, y))
+        };
         self.tape.push(op, value)
     }
 
     /// Elementwise unary op.
-    fn map(self, op: Op<T>, f: impl Fn(T) -> T) -> Var<'t, T> {
-        let value = self.value().mapv(f);
+    fn map(self, op: Op<T>, f: impl Fn(T) -> T + Sync + Send) -> Var<'t, T> {
+        let value = map_values(&self.value(), f);
         self.tape.push(op, value)
     }
 

@@ -1,0 +1,81 @@
+//! The fast path of L_kkt: the same objective written out at first order, with the squared
+//! norms expanded into m×m Gram matrices so that no weight-shaped (h×d) matrix is ever formed.
+//!
+//! With c = λ⊙y/m, the activations' derivative rule S_k = σ(αZ_k), and the deltas of
+//! Φ = Σ_i c_i f(x_i) taken backwards from the output weight w,
+//!
+//! ```text
+//! Δ_{H−1} = diag(c) · (S_{H−1} ⊙ 1wᵀ),      Δ_{k−1} = (Δ_k W_k) ⊙ S_{k−1}
+//! ∇_w Φ = cᵀA_{H−1},   ∇_{W_k} Φ = Δ_kᵀ A_{k−1} (A_{−1} = X),   ∇_{b1} Φ = 1ᵀΔ_0
+//! ```
+//!
+//! each weight's residual is, using A_{k−1} W_kᵀ = Z_k (minus b1 for the first layer),
+//!
+//! ```text
+//! ‖W_k − Δ_kᵀ A_{k−1}‖² = ‖W_k‖² − 2⟨Δ_k, A_{k−1}W_kᵀ⟩ + ⟨Δ_kΔ_kᵀ, A_{k−1}A_{k−1}ᵀ⟩
+//! ```
+//!
+//! For m < h this is about half the GEMM work of the generic grad-of-grad path (DESIGN.md §4) and
+//! skips all h×d elementwise passes. Its gradient w.r.t. (x, λ) is a plain first-order backward.
+//! The derivative rules enter exactly as in the generic path (the modified ReLU's activation
+//! `mrelu` has derivative σ(αz); S_k = σ(αZ_k) differentiates to α·σ·(1−σ)), so the two agree
+//! to rounding; `tests/gram.rs` holds them to 1e-10 in f64.
+
+use reveal_tape::{Scalar, Var};
+
+use crate::objective::{lambda_prior, prior_x, ObjectiveConfig, Terms};
+
+/// Records L for candidates x [m, d], λ [m, 1], y [m, 1], θ on the tape (order of `Mlp::params`).
+pub fn record<'t, T: Scalar>(
+    theta: &[Var<'t, T>],
+    x: Var<'t, T>,
+    lambda: Var<'t, T>,
+    y: Var<'t, T>,
+    cfg: ObjectiveConfig<T>,
+) -> Terms<Var<'t, T>> {
+    let tape = x.tape();
+    let m = x.shape().0;
+    let hidden = theta.len() - 2;
+    let weight_in = |k: usize| if k == 0 { theta[0] } else { theta[k + 1] };
+    let (b1, w_out) = (theta[1], theta[hidden + 1]);
+    let norm2 = |w: Var<'t, T>| tape.scalar(w.value().iter().fold(T::zero(), |s, &v| s + v * v));
+    let inner = |a: Var<'t, T>, b: Var<'t, T>| (a * b).sum();
+    let gram = |a: Var<'t, T>| a.matmul_t(a, false, true);
+
+    // Forward, keeping every pre-activation: Z_0 = XW1ᵀ + b1, Z_k = A_{k−1}W_kᵀ.
+    let xw1 = x.matmul_t(theta[0], false, true);
+    let mut z = vec![xw1.add_row(b1)];
+    let mut a = vec![cfg.activation.apply(z[0])];
+    for k in 1..hidden {
+        z.push(a[k - 1].matmul_t(weight_in(k), false, true));
+        a.push(cfg.activation.apply(z[k]));
+    }
+
+    // c = λ⊙y/m and the output layer: ‖w − cᵀA_{H−1}‖².
+    let c = (lambda * y).scale(T::one() / T::from_f64(m as f64));
+    let last = hidden - 1;
+    let mut kkt = (w_out - c.matmul_t(a[last], true, false)).square().sum();
+    let mut delta = (cfg.activation.derivative(z[last]) * w_out.broadcast_rows(m)).mul_col(c);
+
+    // Hidden weights, top down: ‖W_k‖² − 2⟨Δ_k, Z_k⟩ + ⟨Δ_kΔ_kᵀ, A_{k−1}A_{k−1}ᵀ⟩.
+    for k in (1..hidden).rev() {
+        let w = weight_in(k);
+        kkt = kkt + norm2(w) - inner(delta, z[k]).scale(T::from_f64(2.0))
+            + inner(gram(delta), gram(a[k - 1]));
+        delta = delta.matmul(w) * cfg.activation.derivative(z[k - 1]);
+    }
+
+    // First layer: ‖W1‖² − 2⟨Δ_0, XW1ᵀ⟩ + ⟨Δ_0Δ_0ᵀ, XXᵀ⟩, and the bias ‖b1 − 1ᵀΔ_0‖².
+    let kkt_w1 =
+        norm2(theta[0]) - inner(delta, xw1).scale(T::from_f64(2.0)) + inner(gram(delta), gram(x));
+    kkt = kkt + kkt_w1 + (b1 - delta.sum_rows()).square().sum();
+
+    let (px, pl) = (prior_x(x), lambda_prior(lambda, cfg.lambda_min));
+    Terms {
+        kkt,
+        kkt_w1,
+        prior_x: px,
+        prior_lambda: pl,
+        total: kkt + px + pl,
+    }
+}
