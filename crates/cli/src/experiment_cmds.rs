@@ -206,3 +206,57 @@ pub fn cmd_demo(out: PathBuf) -> Result<()> {
     }
     Ok(())
 }
+
+/// `reveal bench`: one JSON line (or a table row) per case.
+pub fn cmd_bench(
+    case: &str,
+    precision: crate::args::Precision,
+    steps: usize,
+    json: bool,
+) -> Result<()> {
+    use reveal_experiment::bench::{run_case, CASES};
+    let cases: Vec<_> = match case {
+        "all" => CASES.to_vec(),
+        c => CASES
+            .iter()
+            .copied()
+            .filter(|k| k.name.to_string().eq_ignore_ascii_case(c))
+            .collect(),
+    };
+    if cases.is_empty() {
+        bail!("--case {case:?}: expected A, B, C, D or all");
+    }
+    if steps == 0 {
+        bail!("--steps must be at least 1");
+    }
+    if !json {
+        println!(
+            "case  d-h-h-1, m/n              recon step   GFLOP/s  path        train step  GFLOP/s"
+        );
+    }
+    for c in cases {
+        let r = match precision {
+            crate::args::Precision::F32 => run_case::<f32>(c, steps),
+            crate::args::Precision::F64 => run_case::<f64>(c, steps),
+        };
+        if json {
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            println!(
+                "{}     {}-{}-{}-1, {}/{:<10} {:>8.4} s {:>8.0}  {:<11} {:>8.4} s {:>8.0}",
+                r.case,
+                c.d,
+                c.h,
+                c.h,
+                c.m,
+                c.n,
+                r.recon_step_s,
+                r.recon_gflops,
+                r.recon_method,
+                r.train_step_s,
+                r.train_gflops
+            );
+        }
+    }
+    Ok(())
+}

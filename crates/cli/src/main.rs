@@ -66,6 +66,20 @@ enum Command {
         #[arg(long, default_value = "reveal-demo")]
         out: PathBuf,
     },
+    /// Time per reconstruction and training step at the peer benchmark's cases (A–D).
+    Bench {
+        /// A, B, C, D or all.
+        #[arg(long, default_value = "all")]
+        case: String,
+        #[arg(long, value_enum, default_value = "f32")]
+        precision: Precision,
+        /// Timed steps per case (the median is reported), after 3 warm-up steps.
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        /// One JSON line per case, as the peer script prints.
+        #[arg(long)]
+        json: bool,
+    },
     /// SSIM of two images.
     Ssim {
         a: PathBuf,
@@ -155,6 +169,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Score(args) => recon_cmds::cmd_score(&args),
         Command::Experiment(args) => experiment_cmds::cmd_experiment(&args),
         Command::Demo { out } => experiment_cmds::cmd_demo(out),
+        Command::Bench {
+            case,
+            precision,
+            steps,
+            json,
+        } => experiment_cmds::cmd_bench(&case, precision, steps, json),
         Command::Ssim { a, b, preset } => recon_cmds::cmd_ssim(&a, &b, &preset),
     }
 }

@@ -311,7 +311,7 @@ pub struct KktArgs {
     /// Candidate file (x, lambda, y).
     #[arg(long)]
     pub candidates: PathBuf,
-    /// α (default: from the candidate file).
+    /// α (default: from the candidate file; for pooled runs, the best run's).
     #[arg(long)]
     pub alpha: Option<f64>,
     /// λ_min (default: from the candidate file).

@@ -7,6 +7,7 @@
 //! Every step writes its result into the output folder and is skipped when that result is
 //! already there, so re-running the same command finishes an interrupted experiment.
 
+pub mod bench;
 pub mod biasmap;
 pub mod control;
 pub mod report;

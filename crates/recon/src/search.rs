@@ -344,6 +344,12 @@ pub fn run_search<T: Scalar>(
         "search".into(),
         serde_json::to_string(&summary).expect("serialisable"),
     );
+    // The best run's settings, which `reveal kkt` uses by default.
+    let best = &summary.runs[summary.ranking[0]].config;
+    meta.insert(
+        "config".into(),
+        serde_json::to_string(best).expect("serialisable"),
+    );
     save_candidates(&job.out, &merged, false, &meta)?;
     write_atomic(
         &runs_dir(&job.out).join("summary.json"),

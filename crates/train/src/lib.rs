@@ -151,13 +151,18 @@ pub enum Outcome {
     Diverged,
 }
 
-/// θ − step·g for every parameter tensor.
-fn stepped<T: Scalar>(mlp: &Mlp<T>, grads: &[Array2<T>], step: f64) -> Mlp<T> {
-    let mut next = mlp.clone();
+/// θ ← θ − step·g for every parameter tensor, in place.
+pub fn descend<T: Scalar>(mlp: &mut Mlp<T>, grads: &[Array2<T>], step: f64) {
     let s = T::from_f64(step);
-    for (p, g) in next.params_mut().into_iter().zip(grads) {
+    for (p, g) in mlp.params_mut().into_iter().zip(grads) {
         p.zip_mut_with(g, |p, &g| *p = *p - s * g);
     }
+}
+
+/// θ − step·g, as a new model (the current one stays for backtracking).
+fn stepped<T: Scalar>(mlp: &Mlp<T>, grads: &[Array2<T>], step: f64) -> Mlp<T> {
+    let mut next = mlp.clone();
+    descend(&mut next, grads, step);
     next
 }
 

@@ -1,0 +1,296 @@
+//! The `reveal` binary end to end: help, a tiny pipeline on synthetic data, and one-line errors
+//! with exit code 2 for bad input.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn reveal(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_reveal"))
+        .args(args)
+        .env_remove("REVEAL_DATA")
+        .output()
+        .expect("runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Fails with exit code 2 and a single `error:` line containing every `needle`.
+fn assert_clean_error(o: &Output, needles: &[&str]) {
+    let e = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "exit code; stderr: {e}");
+    let lines: Vec<&str> = e.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line: {e}");
+    assert!(lines[0].starts_with("error: "), "{e}");
+    for n in needles {
+        assert!(lines[0].contains(n), "missing {n:?} in {e}");
+    }
+    assert!(!e.contains("panicked"), "{e}");
+}
+
+#[test]
+fn help_has_examples() {
+    let o = reveal(&["--help"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success());
+    for cmd in [
+        "demo",
+        "data",
+        "train",
+        "reconstruct",
+        "kkt",
+        "score",
+        "experiment",
+        "bench",
+        "ssim",
+        "Examples:",
+    ] {
+        assert!(text.contains(cmd), "{cmd} missing from --help");
+    }
+}
+
+#[test]
+fn tiny_pipeline_through_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |f: &str| dir.path().join(f).display().to_string();
+    let data = ["--dataset", "synthetic", "--per-class", "8", "--test", "20"];
+
+    let o = reveal(
+        &[
+            &[
+                "data",
+                "--json",
+                "--bias",
+                "corner",
+                "--preview",
+                &p("prev.png"),
+            ][..],
+            &data[..],
+        ]
+        .concat(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["train"]["per_binary_class"], serde_json::json!([8, 8]));
+    assert_eq!(v["triggers"]["class1"], serde_json::json!([0]));
+    assert!(Path::new(&p("prev.png")).is_file());
+
+    let o = reveal(
+        &[
+            &[
+                "train",
+                "--json",
+                "--hidden",
+                "32,32",
+                "--out",
+                &p("m.safetensors"),
+            ][..],
+            &data[..],
+        ]
+        .concat(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let t: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(t["train_error"], serde_json::json!(0.0));
+    assert!(t["train_loss"].as_f64().unwrap() < 1e-5);
+
+    let o = reveal(&[
+        "reconstruct",
+        "--json",
+        "--model",
+        &p("m.safetensors"),
+        "--out",
+        &p("c.safetensors"),
+        "--iters",
+        "20",
+        "--runs",
+        "2",
+        "--keep",
+        "2",
+        "--preset",
+        "mnist-b",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s["pooled"].as_array().unwrap().len(), 2);
+
+    let o = reveal(&[
+        "score",
+        "--json",
+        "--model",
+        &p("m.safetensors"),
+        "--recon",
+        &p("c.safetensors"),
+        "--grid",
+        &p("g.png"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let sc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(sc["pairs"].as_array().unwrap().len(), 16);
+    assert!(Path::new(&p("g.png")).is_file());
+
+    let o = reveal(&[
+        "kkt",
+        "--json",
+        "--model",
+        &p("m.safetensors"),
+        "--candidates",
+        &p("c.safetensors"),
+        "--out",
+        &p("k.safetensors"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let k: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let sum = ["loss.kkt", "loss.prior_x", "loss.prior_lambda"]
+        .iter()
+        .map(|n| k[n].as_f64().unwrap())
+        .sum::<f64>();
+    assert!((k["loss"].as_f64().unwrap() - sum).abs() < 1e-9 * sum.abs().max(1.0));
+    let bytes = std::fs::read(p("k.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.tensor("grad.x").unwrap().shape(), [64, 256]); // two pooled runs of m = 2n = 32 candidates, 16×16 images
+    assert_eq!(st.tensor("grad.lambda").unwrap().shape(), [64]);
+}
+
+#[test]
+fn bad_input_gives_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |f: &str| dir.path().join(f).display().to_string();
+    std::fs::write(p("junk.safetensors"), b"not a model").unwrap();
+
+    assert_clean_error(
+        &reveal(&[
+            "score",
+            "--model",
+            &p("missing.safetensors"),
+            "--recon",
+            &p("c.safetensors"),
+        ]),
+        &["missing.safetensors"],
+    );
+    assert_clean_error(
+        &reveal(&[
+            "reconstruct",
+            "--model",
+            &p("junk.safetensors"),
+            "--out",
+            &p("c.safetensors"),
+        ]),
+        &["junk.safetensors"],
+    );
+    assert_clean_error(&reveal(&["data", "--dataset", "mnist"]), &["REVEAL_DATA"]);
+    assert_clean_error(
+        &reveal(&["data", "--dataset", "mnist", "--data-dir", &p("nowhere")]),
+        &["nowhere"],
+    );
+    assert_clean_error(
+        &reveal(&[
+            "data",
+            "--dataset",
+            "synthetic",
+            "--bias",
+            "diag5",
+            "--size",
+            "12",
+        ]),
+        &["diag5", "12×12"],
+    );
+    assert_clean_error(
+        &reveal(&[
+            "train",
+            "--dataset",
+            "synthetic",
+            "--lr=-1",
+            "--out",
+            &p("m.safetensors"),
+        ]),
+        &["--lr"],
+    );
+    assert_clean_error(
+        &reveal(&["data", "--dataset", "synthetic", "--test", "0"]),
+        &["--test"],
+    );
+    assert_clean_error(
+        &reveal(&["data", "--dataset", "synthetic", "--per-class", "0"]),
+        &["per-class"],
+    );
+    assert_clean_error(&reveal(&["bench", "--case", "Z"]), &["--case"]);
+
+    // A model and an odd candidate count.
+    let o = reveal(&[
+        "train",
+        "--dataset",
+        "synthetic",
+        "--per-class",
+        "4",
+        "--hidden",
+        "8,8",
+        "--test",
+        "4",
+        "--out",
+        &p("m.safetensors"),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_clean_error(
+        &reveal(&[
+            "reconstruct",
+            "--model",
+            &p("m.safetensors"),
+            "--out",
+            &p("c.safetensors"),
+            "--candidates",
+            "7",
+        ]),
+        &["--candidates 7", "even"],
+    );
+    assert_clean_error(
+        &reveal(&[
+            "reconstruct",
+            "--model",
+            &p("m.safetensors"),
+            "--out",
+            &p("c.safetensors"),
+            "--runs",
+            "2",
+            "--keep",
+            "3",
+        ]),
+        &["--keep"],
+    );
+    assert_clean_error(
+        &reveal(&[
+            "reconstruct",
+            "--model",
+            &p("m.safetensors"),
+            "--out",
+            &p("c.safetensors"),
+            "--preset",
+            "nope",
+        ]),
+        &["nope"],
+    );
+    let o = reveal(&[
+        "reconstruct",
+        "--model",
+        &p("m.safetensors"),
+        "--out",
+        &p("c.safetensors"),
+        "--iters",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_clean_error(
+        &reveal(&[
+            "score",
+            "--model",
+            &p("m.safetensors"),
+            "--recon",
+            &p("c.safetensors"),
+            "--k",
+            "99",
+        ]),
+        &["--k 99"],
+    );
+}

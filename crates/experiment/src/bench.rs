@@ -1,0 +1,156 @@
+//! `reveal bench`: time per reconstruction step and per training step at the peer benchmark's
+//! cases (`shared/bench/peer_kkt.py`), so the two print comparable lines.
+//!
+//! Cases (d, h, m candidates, n training samples): A 3072-1000-1000/500, B 3072-1000-200/100,
+//! C 784-1000-1000/500, D 784-100-200/100. GEMM FLOPs per step (DESIGN.md §4):
+//! reconstruction 10·m·h·d + 14·m·h², training 4·n·h·d + 6·n·h².
+
+use std::time::Instant;
+
+use ndarray::Array2;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use reveal_nn::Mlp;
+use reveal_recon::objective::Method;
+use reveal_recon::optim::{step, Hyper, RunConfig, RunState};
+use reveal_tape::Scalar;
+use serde::Serialize;
+
+/// One benchmark case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Case {
+    pub name: char,
+    pub d: usize,
+    pub h: usize,
+    pub m: usize,
+    pub n: usize,
+}
+
+/// The peer script's four cases.
+pub const CASES: [Case; 4] = [
+    Case {
+        name: 'A',
+        d: 3072,
+        h: 1000,
+        m: 1000,
+        n: 500,
+    },
+    Case {
+        name: 'B',
+        d: 3072,
+        h: 1000,
+        m: 200,
+        n: 100,
+    },
+    Case {
+        name: 'C',
+        d: 784,
+        h: 1000,
+        m: 1000,
+        n: 500,
+    },
+    Case {
+        name: 'D',
+        d: 784,
+        h: 100,
+        m: 200,
+        n: 100,
+    },
+];
+
+/// A result line, with the peer script's field names where they mean the same.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchResult {
+    pub framework: &'static str,
+    pub case: String,
+    pub precision: &'static str,
+    pub threads: usize,
+    pub recon_method: String,
+    pub steps: usize,
+    pub recon_step_s: f64,
+    pub recon_min_s: f64,
+    pub recon_max_s: f64,
+    pub recon_gflop: f64,
+    pub recon_gflops: f64,
+    pub train_step_s: f64,
+    pub train_gflop: f64,
+    pub train_gflops: f64,
+}
+
+/// Median, min and max of step times.
+fn stats(mut t: Vec<f64>) -> (f64, f64, f64) {
+    t.sort_by(f64::total_cmp);
+    (t[t.len() / 2], t[0], t[t.len() - 1])
+}
+
+/// Times `steps` calls of `f` after `warmup` untimed ones.
+fn time(warmup: usize, steps: usize, mut f: impl FnMut()) -> (f64, f64, f64) {
+    for _ in 0..warmup {
+        f();
+    }
+    stats(
+        (0..steps)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
+}
+
+/// Runs one case: `steps` timed reconstruction and training steps after 3 warm-up steps.
+pub fn run_case<T: Scalar>(case: Case, steps: usize) -> BenchResult {
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let model = Mlp::<T>::init(case.d, &[case.h, case.h], 0);
+    let theta = model.theta();
+    let cfg = RunConfig::new(
+        Hyper {
+            init_scale: 1e-3,
+            lr: 0.1,
+            lambda_min: 0.45,
+            alpha: 20.0,
+        },
+        case.m,
+        usize::MAX,
+        0,
+    );
+    let mut state = RunState::<T>::init(case.d, &cfg);
+    let (recon, rmin, rmax) = time(3, steps, || {
+        step(&theta, &mut state, &cfg).expect("finite at the benchmark's start point");
+    });
+
+    let x: Array2<T> =
+        Array2::from_shape_simple_fn((case.n, case.d), || T::from_f64(rng.gen_range(-1.0..1.0)));
+    let y: Array2<T> = Array2::from_shape_fn((case.n, 1), |(i, _)| {
+        if i < case.n / 2 {
+            -T::one()
+        } else {
+            T::one()
+        }
+    });
+    let mut mlp = model;
+    let (train_step, _, _) = time(3, steps, || {
+        let e = reveal_train::evaluate(&mlp, &x, &y);
+        reveal_train::descend(&mut mlp, &e.grads, 0.01);
+    });
+    let (d, h, m, n) = (case.d as f64, case.h as f64, case.m as f64, case.n as f64);
+    let recon_gflop = (10.0 * m * h * d + 14.0 * m * h * h) / 1e9;
+    let train_gflop = (4.0 * n * h * d + 6.0 * n * h * h) / 1e9;
+    BenchResult {
+        framework: "reveal",
+        case: case.name.to_string(),
+        precision: T::NAME,
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        recon_method: format!("{:?}", Method::auto(&theta, case.m)),
+        steps,
+        recon_step_s: recon,
+        recon_min_s: rmin,
+        recon_max_s: rmax,
+        recon_gflop,
+        recon_gflops: recon_gflop / recon,
+        train_step_s: train_step,
+        train_gflop,
+        train_gflops: train_gflop / train_step,
+    }
+}
