@@ -44,7 +44,7 @@ pub fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator tuning parameters; it is called with valid options.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20); // glibc's maximum: larger values are ignored
         libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
     }
 }

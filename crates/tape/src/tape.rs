@@ -248,7 +248,7 @@ impl<T: Scalar> Tape<T> {
             Op::SumCols(a) => give(a, &|| g.broadcast_cols(v(a).shape().1)),
             // y = relu(a);  ∂a = g ⊙ 1[a>0], the step entering as a constant
             Op::Relu(a) => give(a, &|| {
-                let step = map_values(&v(a).value(), |t| {
+                let step = v(a).value().mapv(|t| {
                     if t > T::zero() {
                         T::one()
                     } else {
@@ -267,18 +267,6 @@ impl<T: Scalar> Tape<T> {
             // y = relu(a) with the surrogate derivative;  ∂a = g ⊙ σ(α·a), itself differentiable
             Op::MRelu(a, alpha) => give(a, &|| g * v(a).scale(alpha).sigmoid()),
         }
-    }
-}
-
-/// Arrays at least this long are processed elementwise in parallel.
-const PARALLEL_LEN: usize = 1 << 15;
-
-/// y = f(a) elementwise, in parallel for large arrays.
-fn map_values<T: Scalar>(a: &Array2<T>, f: impl Fn(T) -> T + Sync + Send) -> Array2<T> {
-    if a.len() >= PARALLEL_LEN {
-        Zip::from(a).par_map_collect(|&x| f(x))
-    } else {
-        a.mapv(f)
     }
 }
 
@@ -334,8 +322,8 @@ impl<'t, T: Scalar> Var<'t, T> {
         );
     }
 
-    /// Elementwise binary op on equal shapes (in parallel for large arrays).
-    fn zip(self, other: Var<'t, T>, op: Op<T>, f: impl Fn(T, T) -> T + Sync + Send) -> Var<'t, T> {
+    /// Elementwise binary op on equal shapes.
+    fn zip(self, other: Var<'t, T>, op: Op<T>, f: impl Fn(T, T) -> T) -> Var<'t, T> {
         self.same_tape(&other);
         let (a, b) = (self.value(), other.value());
         assert_eq!(
@@ -345,18 +333,13 @@ impl<'t, T: Scalar> Var<'t, T> {
             a.dim(),
             b.dim()
         );
-        let zip = Zip::from(&*a).and(&*b);
-        let value = if a.len() >= PARALLEL_LEN {
-            zip.par_map_collect(|&x, &y| f(x, y))
-        } else {
-            zip.map_collect(|&x, &y| f(x, y))
-        };
+        let value = Zip::from(&*a).and(&*b).map_collect(|&x, &y| f(x, y));
         self.tape.push(op, value)
     }
 
     /// Elementwise unary op.
-    fn map(self, op: Op<T>, f: impl Fn(T) -> T + Sync + Send) -> Var<'t, T> {
-        let value = map_values(&self.value(), f);
+    fn map(self, op: Op<T>, f: impl Fn(T) -> T) -> Var<'t, T> {
+        let value = self.value().mapv(f);
         self.tape.push(op, value)
     }
 
