@@ -22,9 +22,9 @@ pub enum Precision {
     F64,
 }
 
-/// Which training images, with which bias.
+/// Where the images come from.
 #[derive(Args, Clone, Debug)]
-pub struct DataArgs {
+pub struct SourceArgs {
     /// Data set.
     #[arg(long, value_enum, default_value = "synthetic")]
     pub dataset: DatasetName,
@@ -40,6 +40,49 @@ pub struct DataArgs {
     /// Resize folder images to HxW, e.g. 32x32 (synthetic: side of the images, e.g. 16x16).
     #[arg(long)]
     pub size: Option<String>,
+}
+
+impl SourceArgs {
+    /// The library's description of the source.
+    pub fn source(&self) -> Result<Source> {
+        let size = self.size.as_deref().map(parse_size).transpose()?;
+        Ok(match self.dataset {
+            DatasetName::Mnist => Source::Mnist,
+            DatasetName::Cifar10 => Source::Cifar10,
+            DatasetName::Synthetic => {
+                let side = match size {
+                    None => reveal_data::synthetic::DEFAULT_SIZE,
+                    Some((h, w)) if h == w && h >= 8 => h,
+                    Some(_) => {
+                        bail!("--size: synthetic images are square with a side of at least 8")
+                    }
+                };
+                Source::Synthetic { size: side }
+            }
+            DatasetName::Folder => {
+                let Some(root) = self.folder.clone() else {
+                    bail!("--dataset folder needs --folder DIR");
+                };
+                Source::Folder {
+                    root,
+                    test_root: self.test_folder.clone(),
+                    size,
+                }
+            }
+        })
+    }
+
+    /// `--data-dir`, else `$REVEAL_DATA`.
+    pub fn data_dir(&self) -> Option<PathBuf> {
+        reveal_data::data_dir(self.data_dir.as_deref())
+    }
+}
+
+/// Which training images, with which bias.
+#[derive(Args, Clone, Debug)]
+pub struct DataArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
     /// For --dataset folder: comma-separated class names forming class 0 (y = −1).
     #[arg(long, value_delimiter = ',')]
     pub class0: Vec<String>,
@@ -86,34 +129,10 @@ pub fn parse_size(s: &str) -> Result<(usize, usize)> {
 impl DataArgs {
     /// The library's description of this data set.
     pub fn spec(&self) -> Result<DataSpec> {
-        let size = self.size.as_deref().map(parse_size).transpose()?;
-        let source = match self.dataset {
-            DatasetName::Mnist => Source::Mnist,
-            DatasetName::Cifar10 => Source::Cifar10,
-            DatasetName::Synthetic => {
-                let side = match size {
-                    None => reveal_data::synthetic::DEFAULT_SIZE,
-                    Some((h, w)) if h == w && h >= 8 => h,
-                    Some(_) => {
-                        bail!("--size: synthetic images are square with a side of at least 8")
-                    }
-                };
-                Source::Synthetic { size: side }
-            }
-            DatasetName::Folder => {
-                let Some(root) = self.folder.clone() else {
-                    bail!("--dataset folder needs --folder DIR");
-                };
-                Source::Folder {
-                    root,
-                    test_root: self.test_folder.clone(),
-                    size,
-                }
-            }
-        };
+        let source = self.source.source()?;
         let mut spec = DataSpec::new(source, self.per_class);
         if !self.class0.is_empty() || !self.class1.is_empty() {
-            if self.dataset != DatasetName::Folder {
+            if self.source.dataset != DatasetName::Folder {
                 bail!("--class0/--class1 apply to --dataset folder only");
             }
             spec.task = Task::Split {

@@ -8,22 +8,13 @@ use reveal_data::{Bias, Source};
 use reveal_experiment::{report, Budget, ExperimentConfig, Hooks, ModelResult};
 use reveal_recon::preset;
 
-use crate::args::{parse_size, DatasetName};
+use crate::args::SourceArgs;
 use crate::progress;
 
 #[derive(clap::Args)]
 pub struct ExperimentArgs {
-    #[arg(long, value_enum)]
-    pub dataset: DatasetName,
-    /// Folder holding mnist/ and cifar10/ (default $REVEAL_DATA).
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    /// For --dataset folder: the image folder.
-    #[arg(long)]
-    pub folder: Option<PathBuf>,
-    /// For --dataset folder: resize to HxW.
-    #[arg(long)]
-    pub size: Option<String>,
+    #[command(flatten)]
+    pub source: SourceArgs,
     /// Output folder (re-running the command resumes it).
     #[arg(long)]
     pub out: PathBuf,
@@ -66,27 +57,13 @@ pub enum BudgetArg {
 }
 
 pub fn cmd_experiment(args: &ExperimentArgs) -> Result<()> {
-    let source = match args.dataset {
-        DatasetName::Mnist => Source::Mnist,
-        DatasetName::Cifar10 => Source::Cifar10,
-        DatasetName::Synthetic => Source::Synthetic {
-            size: reveal_data::synthetic::DEFAULT_SIZE,
-        },
-        DatasetName::Folder => match &args.folder {
-            Some(root) => Source::Folder {
-                root: root.clone(),
-                test_root: None,
-                size: args.size.as_deref().map(parse_size).transpose()?,
-            },
-            None => bail!("--dataset folder needs --folder DIR"),
-        },
-    };
+    let source = args.source.source()?;
     let budget = match args.budget {
         BudgetArg::Quick => Budget::Quick,
         BudgetArg::Paper => Budget::Paper,
     };
     let mut cfg = ExperimentConfig::new(source, args.out.clone(), budget);
-    cfg.data_dir = reveal_data::data_dir(args.data_dir.as_deref());
+    cfg.data_dir = args.source.data_dir();
     cfg.biases = args.biases.clone();
     cfg.seeds = args.seeds.clone();
     cfg.control = !args.no_control;

@@ -181,10 +181,7 @@ fn run(cli: Cli) -> Result<()> {
 
 fn cmd_data(args: &DataArgs, preview: Option<PathBuf>, json: bool) -> Result<()> {
     let spec = args.spec()?;
-    let p = prepare(
-        &spec,
-        reveal_data::data_dir(args.data_dir.as_deref()).as_deref(),
-    )?;
+    let p = prepare(&spec, args.source.data_dir().as_deref())?;
     let mut hist = vec![0usize; p.class_names.len()];
     for &l in &p.train.label {
         hist[l as usize] += 1;
@@ -253,10 +250,7 @@ fn cmd_train<T: Scalar>(args: &TrainArgs) -> Result<()> {
     }
     args::positive("--lr", args.lr)?;
     args::positive("--target-loss", args.target_loss)?;
-    let data = prepare(
-        &spec,
-        reveal_data::data_dir(args.data.data_dir.as_deref()).as_deref(),
-    )?;
+    let data = prepare(&spec, args.data.source.data_dir().as_deref())?;
     let schedule = match args.schedule {
         ScheduleName::Fast => Schedule::FAST,
         ScheduleName::Reference => Schedule::Reference { lr: args.lr },

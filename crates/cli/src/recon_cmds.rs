@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use ndarray::Array2;
 use rand::SeedableRng;
 use reveal_data::{prepare, DataSpec, Prepared};
 use reveal_nn::files::{load_model, write_tensors, TensorOut};
@@ -14,7 +13,7 @@ use reveal_recon::objective::{evaluate, ObjectiveConfig};
 use reveal_recon::search::{run_search, RankBy, SearchJob, SearchSummary};
 use reveal_recon::{preset, Hyper, RunConfig, PRESETS};
 use reveal_score::score::score_candidates;
-use reveal_score::{grid, Score};
+use reveal_score::Score;
 use reveal_ssim::Ssim;
 use reveal_tape::Scalar;
 
@@ -453,16 +452,7 @@ pub fn score_file(
     }
     let s = score_candidates(&data, &c.x, Some(&model.mlp), k, ssim);
     if let Some(path) = grid_png {
-        let recon_px: Array2<f32> = reveal_score::to_pixels(&c.x, data.mean.view());
-        grid::write_pairs_png(
-            path,
-            &s.pairs,
-            &recon_px,
-            &data.train.pixels,
-            data.shape,
-            30,
-            10,
-        )?;
+        reveal_score::score::write_grid(path, &s, &c.x, &data)?;
     }
     Ok((s, data))
 }

@@ -349,16 +349,7 @@ fn one_model(
     let cand = load_candidates::<f32>(&cand_path)?;
     let score = score_candidates(&data, &cand.x, Some(&model), 10, &Ssim::kornia3());
     let grid_path = dir.join("grids").join(format!("{tag}.png"));
-    let recon_px = reveal_score::to_pixels(&cand.x, data.mean.view());
-    grid::write_pairs_png(
-        &grid_path,
-        &score.pairs,
-        &recon_px,
-        &data.train.pixels,
-        data.shape,
-        30,
-        10,
-    )?;
+    reveal_score::score::write_grid(&grid_path, &score, &cand.x, &data)?;
     let cand_y: Vec<f32> = cand.y.iter().copied().collect();
     let map = biasmap::bias_map(
         &cand.x,

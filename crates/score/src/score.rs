@@ -256,3 +256,23 @@ pub fn score_candidates(
     };
     score(&input, k, ssim)
 }
+
+/// Writes the best 30 pairs of a score as a PNG grid of 10 columns: odd rows the
+/// reconstructions, even rows their training images.
+pub fn write_grid(
+    path: &std::path::Path,
+    s: &Score,
+    candidates: &Array2<f32>,
+    data: &reveal_data::Prepared,
+) -> anyhow::Result<()> {
+    let recon = to_pixels(candidates, data.mean.view());
+    crate::grid::write_pairs_png(
+        path,
+        &s.pairs,
+        &recon,
+        &data.train.pixels,
+        data.shape,
+        30,
+        10,
+    )
+}

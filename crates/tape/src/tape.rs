@@ -248,13 +248,9 @@ impl<T: Scalar> Tape<T> {
             Op::SumCols(a) => give(a, &|| g.broadcast_cols(v(a).shape().1)),
             // y = relu(a);  ∂a = g ⊙ 1[a>0], the step entering as a constant
             Op::Relu(a) => give(a, &|| {
-                let step = v(a).value().mapv(|t| {
-                    if t > T::zero() {
-                        T::one()
-                    } else {
-                        T::zero()
-                    }
-                });
+                let step = v(a)
+                    .value()
+                    .mapv(|t| if t > T::zero() { T::one() } else { T::zero() });
                 g * self.constant(step)
             }),
             // y = σ(a);  ∂a = g ⊙ (y − y⊙y)
