@@ -129,10 +129,12 @@ pub fn run_case<T: Scalar>(case: Case, steps: usize) -> BenchResult {
             T::one()
         }
     });
-    let mut mlp = model;
+    // One training step: L and ∂L/∂θ at θ, then θ ← θ − lr·∂L/∂θ (as the peers time it).
+    let (x, y) = (std::sync::Arc::new(x), std::sync::Arc::new(y));
+    let mut theta = model.theta();
     let (train_step, _, _) = time(3, steps, || {
-        let e = reveal_train::evaluate(&mlp, &x, &y);
-        reveal_train::descend(&mut mlp, &e.grads, 0.01);
+        let e = reveal_train::evaluate_shared(&theta, &x, &y);
+        theta = reveal_train::stepped(&theta, &e.grads, 0.01);
     });
     let (d, h, m, n) = (case.d as f64, case.h as f64, case.m as f64, case.n as f64);
     let recon_gflop = (10.0 * m * h * d + 14.0 * m * h * h) / 1e9;

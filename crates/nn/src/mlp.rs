@@ -175,6 +175,16 @@ impl<T: Scalar> Theta<T> {
         self.0[0].ncols()
     }
 
+    /// A plain copy of the model.
+    pub fn to_mlp(&self) -> Mlp<T> {
+        let n = self.0.len();
+        let own = |i: usize| (*self.0[i]).clone();
+        Mlp {
+            weights: std::iter::once(0).chain(2..n).map(own).collect(),
+            bias: own(1),
+        }
+    }
+
     /// The widest hidden layer.
     pub fn max_width(&self) -> usize {
         let n = self.0.len();

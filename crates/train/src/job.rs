@@ -175,7 +175,7 @@ pub fn run<T: Scalar>(
             "train.state".into(),
             serde_json::to_string(&st).expect("serialisable"),
         );
-        save_model(&ckpt, &s.mlp, Some(&mean), &m)
+        save_model(&ckpt, &s.mlp(), Some(&mean), &m)
     };
     let mut log_file = OpenOptions::new()
         .create(true)
@@ -227,7 +227,7 @@ pub fn run<T: Scalar>(
         train_loss: state.loss,
         train_error: state.error,
         test_accuracy: accuracy(
-            &state.mlp,
+            &state.mlp(),
             &test_x,
             data.test.y.as_slice().expect("contiguous"),
         ),
@@ -243,7 +243,7 @@ pub fn run<T: Scalar>(
         "train".into(),
         serde_json::to_string(&summary).expect("serialisable"),
     );
-    save_model(&job.out, &state.mlp, Some(&mean), &m)?;
+    save_model(&job.out, &state.mlp(), Some(&mean), &m)?;
     let _ = std::fs::remove_file(&ckpt);
     Ok(summary)
 }

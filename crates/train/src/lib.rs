@@ -12,8 +12,10 @@
 
 pub mod job;
 
-use ndarray::Array2;
-use reveal_nn::{forward, Activation, Mlp};
+use std::sync::Arc;
+
+use ndarray::{Array2, Zip};
+use reveal_nn::{forward, Activation, Mlp, Theta};
 use reveal_tape::{grad, Scalar, Tape};
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +58,16 @@ pub struct Evaluation<T> {
 
 /// L(θ), the training error and ∂L/∂θ, through the tape (no gradient w.r.t. x is computed).
 pub fn evaluate<T: Scalar>(mlp: &Mlp<T>, x: &Array2<T>, y: &Array2<T>) -> Evaluation<T> {
+    evaluate_shared(&mlp.theta(), &Arc::new(x.clone()), &Arc::new(y.clone()))
+}
+
+/// [`evaluate`] on shared parameters and data: nothing is copied onto the tape, and the
+/// gradients are taken out of it without copies.
+pub fn evaluate_shared<T: Scalar>(
+    theta: &Theta<T>,
+    x: &Arc<Array2<T>>,
+    y: &Arc<Array2<T>>,
+) -> Evaluation<T> {
     let n = x.nrows();
     assert_eq!(
         y.dim(),
@@ -64,25 +76,26 @@ pub fn evaluate<T: Scalar>(mlp: &Mlp<T>, x: &Array2<T>, y: &Array2<T>) -> Evalua
         y.dim()
     );
     let tape = Tape::new();
-    let theta = mlp.on_tape(&tape);
-    let f = forward(&theta, tape.constant(x.clone()), Activation::Relu);
-    let yv = tape.constant(y.clone());
-    let margins = f * yv;
+    let params = theta.on_tape(&tape);
+    let f = forward(&params, tape.constant(Arc::clone(x)), Activation::Relu);
+    let margins = f * tape.constant(Arc::clone(y));
     // L = (1/n) Σ softplus(−y f)
     let loss = (-margins)
         .softplus()
         .sum()
         .scale(T::from_f64(1.0 / n as f64));
     let error = margins.value().iter().filter(|&&m| m <= T::zero()).count() as f64 / n as f64;
-    let grads = grad(loss, &theta, false)
+    let grads: Vec<Arc<Array2<T>>> = grad(loss, &params, false)
         .iter()
-        .map(|g| (*g.value()).clone())
+        .map(|g| g.value())
         .collect();
-    Evaluation {
-        loss: loss.item().as_f64(),
-        error,
-        grads,
-    }
+    let loss = loss.item().as_f64();
+    drop(tape);
+    let grads = grads
+        .into_iter()
+        .map(|g| Arc::try_unwrap(g).unwrap_or_else(|g| (*g).clone()))
+        .collect();
+    Evaluation { loss, error, grads }
 }
 
 /// Fraction of rows of x classified with the sign of y by the model (f(x) > 0 ↔ y = +1).
@@ -99,7 +112,8 @@ pub fn accuracy<T: Scalar>(mlp: &Mlp<T>, x: &Array2<T>, y: &[f32]) -> f64 {
 /// Where training stands; everything needed to resume it.
 #[derive(Clone, Debug)]
 pub struct TrainState<T> {
-    pub mlp: Mlp<T>,
+    /// The parameters (shared form; [`TrainState::mlp`] gives a plain copy).
+    pub theta: Theta<T>,
     /// Accepted steps so far.
     pub epoch: usize,
     /// Rejected steps so far (fast schedule).
@@ -113,6 +127,11 @@ pub struct TrainState<T> {
 }
 
 impl<T: Scalar> TrainState<T> {
+    /// The current model.
+    pub fn mlp(&self) -> Mlp<T> {
+        self.theta.to_mlp()
+    }
+
     /// A fresh state at `mlp`.
     pub fn new(mlp: Mlp<T>, schedule: Schedule) -> Self {
         let c = match schedule {
@@ -120,7 +139,7 @@ impl<T: Scalar> TrainState<T> {
             Schedule::Reference { .. } => 0.0,
         };
         TrainState {
-            mlp,
+            theta: mlp.theta(),
             epoch: 0,
             rejected: 0,
             c,
@@ -151,19 +170,17 @@ pub enum Outcome {
     Diverged,
 }
 
-/// θ ← θ − step·g for every parameter tensor, in place.
-pub fn descend<T: Scalar>(mlp: &mut Mlp<T>, grads: &[Array2<T>], step: f64) {
+/// θ − step·g as new parameters, in one pass (the current ones stay for backtracking).
+pub fn stepped<T: Scalar>(theta: &Theta<T>, grads: &[Array2<T>], step: f64) -> Theta<T> {
     let s = T::from_f64(step);
-    for (p, g) in mlp.params_mut().into_iter().zip(grads) {
-        p.zip_mut_with(g, |p, &g| *p = *p - s * g);
-    }
-}
-
-/// θ − step·g, as a new model (the current one stays for backtracking).
-fn stepped<T: Scalar>(mlp: &Mlp<T>, grads: &[Array2<T>], step: f64) -> Mlp<T> {
-    let mut next = mlp.clone();
-    descend(&mut next, grads, step);
-    next
+    Theta(
+        theta
+            .0
+            .iter()
+            .zip(grads)
+            .map(|(p, g)| Arc::new(Zip::from(&**p).and(g).map_collect(|&p, &g| p - s * g)))
+            .collect(),
+    )
 }
 
 /// Runs full-batch gradient descent from `state` until it converges, hits the cap, or the
@@ -175,7 +192,8 @@ pub fn train<T: Scalar>(
     cfg: &TrainConfig,
     mut on_epoch: impl FnMut(&TrainState<T>) -> Control,
 ) -> Outcome {
-    let mut here = evaluate(&state.mlp, x, y);
+    let (x, y) = (Arc::new(x.clone()), Arc::new(y.clone()));
+    let mut here = evaluate_shared(&state.theta, &x, &y);
     (state.loss, state.error) = (here.loss, here.error);
     loop {
         if !state.loss.is_finite() {
@@ -191,8 +209,8 @@ pub fn train<T: Scalar>(
             Schedule::Reference { lr } => lr,
             Schedule::Fast { .. } => state.c / state.loss,
         };
-        let next = stepped(&state.mlp, &here.grads, step);
-        let there = evaluate(&next, x, y);
+        let next = stepped(&state.theta, &here.grads, step);
+        let there = evaluate_shared(&next, &x, &y);
         let accept = match cfg.schedule {
             Schedule::Reference { .. } => there.loss.is_finite(),
             Schedule::Fast { .. } => there.loss.is_finite() && there.loss < state.loss,
@@ -213,7 +231,7 @@ pub fn train<T: Scalar>(
         if let Schedule::Fast { .. } = cfg.schedule {
             state.c *= 1.01;
         }
-        state.mlp = next;
+        state.theta = next;
         state.epoch += 1;
         (state.loss, state.error) = (there.loss, there.error);
         here = there;

@@ -124,6 +124,6 @@ fn stopped_and_resumed_equals_uninterrupted() {
     });
     assert_eq!(out, Outcome::Stopped);
     train(&mut part, &x, &y, &cfg, |_| Control::Continue);
-    assert_eq!(part.mlp, whole.mlp);
+    assert_eq!(part.mlp(), whole.mlp());
     assert_eq!((part.epoch, part.c), (whole.epoch, whole.c));
 }
