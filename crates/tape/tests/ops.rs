@@ -313,3 +313,28 @@ fn gradcheck_rejects_a_wrong_derivative() {
     assert_eq!(m.analytic, 0.0);
     assert!(m.numeric.abs() > 1e-3, "{m}");
 }
+
+/// Large products take the column-split parallel path; they must equal ndarray's own GEMM for
+/// every transpose combination.
+#[test]
+fn large_matmul_matches_ndarray() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let (m, k, n) = (70, 130, 150); // 1.4M multiply-adds: above the parallel threshold
+    for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+        let a = randn(if ta { (k, m) } else { (m, k) }, &mut rng);
+        let b = randn(if tb { (n, k) } else { (k, n) }, &mut rng);
+        let want = {
+            let av = if ta { a.t() } else { a.view() };
+            let bv = if tb { b.t() } else { b.view() };
+            av.dot(&bv)
+        };
+        let tape = Tape::new();
+        let c = tape.var(a).matmul_t(tape.var(b), ta, tb);
+        let got = c.value();
+        assert_eq!(got.dim(), (m, n));
+        let err = (&*got - &want)
+            .mapv(f64::abs)
+            .fold(0.0f64, |x, &y| x.max(y));
+        assert!(err < 1e-12, "ta {ta} tb {tb}: max error {err}");
+    }
+}
