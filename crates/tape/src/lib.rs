@@ -48,3 +48,7 @@ pub fn keep_freed_memory() {
         libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
     }
 }
+
+// matrixmultiply is used through ndarray's GEMM; the direct dependency only turns on its
+// default features (the runtime-detected AVX-512 kernels), which ndarray leaves off.
+use matrixmultiply as _;
