@@ -60,6 +60,8 @@ pub(crate) enum Op<T> {
     Softplus(usize),
     /// modified ReLU: y = max(a, 0), but its derivative is σ(α·a)
     MRelu(usize, T),
+    /// y = a − clamp(a, lo, hi): how far a lies outside [lo, hi]
+    Excess(usize, T, T),
 }
 
 impl<T> Op<T> {
@@ -81,7 +83,8 @@ impl<T> Op<T> {
             | Relu(a)
             | Sigmoid(a)
             | Softplus(a)
-            | MRelu(a, _) => [Some(a), None],
+            | MRelu(a, _)
+            | Excess(a, _, _) => [Some(a), None],
         }
     }
 }
@@ -264,6 +267,17 @@ impl<T: Scalar> Tape<T> {
             Op::Softplus(a) => give(a, &|| g * v(a).sigmoid()),
             // y = relu(a) with the surrogate derivative;  ∂a = g ⊙ σ(α·a), itself differentiable
             Op::MRelu(a, alpha) => give(a, &|| g * v(a).scale(alpha).sigmoid()),
+            // y = a − clamp(a, lo, hi);  ∂a = g ⊙ 1[a ∉ [lo, hi]], the mask entering as a constant
+            Op::Excess(a, lo, hi) => give(a, &|| {
+                let outside = v(a).value().mapv(|t| {
+                    if t < lo || t > hi {
+                        T::one()
+                    } else {
+                        T::zero()
+                    }
+                });
+                g * self.constant(outside)
+            }),
         }
     }
 }
@@ -475,6 +489,13 @@ impl<'t, T: Scalar> Var<'t, T> {
     /// The modified ReLU of the reconstruction: y = max(a, 0), derivative σ(α·a).
     pub fn mrelu(self, alpha: T) -> Var<'t, T> {
         self.map(Op::MRelu(self.id, alpha), |x| x.max(T::zero()))
+    }
+
+    /// y = a − clamp(a, lo, hi): zero inside [lo, hi], the distance beyond it outside, so
+    /// Σ excess(x, −1, 1)² = Σ relu(x − 1)² + Σ relu(−1 − x)² in one op.
+    pub fn excess(self, lo: T, hi: T) -> Var<'t, T> {
+        assert!(lo <= hi, "excess: empty interval [{lo}, {hi}]");
+        self.map(Op::Excess(self.id, lo, hi), |x| x - x.max(lo).min(hi))
     }
 
     /// y = a + 1·rowᵀ: adds a [1,c] row to every row of a.

@@ -100,6 +100,18 @@ proptest! {
     }
 
     #[test]
+    fn excess((r, c) in (side(), side()), seed in any::<u64>()) {
+        // Away from the kinks at ±1: shift the kinkless values so some lie beyond ±1.
+        let a = kinkless(r, c, seed).mapv(|t| t * 1.5 + if t > 0.0 { 0.4 } else { -0.4 });
+        prop_assume!(a.iter().all(|t| (t.abs() - 1.0).abs() > 0.05));
+        check_op!(a; |v| v[0].excess(-1.0, 1.0) * v[0]);
+        let tape = Tape::new();
+        let x = tape.var(a.clone());
+        let relu_form = (x.offset(-1.0).relu().square().sum() + (-x).offset(-1.0).relu().square().sum()).item();
+        prop_assert!((x.excess(-1.0, 1.0).square().sum().item() - relu_form).abs() < 1e-12);
+    }
+
+    #[test]
     fn sigmoid_softplus(a in one()) {
         check_op!(a; |v| v[0].sigmoid());
         check_op!(a; |v| v[0].softplus());
