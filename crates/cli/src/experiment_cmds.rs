@@ -170,7 +170,8 @@ pub fn cmd_demo(out: PathBuf) -> Result<()> {
         out,
         Budget::Demo,
     );
-    eprintln!("reveal demo: rings vs crosses ({}×{}), {} per class; 5 models + a null control; results in {}", 16, 16, cfg.per_class, cfg.out.display());
+    let s = reveal_data::synthetic::DEFAULT_SIZE;
+    eprintln!("reveal demo: rings vs crosses ({s}×{s}), {} per class; 5 models + a null control; results in {}", cfg.per_class, cfg.out.display());
     let started = std::time::Instant::now();
     let results = execute(&cfg)?;
     print_summary(&cfg, &results);

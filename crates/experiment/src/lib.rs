@@ -113,10 +113,10 @@ impl ExperimentConfig {
         };
         let (per_class, hidden, recon) = match budget {
             Budget::Demo => (
-                25,
+                50,
                 vec![200, 200],
                 ReconPlan {
-                    iters: 3000,
+                    iters: 10_000,
                     ..recon
                 },
             ),

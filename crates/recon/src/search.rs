@@ -109,6 +109,13 @@ fn run_metadata(job: &SearchJob, i: usize, cfg: &RunConfig) -> BTreeMap<String, 
     m
 }
 
+/// Metadata plus the seconds a run has taken so far (kept across resumes).
+fn with_elapsed(meta: &BTreeMap<String, String>, seconds: f64) -> BTreeMap<String, String> {
+    let mut m = meta.clone();
+    m.insert("elapsed".into(), format!("{seconds:.3}"));
+    m
+}
+
 /// Runs (or resumes, or skips when finished) run `i` of the job.
 fn one_run<T: Scalar>(
     model: &Mlp<T>,
@@ -144,7 +151,7 @@ fn one_run<T: Scalar>(
         }
         return Ok((summary, f.into_state()));
     }
-    let mut state = if ckpt.exists() {
+    let (mut state, elapsed_before) = if ckpt.exists() {
         let f = load_candidates::<T>(&ckpt)?;
         if f.metadata.get("config") != meta.get("config") {
             return Err(anyhow!(
@@ -152,10 +159,15 @@ fn one_run<T: Scalar>(
                 ckpt.display()
             ));
         }
-        f.into_state()
+        let elapsed = f
+            .metadata
+            .get("elapsed")
+            .and_then(|e| e.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        (f.into_state(), elapsed)
     } else {
         let _ = std::fs::remove_file(&log);
-        RunState::init(model.input_dim(), &cfg)
+        (RunState::init(model.input_dim(), &cfg), 0.0)
     };
     let mut log_file = OpenOptions::new()
         .create(true)
@@ -176,7 +188,14 @@ fn one_run<T: Scalar>(
                 .map_err(anyhow::Error::from);
         }
         if job.checkpoint_every > 0 && s.iter.is_multiple_of(job.checkpoint_every) {
-            r = r.and_then(|_| save_candidates(&ckpt, s, true, &meta));
+            r = r.and_then(|_| {
+                save_candidates(
+                    &ckpt,
+                    s,
+                    true,
+                    &with_elapsed(&meta, elapsed_before + started.elapsed().as_secs_f64()),
+                )
+            });
         }
         if let Err(e) = r {
             io_error = Some(e);
@@ -194,7 +213,12 @@ fn one_run<T: Scalar>(
     let failure = match result {
         Ok(()) => None,
         Err(Stop::Interrupted) => {
-            save_candidates(&ckpt, &state, true, &meta)?;
+            save_candidates(
+                &ckpt,
+                &state,
+                true,
+                &with_elapsed(&meta, elapsed_before + started.elapsed().as_secs_f64()),
+            )?;
             return Err(anyhow!("interrupted at iteration {} of run {i}: checkpoint {} written; rerun the same command to resume", state.iter, ckpt.display()));
         }
         Err(e @ Stop::Diverged { .. }) => Some(e.to_string()),
@@ -217,7 +241,7 @@ fn one_run<T: Scalar>(
         layer1_residual: layer1_residual(model, &t),
         score: None,
         failure,
-        wall_seconds: started.elapsed().as_secs_f64(),
+        wall_seconds: elapsed_before + started.elapsed().as_secs_f64(),
     };
     let mut m = meta;
     m.insert(
