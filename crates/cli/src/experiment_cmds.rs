@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use indicatif::ProgressBar;
 use reveal_data::{Bias, Source};
 use reveal_experiment::{report, Budget, ExperimentConfig, Hooks, ModelResult};
 use reveal_recon::preset;
@@ -98,36 +97,30 @@ pub fn cmd_experiment(args: &ExperimentArgs) -> Result<()> {
 
 /// Runs an experiment with a progress bar per stage.
 pub fn execute(cfg: &ExperimentConfig) -> Result<Vec<ModelResult>> {
-    let bar = std::cell::RefCell::new(ProgressBar::hidden());
-    let recon_bar = progress::bar(
-        (cfg.recon.iters * cfg.recon.runs) as u64,
-        "iterations",
-        false,
-    );
-    recon_bar.finish_and_clear();
+    // One bar, re-armed at every stage: epochs while training, iterations while reconstructing.
+    let bar = progress::bar(0, "steps", false);
     let stage = |msg: &str| {
-        eprintln!("{msg}");
-        let mut b = bar.borrow_mut();
-        b.finish_and_clear();
-        *b = if msg.ends_with("training") {
-            progress::bar(cfg.train.max_epochs as u64, "epochs", false)
+        bar.println(msg);
+        let len = if msg.ends_with("training") {
+            cfg.train.max_epochs
+        } else if msg.ends_with("reconstructing") {
+            cfg.recon.iters * cfg.recon.runs
         } else {
-            ProgressBar::hidden()
+            0
         };
-        if msg.ends_with("reconstructing") {
-            recon_bar.reset();
-        }
+        bar.reset();
+        bar.set_length(len as u64);
+        bar.set_message("");
     };
     let epoch = |s: &reveal_train::TrainState<f32>| {
-        let b = bar.borrow();
-        b.set_position(s.epoch as u64);
-        b.set_message(format!("loss {:.3e}, train error {:.3}", s.loss, s.error));
+        bar.set_position(s.epoch as u64);
+        bar.set_message(format!("loss {:.3e}, train error {:.3}", s.loss, s.error));
         progress::control()
     };
     let tick = |t: reveal_recon::search::Tick| {
-        recon_bar.inc(1);
+        bar.inc(1);
         if t.iter.is_multiple_of(50) {
-            recon_bar.set_message(format!("loss {:.4e}", t.terms.total));
+            bar.set_message(format!("run {} loss {:.4e}", t.run, t.terms.total));
         }
         !progress::interrupted()
     };
@@ -137,8 +130,7 @@ pub fn execute(cfg: &ExperimentConfig) -> Result<Vec<ModelResult>> {
         tick: &tick,
     };
     let result = reveal_experiment::run(cfg, &hooks);
-    bar.borrow().finish_and_clear();
-    recon_bar.finish_and_clear();
+    bar.finish_and_clear();
     result
 }
 

@@ -287,15 +287,23 @@ pub fn run_search<T: Scalar>(
 ) -> Result<SearchSummary> {
     std::fs::create_dir_all(runs_dir(&job.out))
         .with_context(|| format!("{}: cannot create", runs_dir(&job.out).display()))?;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(job.parallel.max(1))
-        .build()?;
-    let results: Vec<Result<(RunSummary, RunState<T>)>> = pool.install(|| {
+    // One run at a time in the global rayon pool, so its GEMMs split across every core.
+    let results: Vec<Result<(RunSummary, RunState<T>)>> = if job.parallel <= 1 {
         (0..job.runs.len())
-            .into_par_iter()
             .map(|i| one_run(model, job, i, tick))
             .collect()
-    });
+    } else {
+        // A pool of `parallel` threads: that many runs at once, their GEMMs split across it.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(job.parallel)
+            .build()?;
+        pool.install(|| {
+            (0..job.runs.len())
+                .into_par_iter()
+                .map(|i| one_run(model, job, i, tick))
+                .collect()
+        })
+    };
     let mut runs = Vec::with_capacity(results.len());
     let mut states = Vec::with_capacity(results.len());
     for r in results {
