@@ -100,7 +100,11 @@ pub fn execute(cfg: &ExperimentConfig) -> Result<Vec<ModelResult>> {
     // One bar, re-armed at every stage: epochs while training, iterations while reconstructing.
     let bar = progress::bar(0, "steps", false);
     let stage = |msg: &str| {
-        bar.println(msg);
+        if bar.is_hidden() {
+            eprintln!("{msg}"); // not a terminal (a log file): keep the stage lines
+        } else {
+            bar.println(msg);
+        }
         let len = if msg.ends_with("training") {
             cfg.train.max_epochs
         } else if msg.ends_with("reconstructing") {

@@ -76,8 +76,9 @@ pub fn findings(results: &[ModelResult]) -> Vec<String> {
                 .iter()
                 .all(|&n| n == "M1" || stat(n, f).is_some_and(|v| m1 < v));
             out.push(format!(
-                "M1 (corner trigger) has the lowest {label} of the trained models: {} (M1 {m1:.3})",
-                yes_no(lowest)
+                "M1 (corner trigger) has the lowest {label} of the trained models: {} (M1 {})",
+                yes_no(lowest),
+                number(label, m1)
             ));
         }
     }
@@ -96,12 +97,22 @@ pub fn findings(results: &[ModelResult]) -> Vec<String> {
             let c = stat("control", f).unwrap_or(f64::NAN);
             let below = trained.iter().all(|&n| stat(n, f).is_some_and(|v| c < v));
             out.push(format!(
-                "the null control is below every trained model in {label}: {} (control {c:.3})",
-                yes_no(below)
+                "the null control is below every trained model in {label}: {} (control {})",
+                yes_no(below),
+                number(label, c)
             ));
         }
     }
     out
+}
+
+/// A metric's value as text: counts without decimals.
+fn number(label: &str, v: f64) -> String {
+    if label == "recovered" {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.3}")
+    }
 }
 
 fn yes_no(b: bool) -> &'static str {
