@@ -294,3 +294,98 @@ fn bad_input_gives_one_line_errors() {
         &["--k 99"],
     );
 }
+
+/// `reveal kkt` agrees with the independent closed form: to 1e-8 relative in f64, 1e-4 in f32.
+#[test]
+fn kkt_command_agrees_with_the_closed_form() {
+    use rand::SeedableRng;
+    use reveal_nn::{Activation, Mlp};
+    use reveal_recon::closed_form::closed_form;
+    use reveal_recon::optim::{Hyper, RunConfig, RunState};
+    use reveal_tape::check::randn;
+
+    let dir = tempfile::tempdir().unwrap();
+    let p = |f: &str| dir.path().join(f);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let mut net = Mlp::<f64>::init(20, &[16, 16], 0);
+    for w in net.params_mut() {
+        *w = randn(w.dim(), &mut rng) * 0.5;
+    }
+    reveal_nn::save_model(&p("m.safetensors"), &net, None, &Default::default()).unwrap();
+    let cfg = RunConfig::new(
+        Hyper {
+            init_scale: 0.8,
+            lr: 0.1,
+            lambda_min: 0.45,
+            alpha: 19.2,
+        },
+        10,
+        1,
+        3,
+    );
+    let mut state = RunState::<f64>::init(20, &cfg);
+    state.lambda.mapv_inplace(|l| 0.2 + 0.5 * l); // some below λ_min
+    let mut meta = std::collections::BTreeMap::new();
+    meta.insert("config".to_string(), serde_json::to_string(&cfg).unwrap());
+    reveal_recon::files::save_candidates(&p("c.safetensors"), &state, false, &meta).unwrap();
+    let (l, gx, gl) = closed_form(
+        &net,
+        &state.x,
+        &state.lambda,
+        &state.y,
+        Activation::ModifiedRelu(19.2),
+        0.45,
+    );
+
+    for (precision, tol) in [("f64", 1e-8), ("f32", 1e-4)] {
+        let out = p(&format!("k-{precision}.safetensors"));
+        let o = reveal(&[
+            "kkt",
+            "--json",
+            "--precision",
+            precision,
+            "--model",
+            &p("m.safetensors").display().to_string(),
+            "--candidates",
+            &p("c.safetensors").display().to_string(),
+            "--out",
+            &out.display().to_string(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let k: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let loss = k["loss"].as_f64().unwrap();
+        assert!(
+            (loss - l).abs() <= tol * l.abs(),
+            "{precision}: loss {loss} vs {l}"
+        );
+        let bytes = std::fs::read(&out).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let read = |name: &str| -> Vec<f64> {
+            let t = st.tensor(name).unwrap();
+            match t.dtype() {
+                safetensors::Dtype::F64 => t
+                    .data()
+                    .chunks_exact(8)
+                    .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+                _ => t
+                    .data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+                    .collect(),
+            }
+        };
+        let rel = |a: &[f64], b: &[f64]| {
+            let d: f64 = a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum();
+            (d / b.iter().map(|y| y * y).sum::<f64>()).sqrt()
+        };
+        let (ex, el) = (
+            rel(&read("grad.x"), gx.as_slice().unwrap()),
+            rel(&read("grad.lambda"), gl.as_slice().unwrap()),
+        );
+        assert!(
+            ex < tol && el < tol,
+            "{precision}: relative error ∂x {ex:e}, ∂λ {el:e}"
+        );
+    }
+}

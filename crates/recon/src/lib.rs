@@ -9,6 +9,7 @@ pub mod objective;
 pub use objective::{
     candidate_labels, evaluate, evaluate_with, record, Evaluation, Method, ObjectiveConfig, Terms,
 };
+pub mod closed_form;
 pub mod files;
 pub mod gram;
 pub mod optim;

@@ -3,13 +3,14 @@
 //! differences where the objective is a true function (exact ReLU, softplus_α), and — for the
 //! modified ReLU, whose x-gradient is a surrogate — the checks (b) and (c) of DESIGN.md §2.
 
-use ndarray::{Array2, Axis};
+use ndarray::Array2;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use reveal_nn::{Activation, Mlp};
+use reveal_recon::closed_form::closed_form;
 use reveal_recon::objective::{candidate_labels, evaluate_with, record, Method, ObjectiveConfig};
 use reveal_tape::check::{gradcheck, gradgradcheck, randn};
-use reveal_tape::{sigmoid, softplus, Tape, Var};
+use reveal_tape::{Tape, Var};
 
 /// A small d-h-h-1 model with weights large enough that every term matters.
 fn model(d: usize, h: usize, seed: u64) -> Mlp<f64> {
@@ -30,95 +31,6 @@ fn candidates(m: usize, d: usize, seed: u64) -> (Array2<f64>, Array2<f64>) {
     let x = randn((m, d), &mut rng) * 0.9;
     let lambda = randn((m, 1), &mut rng).mapv(|t| 0.4 + 0.3 * t);
     (x, lambda)
-}
-
-/// A scalar rule of (z, α).
-type Rule = fn(f64, f64) -> f64;
-
-/// The activation's value a(z), its derivative rule s(z) and that rule's derivative s'(z).
-fn pieces(act: Activation<f64>) -> (Rule, Rule, Rule) {
-    match act {
-        Activation::Relu => (
-            |z, _| z.max(0.0),
-            |z, _| if z > 0.0 { 1.0 } else { 0.0 },
-            |_, _| 0.0,
-        ),
-        Activation::ModifiedRelu(_) => (
-            |z, _| z.max(0.0),
-            |z, a| sigmoid(a * z),
-            |z, a| a * sigmoid(a * z) * (1.0 - sigmoid(a * z)),
-        ),
-        Activation::Softplus(_) => (
-            |z, a| softplus(a * z) / a,
-            |z, a| sigmoid(a * z),
-            |z, a| a * sigmoid(a * z) * (1.0 - sigmoid(a * z)),
-        ),
-    }
-}
-
-/// An independent implementation: L and ∂L/∂(x, λ) in closed form for a d-h-h-1 net, written
-/// out by hand with ndarray (no tape), following the GEMM list of `shared/bench/README.md`.
-fn closed_form(
-    net: &Mlp<f64>,
-    x: &Array2<f64>,
-    lambda: &Array2<f64>,
-    y: &Array2<f64>,
-    act: Activation<f64>,
-    lambda_min: f64,
-) -> (f64, Array2<f64>, Array2<f64>) {
-    let alpha = match act {
-        Activation::Relu => 0.0,
-        Activation::ModifiedRelu(a) | Activation::Softplus(a) => a,
-    };
-    let (a_fn, s_fn, ds_fn) = pieces(act);
-    let (w1, w2, w3, b1) = (&net.weights[0], &net.weights[1], &net.weights[2], &net.bias);
-    let m = x.nrows() as f64;
-
-    // Forward.
-    let z1 = x.dot(&w1.t()) + b1;
-    let (a1, s1) = (z1.mapv(|z| a_fn(z, alpha)), z1.mapv(|z| s_fn(z, alpha)));
-    let z2 = a1.dot(&w2.t());
-    let (a2, s2) = (z2.mapv(|z| a_fn(z, alpha)), z2.mapv(|z| s_fn(z, alpha)));
-
-    // G = ∇θ (1/m) Σ λ_i y_i f(x_i), with c = λ⊙y/m.
-    let c = lambda * y / m;
-    let d2 = &s2 * w3 * &c; // D2[i,j] = c_i s2[i,j] w3[j]
-    let g_w3 = c.t().dot(&a2);
-    let g_w2 = d2.t().dot(&a1);
-    let p = d2.dot(w2);
-    let d1 = &p * &s1;
-    let g_w1 = d1.t().dot(x);
-    let g_b1 = d1.sum_axis(Axis(0)).insert_axis(Axis(0));
-
-    // Residuals and L.
-    let (r_w1, r_b1, r_w2, r_w3) = (w1 - &g_w1, b1 - &g_b1, w2 - &g_w2, w3 - &g_w3);
-    let sq = |a: &Array2<f64>| a.mapv(|v| v * v).sum();
-    let relu = |v: f64| v.max(0.0);
-    let l_kkt = sq(&r_w1) + sq(&r_b1) + sq(&r_w2) + sq(&r_w3);
-    let l_x = x
-        .mapv(|v| relu(v - 1.0).powi(2) + relu(-1.0 - v).powi(2))
-        .sum();
-    let l_l = 5.0 * lambda.mapv(|v| relu(lambda_min - v).powi(2)).sum();
-
-    // Backward, Ḡ_p = −2 R_p.
-    let (gb_w1, gb_b1, gb_w2, gb_w3) = (&r_w1 * -2.0, &r_b1 * -2.0, &r_w2 * -2.0, &r_w3 * -2.0);
-    let mut xbar = d1.dot(&gb_w1);
-    let d1bar = x.dot(&gb_w1.t()) + &gb_b1;
-    let pbar = &d1bar * &s1;
-    let s1bar = &d1bar * &p;
-    let d2bar = pbar.dot(&w2.t()) + a1.dot(&gb_w2.t());
-    let mut a1bar = d2.dot(&gb_w2);
-    let a2bar = c.dot(&gb_w3);
-    let mut cbar = a2.dot(&gb_w3.t());
-    cbar += &(&d2bar * &s2 * w3).sum_axis(Axis(1)).insert_axis(Axis(1));
-    let s2bar = &d2bar * w3 * &c;
-    let z2bar = &s2bar * &z2.mapv(|z| ds_fn(z, alpha)) + &a2bar * &s2;
-    a1bar += &z2bar.dot(w2);
-    let z1bar = &s1bar * &z1.mapv(|z| ds_fn(z, alpha)) + &a1bar * &s1;
-    xbar += &z1bar.dot(w1);
-    xbar += &x.mapv(|v| 2.0 * relu(v - 1.0) - 2.0 * relu(-1.0 - v));
-    let lbar = &cbar * y / m + &lambda.mapv(|v| -10.0 * relu(lambda_min - v));
-    (l_kkt + l_x + l_l, xbar, lbar)
 }
 
 fn rel_err(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
