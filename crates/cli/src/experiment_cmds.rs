@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use reveal_data::{Bias, Source};
-use reveal_experiment::{report, Budget, ExperimentConfig, Hooks, ModelResult};
+use reveal_experiment::{report, Budget, ExperimentConfig, Hooks, ModelResult, Stage};
 use reveal_recon::preset;
 
 use crate::args::SourceArgs;
@@ -99,18 +99,17 @@ pub fn cmd_experiment(args: &ExperimentArgs) -> Result<()> {
 pub fn execute(cfg: &ExperimentConfig) -> Result<Vec<ModelResult>> {
     // One bar, re-armed at every stage: epochs while training, iterations while reconstructing.
     let bar = progress::bar(0, "steps", false);
-    let stage = |msg: &str| {
+    let stage = |name: &str, seed: u64, stage: Stage| {
+        let msg = format!("{name} (seed {seed}): {stage}");
         if bar.is_hidden() {
             eprintln!("{msg}"); // not a terminal (a log file): keep the stage lines
         } else {
             bar.println(msg);
         }
-        let len = if msg.ends_with("training") {
-            cfg.train.max_epochs
-        } else if msg.ends_with("reconstructing") {
-            cfg.recon.iters * cfg.recon.runs
-        } else {
-            0
+        let len = match stage {
+            Stage::Training => cfg.train.max_epochs,
+            Stage::Reconstructing => cfg.recon.iters * cfg.recon.runs,
+            Stage::Scoring => 0,
         };
         bar.reset();
         bar.set_length(len as u64);

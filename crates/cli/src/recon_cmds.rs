@@ -246,11 +246,11 @@ pub fn search<T: Scalar>(
         }
         !progress::interrupted()
     };
-    let model32: Mlp<f32> = model.cast();
+    let model32: Option<Mlp<f32>> = data.map(|_| model.cast());
     let scorer = |s: &reveal_recon::RunState<T>| {
         let d = data.expect("scorer only with data");
         let x = s.x.mapv(|v| v.as_f64() as f32);
-        score_candidates(d, &x, Some(&model32), 10, &Ssim::kornia3())
+        score_candidates(d, &x, model32.as_ref(), 10, &Ssim::kornia3())
             .summary
             .s
     };
@@ -502,26 +502,14 @@ pub fn cmd_ssim(a: &Path, b: &Path, preset_name: &str) -> Result<()> {
     let load = |p: &Path| -> Result<(Vec<f32>, (usize, usize, usize))> {
         let img =
             image::open(p).map_err(|e| anyhow::anyhow!("{}: cannot decode ({e})", p.display()))?;
-        let (w, h) = (img.width() as usize, img.height() as usize);
-        if img.color().has_color() {
-            let rgb = img.to_rgb8();
-            let v = (0..3)
-                .flat_map(|c| {
-                    rgb.pixels()
-                        .map(move |px| px[c] as f32 / 255.0)
-                        .collect::<Vec<_>>()
-                })
-                .collect();
-            Ok((v, (3, h, w)))
-        } else {
-            Ok((
-                img.to_luma8()
-                    .pixels()
-                    .map(|px| px[0] as f32 / 255.0)
-                    .collect(),
-                (1, h, w),
-            ))
-        }
+        let colour = img.color().has_color();
+        let shape = (
+            if colour { 3 } else { 1 },
+            img.height() as usize,
+            img.width() as usize,
+        );
+        let bytes = reveal_data::formats::to_chw(&img, colour);
+        Ok((bytes.into_iter().map(|v| v as f32 / 255.0).collect(), shape))
     };
     let ((x, sx), (y, sy)) = (load(a)?, load(b)?);
     if sx != sy {

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 pub const SQUARE: usize = 3;
 
 /// A bias transform.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Bias {
     None,

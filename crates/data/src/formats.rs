@@ -207,6 +207,18 @@ pub fn cifar_class_names(dir: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// An image's bytes in C×H×W order: three planes R, G, B when `colour`, else one grey plane.
+pub fn to_chw(img: &image::DynamicImage, colour: bool) -> Vec<u8> {
+    if colour {
+        let rgb = img.to_rgb8();
+        (0..3)
+            .flat_map(|ch| rgb.pixels().map(move |p| p[ch]).collect::<Vec<_>>())
+            .collect()
+    } else {
+        img.to_luma8().pixels().map(|p| p[0]).collect()
+    }
+}
+
 /// Loads `root/<class>/*.png|jpg|jpeg`. Classes are the sub-folders in name order, images in
 /// file-name order. With `size = Some((h, w))` every image is resized to it; otherwise all must
 /// share the first image's size. Grey images give 1 channel; any colour image makes all RGB.
@@ -284,14 +296,7 @@ pub fn load_folder(root: &Path, size: Option<(usize, usize)>) -> Result<Images> 
                 img.width()
             );
         };
-        if colour {
-            let rgb = img.to_rgb8();
-            for ch in 0..3 {
-                out.pixels.extend(rgb.pixels().map(|p| p[ch]));
-            }
-        } else {
-            out.pixels.extend(img.to_luma8().pixels().map(|p| p[0]));
-        }
+        out.pixels.extend(to_chw(&img, colour));
         out.labels.push(c);
     }
     Ok(out)

@@ -186,10 +186,28 @@ pub struct ResultFiles {
     pub bias_map: String,
 }
 
+/// The stages of one model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    Training,
+    Reconstructing,
+    Scoring,
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stage::Training => "training",
+            Stage::Reconstructing => "reconstructing",
+            Stage::Scoring => "scoring",
+        })
+    }
+}
+
 /// What the caller sees while it runs (progress bars, Ctrl-C).
 pub struct Hooks<'a> {
-    /// A stage begins ("training M1 (seed 0)").
-    pub stage: &'a dyn Fn(&str),
+    /// A stage of a model begins: its name (M_base, M1, …), seed and the stage.
+    pub stage: &'a dyn Fn(&str, u64, Stage),
     /// After each training epoch.
     pub epoch: &'a dyn Fn(&TrainState<f32>) -> Control,
     /// After each reconstruction iteration; false stops.
@@ -207,6 +225,20 @@ fn data_for(cfg: &ExperimentConfig, bias: Bias, seed: u64) -> Result<Prepared> {
     spec.seed = seed;
     spec.test = cfg.test;
     prepare(&spec, cfg.data_dir.as_deref())
+}
+
+/// The data sets prepared so far, by (bias, seed): each is loaded once (the control shares the
+/// base model's), and they are dropped when their seed is done.
+#[derive(Default)]
+struct DataCache(std::collections::HashMap<(Bias, u64), Prepared>);
+
+impl DataCache {
+    fn get(&mut self, cfg: &ExperimentConfig, bias: Bias, seed: u64) -> Result<&Prepared> {
+        Ok(match self.0.entry((bias, seed)) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(data_for(cfg, bias, seed)?),
+        })
+    }
 }
 
 /// Trains (or loads) the model of one bias level.
@@ -293,6 +325,7 @@ fn one_model(
     cfg: &ExperimentConfig,
     bias: Option<Bias>,
     seed: u64,
+    data: &mut DataCache,
     hooks: &Hooks,
 ) -> Result<ModelResult> {
     let dir = &cfg.out;
@@ -304,21 +337,21 @@ fn one_model(
             return Ok(r);
         }
     }
-    let data = data_for(cfg, bias.unwrap_or(Bias::None), seed)?;
+    let data = data.get(cfg, bias.unwrap_or(Bias::None), seed)?;
     let base_path = dir
         .join("models")
         .join(format!("{}.safetensors", file_tag(Some(Bias::None), seed)));
     let model_path = dir.join("models").join(format!("{tag}.safetensors"));
-    (hooks.stage)(&format!("{name} (seed {seed}): training"));
+    (hooks.stage)(name, seed, Stage::Training);
     let (model, train) = match bias {
         Some(_) => {
-            let (m, s) = trained_model(cfg, &data, &model_path, seed, hooks)?;
+            let (m, s) = trained_model(cfg, data, &model_path, seed, hooks)?;
             (m, Some(s))
         }
         None => {
-            let (base, _) = trained_model(cfg, &data, &base_path, seed, hooks)?;
+            let (base, _) = trained_model(cfg, data, &base_path, seed, hooks)?;
             if !model_path.exists() {
-                let mut meta = train_job::data_metadata(&data);
+                let mut meta = train_job::data_metadata(data);
                 meta.insert(
                     "control".into(),
                     format!(
@@ -340,16 +373,16 @@ fn one_model(
     let test_x: Array2<f32> = data.test.x.clone();
     let test_accuracy = accuracy(&model, &test_x, data.test.y.as_slice().expect("contiguous"));
 
-    (hooks.stage)(&format!("{name} (seed {seed}): reconstructing"));
+    (hooks.stage)(name, seed, Stage::Reconstructing);
     let cand_path = dir.join("recon").join(format!("{tag}.safetensors"));
     let recon = reconstruct(cfg, &model, &cand_path, seed, &model_path, hooks)?;
     let recon_seconds = recon.runs.iter().map(|r| r.wall_seconds).sum::<f64>();
 
-    (hooks.stage)(&format!("{name} (seed {seed}): scoring"));
+    (hooks.stage)(name, seed, Stage::Scoring);
     let cand = load_candidates::<f32>(&cand_path)?;
-    let score = score_candidates(&data, &cand.x, Some(&model), 10, &Ssim::kornia3());
+    let score = score_candidates(data, &cand.x, Some(&model), 10, &Ssim::kornia3());
     let grid_path = dir.join("grids").join(format!("{tag}.png"));
-    reveal_score::score::write_grid(&grid_path, &score, &cand.x, &data)?;
+    reveal_score::score::write_grid(&grid_path, &score, &cand.x, data)?;
     let cand_y: Vec<f32> = cand.y.iter().copied().collect();
     let map = biasmap::bias_map(
         &cand.x,
@@ -402,8 +435,9 @@ pub fn run(cfg: &ExperimentConfig, hooks: &Hooks) -> Result<Vec<ModelResult>> {
             .with_context(|| format!("{}: cannot create", cfg.out.join(sub).display()))?;
     }
     // Check every data set before any long work starts (files, sizes, whether each bias fits).
+    let mut cache = DataCache::default();
     for &bias in &cfg.biases {
-        let data = data_for(cfg, bias, cfg.seeds[0])?;
+        let data = cache.get(cfg, bias, cfg.seeds[0])?;
         let rows: Vec<_> = data.train.pixels.rows().into_iter().take(40).collect();
         let name = if bias == Bias::None {
             "base"
@@ -425,8 +459,9 @@ pub fn run(cfg: &ExperimentConfig, hooks: &Hooks) -> Result<Vec<ModelResult>> {
             levels.push(None);
         }
         for bias in levels {
-            results.push(one_model(cfg, bias, seed, hooks)?);
+            results.push(one_model(cfg, bias, seed, &mut cache, hooks)?);
         }
+        cache.0.retain(|&(_, s), _| s != seed);
     }
     report::write(cfg, &results)?;
     Ok(results)

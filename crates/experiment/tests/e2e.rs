@@ -24,7 +24,10 @@ fn tiny_experiment_writes_the_report_and_resumes() {
 
     let epochs = Cell::new(0usize);
     let ticks = AtomicUsize::new(0);
-    let stage = |_: &str| {};
+    let stages = std::cell::RefCell::new(Vec::new());
+    let stage = |name: &str, _: u64, st: reveal_experiment::Stage| {
+        stages.borrow_mut().push(format!("{name} {st}"))
+    };
     let epoch = |_: &reveal_train::TrainState<f32>| {
         epochs.set(epochs.get() + 1);
         Control::Continue
@@ -42,6 +45,12 @@ fn tiny_experiment_writes_the_report_and_resumes() {
     assert_eq!(results.len(), 4, "three biases and the control");
     assert!(epochs.get() > 0);
     assert_eq!(ticks.load(Ordering::Relaxed), 4 * 30);
+    assert_eq!(
+        stages.borrow().len(),
+        12,
+        "three stages for each of four models"
+    );
+    assert_eq!(stages.borrow()[3], "M1 training");
 
     let report = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
     for row in [

@@ -10,7 +10,7 @@
 //! `recovered`, the number of training images whose paired reconstruction correlates with them
 //! better than their nearest held-out real image does.
 
-use ndarray::{Array1, Array2, ArrayView1, Axis};
+use ndarray::{Array1, Array2, ArrayView1};
 use rayon::prelude::*;
 use reveal_ssim::{correlation_from_distance, ncc_matrix, Ssim};
 use serde::{Deserialize, Serialize};
@@ -222,13 +222,6 @@ pub fn margin_mask(margins: &Array1<f32>, tolerance: f32) -> Vec<bool> {
         .iter()
         .map(|&v| v.abs() <= min * (1.0 + tolerance))
         .collect()
-}
-
-/// The mean over images, for the bias map and reports.
-pub fn mean_image(images: &Array2<f32>) -> Array1<f32> {
-    images
-        .mean_axis(Axis(0))
-        .unwrap_or_else(|| Array1::zeros(images.ncols()))
 }
 
 /// Scores candidates x [m, d] (mean-subtracted space) of a model against its training set:

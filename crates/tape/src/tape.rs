@@ -121,11 +121,6 @@ impl<T: Scalar> Tape<T> {
         self.nodes.borrow().len()
     }
 
-    /// Number of array elements held by all recorded nodes (shared values counted each time).
-    pub fn elements(&self) -> usize {
-        self.nodes.borrow().iter().map(|n| n.value.len()).sum()
-    }
-
     /// True when nothing has been recorded.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
