@@ -500,8 +500,7 @@ pub fn cmd_ssim(a: &Path, b: &Path, preset_name: &str) -> Result<()> {
     let ssim = Ssim::preset(preset_name)
         .with_context(|| format!("--preset {preset_name:?}: expected kornia3 or gauss11"))?;
     let load = |p: &Path| -> Result<(Vec<f32>, (usize, usize, usize))> {
-        let img =
-            image::open(p).map_err(|e| anyhow::anyhow!("{}: cannot decode ({e})", p.display()))?;
+        let img = reveal_data::formats::open_image(p)?;
         let colour = img.color().has_color();
         let shape = (
             if colour { 3 } else { 1 },

@@ -35,10 +35,15 @@ fn open_maybe_gz(path: &Path) -> Result<Box<dyn Read>> {
     let f = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
     let r = BufReader::new(f);
     Ok(if path.extension().is_some_and(|e| e == "gz") {
-        Box::new(GzDecoder::new(r))
+        Box::new(gz_reader(r))
     } else {
         Box::new(r)
     })
+}
+
+/// A reader that decompresses gzip on the fly.
+pub fn gz_reader<R: Read>(r: R) -> impl Read {
+    GzDecoder::new(r)
 }
 
 /// Reads exactly `want` bytes; more or fewer is an error naming the file.
@@ -69,7 +74,11 @@ const MAX_IDX_BYTES: usize = 1 << 32;
 /// Reads an IDX file of unsigned bytes: returns its dimensions and payload.
 /// `magic` is the expected magic number (0x801 for labels, 0x803 for images).
 pub fn read_idx(path: &Path, magic: u32) -> Result<(Vec<usize>, Vec<u8>)> {
-    let mut r = open_maybe_gz(path)?;
+    parse_idx(open_maybe_gz(path)?, path, magic)
+}
+
+/// Parses an IDX stream (`path` only names it in errors).
+pub fn parse_idx(mut r: impl Read, path: &Path, magic: u32) -> Result<(Vec<usize>, Vec<u8>)> {
     let mut head = [0u8; 4];
     r.read_exact(&mut head)
         .map_err(|_| anyhow!("{}: too short for an IDX header", path.display()))?;
@@ -158,29 +167,34 @@ pub fn load_cifar(files: &[PathBuf], class_names: Vec<String>) -> Result<Images>
         class_names,
     };
     for path in files {
-        let len = std::fs::metadata(path)
-            .with_context(|| format!("{}: cannot open", path.display()))?
-            .len() as usize;
-        if len == 0 || !len.is_multiple_of(CIFAR_RECORD) {
-            bail!(
-                "{}: size {len} is not a whole number of {CIFAR_RECORD}-byte records",
-                path.display()
-            );
-        }
-        let bytes = read_exact_len(File::open(path)?, path, len, "records")?;
-        for (i, rec) in bytes.chunks_exact(CIFAR_RECORD).enumerate() {
-            if rec[0] as usize >= out.class_names.len() {
-                bail!(
-                    "{}: record {i} has label {}, not a class",
-                    path.display(),
-                    rec[0]
-                );
-            }
-            out.labels.push(rec[0]);
-            out.pixels.extend_from_slice(&rec[1..]);
-        }
+        let bytes =
+            std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        parse_cifar_batch(&bytes, path, &mut out)?;
     }
     Ok(out)
+}
+
+/// Appends the records of one CIFAR-10 batch (its bytes; `path` names it in errors) to `out`.
+pub fn parse_cifar_batch(bytes: &[u8], path: &Path, out: &mut Images) -> Result<()> {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(CIFAR_RECORD) {
+        bail!(
+            "{}: size {} is not a whole number of {CIFAR_RECORD}-byte records",
+            path.display(),
+            bytes.len()
+        );
+    }
+    for (i, rec) in bytes.chunks_exact(CIFAR_RECORD).enumerate() {
+        if rec[0] as usize >= out.class_names.len() {
+            bail!(
+                "{}: record {i} has label {}, not a class",
+                path.display(),
+                rec[0]
+            );
+        }
+        out.labels.push(rec[0]);
+        out.pixels.extend_from_slice(&rec[1..]);
+    }
+    Ok(())
 }
 
 /// Class names from `batches.meta.txt` (one per line, blank lines ignored), or the defaults.
@@ -205,6 +219,31 @@ pub fn cifar_class_names(dir: &Path) -> Result<Vec<String>> {
         );
     }
     Ok(names)
+}
+
+/// Largest image side accepted: a header may not make us allocate more than this allows.
+pub const MAX_IMAGE_SIDE: u32 = 8192;
+
+/// Reads and decodes an image file (PNG or JPEG).
+pub fn open_image(path: &Path) -> Result<image::DynamicImage> {
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    decode_image(&bytes, path)
+}
+
+/// Decodes a PNG or JPEG from its bytes (`path` names it in errors), refusing images larger
+/// than [`MAX_IMAGE_SIDE`] on a side before any pixel buffer is allocated.
+pub fn decode_image(bytes: &[u8], path: &Path) -> Result<image::DynamicImage> {
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| anyhow!("{}: cannot read ({e})", path.display()))?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(3 * (MAX_IMAGE_SIDE as u64).pow(2));
+    reader.limits(limits);
+    reader
+        .decode()
+        .map_err(|e| anyhow!("{}: cannot decode ({e})", path.display()))
 }
 
 /// An image's bytes in C×H×W order: three planes R, G, B when `colour`, else one grey plane.
@@ -252,8 +291,7 @@ pub fn load_folder(root: &Path, size: Option<(usize, usize)>) -> Result<Images> 
             if !matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg")) {
                 continue;
             }
-            let img = image::open(&path)
-                .map_err(|e| anyhow!("{}: cannot decode ({e})", path.display()))?;
+            let img = open_image(&path)?;
             decoded.push((c as u8, path, img));
         }
     }

@@ -261,16 +261,8 @@ fn trained_model(
         train_job::run::<f32>(&job, data, hooks.epoch)?;
     }
     let file = load_model::<f32>(path)?;
-    let summary: TrainSummary = file
-        .metadata
-        .get("train")
-        .and_then(|s| serde_json::from_str(s).ok())
-        .with_context(|| {
-            format!(
-                "{}: no training summary; delete it to retrain",
-                path.display()
-            )
-        })?;
+    let summary = train_job::read_summary(path, &file.metadata)
+        .with_context(|| format!("{}: delete it to retrain", path.display()))?;
     if summary.hidden != cfg.hidden || summary.config != cfg.train {
         bail!(
             "{}: trained with other settings ({:?}, {:?}); use another --out",

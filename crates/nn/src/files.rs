@@ -3,20 +3,20 @@
 //! Tensors are stored in the precision they were computed in (F32 or F64) and read back into
 //! either precision. Every check on read names the file and what is wrong.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use ndarray::Array2;
 use reveal_tape::Scalar;
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, SafeTensors};
 
 use crate::mlp::Mlp;
 
-/// Writes `bytes` to `path` atomically: a temporary file beside it, fsync, then rename, so a
-/// reader (or a Ctrl-C) never sees half a file.
+/// Writes `bytes` to `path` atomically: a temporary file beside it, fsync, rename, fsync of the
+/// folder, so a reader (or a Ctrl-C, or a crash) never sees half a file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path
         .parent()
@@ -36,12 +36,119 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        fs::rename(&tmp, path)
+        fs::rename(&tmp, path)?;
+        // The rename itself is durable once the folder is synced.
+        fs::File::open(dir).and_then(|d| d.sync_all()).or(Ok(()))
     };
     write().map_err(|e| {
         let _ = fs::remove_file(&tmp);
         anyhow!("{}: cannot write: {e}", path.display())
     })
+}
+
+/// Where the wall time of the job that wrote `path` is kept: `X.timing.json` beside
+/// `X.safetensors`. Products carry no clock readings, so the same command with the same seed
+/// writes byte-identical products; only these side files differ between runs.
+pub fn timing_path(path: &Path) -> PathBuf {
+    path.with_extension("timing.json")
+}
+
+/// Writes the wall time of the job that wrote `path` (see [`timing_path`]).
+pub fn write_timing(path: &Path, seconds: f64) -> Result<()> {
+    let text = format!("{{\"wall_seconds\": {seconds:.3}}}\n");
+    write_atomic(&timing_path(path), text.as_bytes())
+}
+
+/// The wall time recorded beside `path`, NaN when there is none.
+pub fn read_timing(path: &Path) -> f64 {
+    fs::read_to_string(timing_path(path))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["wall_seconds"].as_f64())
+        .unwrap_or(f64::NAN)
+}
+
+/// The previous checkpoint, kept while the next one is written: `X` → `X.prev`.
+pub fn previous_checkpoint(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".prev");
+    PathBuf::from(name)
+}
+
+/// Writes a checkpoint with `write`, first moving the one it replaces to `X.prev`, so a
+/// checkpoint that turns out corrupt never costs more than one interval of work.
+pub fn rotate_checkpoint(path: &Path, write: impl FnOnce() -> Result<()>) -> Result<()> {
+    if path.exists() {
+        fs::rename(path, previous_checkpoint(path)).with_context(|| {
+            format!("{}: cannot keep as the previous checkpoint", path.display())
+        })?;
+    }
+    write()
+}
+
+/// Loads the newest readable checkpoint: `path`, or, when it is missing or corrupt (said on
+/// stderr), the previous one. `None` when neither exists.
+pub fn load_checkpoint<R>(path: &Path, load: impl Fn(&Path) -> Result<R>) -> Result<Option<R>> {
+    let prev = previous_checkpoint(path);
+    let newest = match path.exists() {
+        true => Some(load(path)),
+        false => None,
+    };
+    match newest {
+        Some(Ok(r)) => Ok(Some(r)),
+        _ if !prev.exists() => newest.transpose(),
+        Some(Err(e)) => {
+            eprintln!(
+                "warning: {e:#}; resuming from the previous checkpoint {}",
+                prev.display()
+            );
+            load(&prev).map(Some)
+        }
+        None => load(&prev).map(Some),
+    }
+}
+
+/// Removes a checkpoint and its predecessor once the result they lead to is written.
+pub fn remove_checkpoints(path: &Path) {
+    let _ = fs::remove_file(path);
+    let _ = fs::remove_file(previous_checkpoint(path));
+}
+
+/// Cuts a JSONL log back to the checkpoint a run resumes from: keeps the lines whose integer
+/// field `key` is at most `upto`, so the resumed run's log equals an uninterrupted run's.
+pub fn truncate_log(path: &Path, key: &str, upto: usize) -> Result<()> {
+    match fs::read(path) {
+        Ok(bytes) => write_atomic(path, kept_log(&bytes, path, key, upto)?.as_bytes()),
+        Err(_) => Ok(()), // no log yet
+    }
+}
+
+/// The lines of a JSONL log whose integer field `key` is at most `upto`. A last line cut short
+/// by a crash is dropped; any other unreadable line is an error naming it.
+pub fn kept_log(bytes: &[u8], path: &Path, key: &str, upto: usize) -> Result<String> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| anyhow!("{}: the log is not UTF-8 text", path.display()))?;
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let mut kept = String::new();
+    for (i, line) in lines.iter().enumerate() {
+        if !line.ends_with('\n') && i + 1 == lines.len() {
+            break; // cut short by a crash
+        }
+        let at = serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| v[key].as_u64())
+            .ok_or_else(|| {
+                anyhow!(
+                    "{}: line {} is not a log record with an integer {key:?}; delete the log to resume without it",
+                    path.display(),
+                    i + 1
+                )
+            })?;
+        if at <= upto as u64 {
+            kept.push_str(line);
+        }
+    }
+    Ok(kept)
 }
 
 /// One tensor to write: a name, a shape and its elements in row-major order.
@@ -52,40 +159,58 @@ pub struct TensorOut<'a, T> {
 }
 
 /// Little-endian bytes of the elements, and their safetensors dtype.
-fn to_bytes<T: Scalar>(data: &[T]) -> (Dtype, Vec<u8>) {
+fn to_bytes<T: Scalar>(data: &[T]) -> (&'static str, Vec<u8>) {
     if T::NAME == "f32" {
         let bytes = data
             .iter()
             .flat_map(|v| (v.as_f64() as f32).to_le_bytes())
             .collect();
-        (Dtype::F32, bytes)
+        ("F32", bytes)
     } else {
         (
-            Dtype::F64,
+            "F64",
             data.iter().flat_map(|v| v.as_f64().to_le_bytes()).collect(),
         )
     }
 }
 
 /// Writes tensors and string metadata as one safetensors file, atomically.
+///
+/// The layout is written here rather than by the `safetensors` crate, whose metadata map comes
+/// out in a random order: an 8-byte little-endian header length, a JSON header (keys sorted)
+/// giving each tensor's dtype, shape and byte range, padded with spaces to 8 bytes, then the
+/// tensors' bytes. The same tensors and metadata always give the same file.
 pub fn write_tensors<T: Scalar>(
     path: &Path,
     tensors: &[TensorOut<'_, T>],
     metadata: &BTreeMap<String, String>,
 ) -> Result<()> {
-    let bytes: Vec<(Dtype, Vec<u8>)> = tensors.iter().map(|t| to_bytes(t.data)).collect();
-    let views = tensors
-        .iter()
-        .zip(&bytes)
-        .map(|(t, (dtype, b))| {
-            let view = TensorView::new(*dtype, t.shape.clone(), b)
-                .map_err(|e| anyhow!("{}: tensor {}: {e:?}", path.display(), t.name))?;
-            Ok((t.name.to_string(), view))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let meta: HashMap<String, String> = metadata.clone().into_iter().collect();
-    let out = safetensors::serialize(views, &Some(meta))
-        .map_err(|e| anyhow!("{}: cannot serialise: {e:?}", path.display()))?;
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), serde_json::json!(metadata));
+    let mut body = Vec::new();
+    for t in tensors {
+        assert_eq!(
+            t.shape.iter().product::<usize>(),
+            t.data.len(),
+            "write_tensors: tensor {} has shape {:?} but {} elements",
+            t.name,
+            t.shape,
+            t.data.len()
+        );
+        let (dtype, bytes) = to_bytes(t.data);
+        let range = [body.len(), body.len() + bytes.len()];
+        body.extend_from_slice(&bytes);
+        header.insert(
+            t.name.into(),
+            serde_json::json!({"dtype": dtype, "shape": t.shape, "data_offsets": range}),
+        );
+    }
+    let mut head = serde_json::Value::Object(header).to_string().into_bytes();
+    head.resize(head.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + head.len() + body.len());
+    out.extend_from_slice(&(head.len() as u64).to_le_bytes());
+    out.extend_from_slice(&head);
+    out.extend_from_slice(&body);
     write_atomic(path, &out)
 }
 
@@ -102,14 +227,19 @@ pub struct TensorFile<T> {
     pub metadata: BTreeMap<String, String>,
 }
 
-/// Reads a safetensors file whose tensors are all F32 or F64.
-pub fn read_tensors<T: Scalar>(path: &Path) -> Result<TensorFile<T>> {
-    let bytes = fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+/// Reads a whole file, with the path in the error.
+pub fn read_file(path: &Path) -> Result<Vec<u8>> {
+    fs::read(path).with_context(|| format!("{}: cannot read", path.display()))
+}
+
+/// Parses the bytes of a safetensors file (`path` only names it in errors). Every tensor must
+/// be F32 or F64 with no zero-sized dimension.
+pub fn parse_tensors<T: Scalar>(bytes: &[u8], path: &Path) -> Result<TensorFile<T>> {
     let bad = |what: String| anyhow!("{}: {what}", path.display());
-    let st = SafeTensors::deserialize(&bytes)
+    let st = SafeTensors::deserialize(bytes)
         .map_err(|e| bad(format!("not a valid safetensors file ({e:?})")))?;
     let (_, header) =
-        SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("bad header ({e:?})")))?;
+        SafeTensors::read_metadata(bytes).map_err(|e| bad(format!("bad header ({e:?})")))?;
     let metadata = header
         .metadata()
         .clone()
@@ -118,6 +248,13 @@ pub fn read_tensors<T: Scalar>(path: &Path) -> Result<TensorFile<T>> {
         .collect();
     let mut tensors = BTreeMap::new();
     for (name, view) in st.tensors() {
+        if view.shape().contains(&0) {
+            bail!(
+                "{}: tensor {name} has an empty dimension {:?}",
+                path.display(),
+                view.shape()
+            );
+        }
         let raw = view.data();
         let data: Vec<T> = match view.dtype() {
             Dtype::F32 => raw
@@ -245,7 +382,12 @@ pub fn save_model<T: Scalar>(
 
 /// Loads a model saved by [`save_model`] or a PyTorch `state_dict` saved with safetensors.
 pub fn load_model<T: Scalar>(path: &Path) -> Result<ModelFile<T>> {
-    let mut file = read_tensors::<T>(path)?;
+    parse_model(&read_file(path)?, path)
+}
+
+/// Parses the bytes of a model file (`path` only names it in errors).
+pub fn parse_model<T: Scalar>(bytes: &[u8], path: &Path) -> Result<ModelFile<T>> {
+    let mut file = parse_tensors::<T>(bytes, path)?;
     let w1 = file.take_matrix(path, "layers.0.weight", &[None, None])?;
     let (h1, d) = w1.dim();
     let bias = file.take_matrix(path, "layers.0.bias", &[Some(h1)])?;

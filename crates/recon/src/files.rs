@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 use ndarray::Array2;
-use reveal_nn::files::{read_tensors, write_tensors, TensorOut};
+use reveal_nn::files::{parse_tensors, read_file, write_tensors, TensorOut};
 use reveal_tape::Scalar;
 
 use crate::optim::RunState;
@@ -75,7 +75,12 @@ pub fn save_candidates<T: Scalar>(
 
 /// Reads a candidate file or checkpoint, checking names, shapes and labels.
 pub fn load_candidates<T: Scalar>(path: &Path) -> Result<CandidateFile<T>> {
-    let mut f = read_tensors::<T>(path)?;
+    parse_candidates(&read_file(path)?, path)
+}
+
+/// Parses the bytes of a candidate file or checkpoint (`path` only names it in errors).
+pub fn parse_candidates<T: Scalar>(bytes: &[u8], path: &Path) -> Result<CandidateFile<T>> {
+    let mut f = parse_tensors::<T>(bytes, path)?;
     let x = f.take_matrix(path, "x", &[None, None])?;
     let m = x.nrows();
     let col = |a: Array2<T>| a.into_shape_with_order((m, 1)).expect("length checked");
@@ -117,6 +122,25 @@ pub fn load_candidates<T: Scalar>(path: &Path) -> Result<CandidateFile<T>> {
         resume,
         metadata: f.metadata,
     })
+}
+
+/// Parses a run's checkpoint: candidates with momentum, iteration and elapsed seconds.
+pub fn parse_run_checkpoint<T: Scalar>(
+    bytes: &[u8],
+    path: &Path,
+) -> Result<(CandidateFile<T>, f64)> {
+    let f = parse_candidates::<T>(bytes, path)?;
+    let elapsed = f
+        .metadata
+        .get("elapsed")
+        .and_then(|e| e.parse::<f64>().ok());
+    match (f.resume.is_some(), elapsed) {
+        (true, Some(elapsed)) => Ok((f, elapsed)),
+        _ => bail!(
+            "{}: not a checkpoint (no momentum, iteration or elapsed time)",
+            path.display()
+        ),
+    }
 }
 
 impl<T: Scalar> CandidateFile<T> {

@@ -14,11 +14,15 @@ use std::time::Instant;
 use anyhow::{anyhow, Context, Result};
 use ndarray::{concatenate, Array2, Axis};
 use rayon::prelude::*;
+use reveal_nn::files::{
+    load_checkpoint, read_file, read_timing, remove_checkpoints, rotate_checkpoint, truncate_log,
+    write_timing,
+};
 use reveal_nn::{write_atomic, Mlp};
 use reveal_tape::Scalar;
 use serde::{Deserialize, Serialize};
 
-use crate::files::{load_candidates, save_candidates};
+use crate::files::{load_candidates, parse_run_checkpoint, save_candidates};
 use crate::objective::Terms;
 use crate::optim::{layer1_residual, run, RunConfig, RunState, Stop};
 
@@ -67,6 +71,8 @@ pub struct RunSummary {
     pub score: Option<f64>,
     /// Why it stopped early, if it did.
     pub failure: Option<String>,
+    /// Kept beside the run's file (`timing_path`), not in it: products carry no clock readings.
+    #[serde(skip)]
     pub wall_seconds: f64,
 }
 
@@ -132,7 +138,7 @@ fn one_run<T: Scalar>(
     let meta = run_metadata(job, i, &cfg);
     if done.exists() {
         let f = load_candidates::<T>(&done)?;
-        let summary: RunSummary = f
+        let mut summary: RunSummary = f
             .metadata
             .get("summary")
             .and_then(|s| serde_json::from_str(s).ok())
@@ -149,25 +155,26 @@ fn one_run<T: Scalar>(
                 runs_dir(&job.out).display()
             ));
         }
+        summary.wall_seconds = read_timing(&done);
         return Ok((summary, f.into_state()));
     }
-    let (mut state, elapsed_before) = if ckpt.exists() {
-        let f = load_candidates::<T>(&ckpt)?;
-        if f.metadata.get("config") != meta.get("config") {
-            return Err(anyhow!(
-                "{}: checkpoint of a run with other settings",
-                ckpt.display()
-            ));
+    let read = |p: &Path| parse_run_checkpoint::<T>(&read_file(p)?, p);
+    let (mut state, elapsed_before) = match load_checkpoint(&ckpt, read)? {
+        Some((f, elapsed)) => {
+            if f.metadata.get("config") != meta.get("config") {
+                return Err(anyhow!(
+                    "{}: checkpoint of a run with other settings",
+                    ckpt.display()
+                ));
+            }
+            let state = f.into_state();
+            truncate_log(&log, "iter", state.iter)?;
+            (state, elapsed)
         }
-        let elapsed = f
-            .metadata
-            .get("elapsed")
-            .and_then(|e| e.parse::<f64>().ok())
-            .unwrap_or(0.0);
-        (f.into_state(), elapsed)
-    } else {
-        let _ = std::fs::remove_file(&log);
-        (RunState::init(model.input_dim(), &cfg), 0.0)
+        None => {
+            let _ = std::fs::remove_file(&log);
+            (RunState::init(model.input_dim(), &cfg), 0.0)
+        }
     };
     let mut log_file = OpenOptions::new()
         .create(true)
@@ -175,6 +182,12 @@ fn one_run<T: Scalar>(
         .open(&log)
         .with_context(|| format!("{}: cannot open", log.display()))?;
     let started = Instant::now();
+    let save_checkpoint = |s: &RunState<T>| {
+        let elapsed = elapsed_before + started.elapsed().as_secs_f64();
+        rotate_checkpoint(&ckpt, || {
+            save_candidates(&ckpt, s, true, &with_elapsed(&meta, elapsed))
+        })
+    };
     let mut io_error = None;
     let result = run(model, &mut state, &cfg, |s, t| {
         let mut r: Result<()> = Ok(());
@@ -188,14 +201,7 @@ fn one_run<T: Scalar>(
                 .map_err(anyhow::Error::from);
         }
         if job.checkpoint_every > 0 && s.iter.is_multiple_of(job.checkpoint_every) {
-            r = r.and_then(|_| {
-                save_candidates(
-                    &ckpt,
-                    s,
-                    true,
-                    &with_elapsed(&meta, elapsed_before + started.elapsed().as_secs_f64()),
-                )
-            });
+            r = r.and_then(|_| save_checkpoint(s));
         }
         if let Err(e) = r {
             io_error = Some(e);
@@ -213,12 +219,7 @@ fn one_run<T: Scalar>(
     let failure = match result {
         Ok(()) => None,
         Err(Stop::Interrupted) => {
-            save_candidates(
-                &ckpt,
-                &state,
-                true,
-                &with_elapsed(&meta, elapsed_before + started.elapsed().as_secs_f64()),
-            )?;
+            save_checkpoint(&state)?;
             return Err(anyhow!("interrupted at iteration {} of run {i}: checkpoint {} written; rerun the same command to resume", state.iter, ckpt.display()));
         }
         Err(e @ Stop::Diverged { .. }) => Some(e.to_string()),
@@ -249,7 +250,8 @@ fn one_run<T: Scalar>(
         serde_json::to_string(&summary).expect("serialisable"),
     );
     save_candidates(&done, &state, false, &m)?;
-    let _ = std::fs::remove_file(&ckpt);
+    write_timing(&done, summary.wall_seconds)?;
+    remove_checkpoints(&ckpt);
     Ok((summary, state))
 }
 
@@ -383,6 +385,7 @@ pub fn run_search<T: Scalar>(
         serde_json::to_string(best).expect("serialisable"),
     );
     save_candidates(&job.out, &merged, false, &meta)?;
+    write_timing(&job.out, summary.runs.iter().map(|r| r.wall_seconds).sum())?;
     write_atomic(
         &runs_dir(&job.out).join("summary.json"),
         serde_json::to_string_pretty(&summary)?.as_bytes(),

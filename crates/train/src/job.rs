@@ -10,7 +10,10 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use ndarray::{Array2, Axis};
 use reveal_data::Prepared;
-use reveal_nn::files::{load_model, save_model};
+use reveal_nn::files::{
+    load_checkpoint, parse_model, read_file, read_timing, remove_checkpoints, rotate_checkpoint,
+    save_model, truncate_log, write_timing, ModelFile,
+};
 use reveal_nn::Mlp;
 use reveal_tape::Scalar;
 use serde::{Deserialize, Serialize};
@@ -41,11 +44,23 @@ pub struct TrainSummary {
     pub train_error: f64,
     pub test_accuracy: f64,
     pub test_size: usize,
+    /// Kept beside the model file (`timing_path`), not in it: products carry no clock readings.
+    #[serde(skip)]
     pub wall_seconds: f64,
     pub precision: String,
     pub hidden: Vec<usize>,
     pub config: TrainConfig,
     pub seed: u64,
+}
+
+/// The training summary in a model file's metadata, with the wall time kept beside the file.
+pub fn read_summary(path: &Path, metadata: &BTreeMap<String, String>) -> Result<TrainSummary> {
+    let mut summary: TrainSummary = metadata
+        .get("train")
+        .and_then(|s| serde_json::from_str(s).ok())
+        .with_context(|| format!("{}: no training summary in the metadata", path.display()))?;
+    summary.wall_seconds = read_timing(path);
+    Ok(summary)
 }
 
 /// The checkpoint file of a model output: `out` with `.ckpt` before the extension.
@@ -87,13 +102,33 @@ pub fn data_metadata(data: &Prepared) -> BTreeMap<String, String> {
     m
 }
 
-#[derive(Serialize, Deserialize)]
-struct CheckpointState {
-    epoch: usize,
-    rejected: usize,
-    c: f64,
-    seed: u64,
-    elapsed: f64,
+/// The schedule's state in a training checkpoint's metadata (`train.state`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CheckpointState {
+    pub epoch: usize,
+    pub rejected: usize,
+    pub c: f64,
+    pub seed: u64,
+    pub elapsed: f64,
+}
+
+/// Parses a training checkpoint: a model file whose metadata holds the schedule's state.
+pub fn parse_checkpoint<T: Scalar>(
+    bytes: &[u8],
+    path: &Path,
+) -> Result<(ModelFile<T>, CheckpointState)> {
+    let file = parse_model::<T>(bytes, path)?;
+    let st: CheckpointState = file
+        .metadata
+        .get("train.state")
+        .and_then(|s| serde_json::from_str(s).ok())
+        .with_context(|| {
+            format!(
+                "{}: no readable train.state in the metadata",
+                path.display()
+            )
+        })?;
+    Ok((file, st))
 }
 
 /// Trains a model on `data` as `job` says; `on_epoch` sees every accepted step (for progress
@@ -116,8 +151,11 @@ pub fn run<T: Scalar>(
         .mapv(|v| T::from_f64(v as f64));
     let meta = data_metadata(data);
 
-    let (mut state, elapsed_before) = if job.resume && ckpt.exists() {
-        let file = load_model::<T>(&ckpt)?;
+    let resumed = match job.resume {
+        true => load_checkpoint(&ckpt, |p| parse_checkpoint::<T>(&read_file(p)?, p))?,
+        false => None,
+    };
+    let (mut state, elapsed_before) = if let Some((file, st)) = resumed {
         if file.mlp.input_dim() != d || file.mlp.hidden() != job.hidden {
             bail!(
                 "{}: checkpoint is a {}-{:?} model, this run wants {d}-{:?}",
@@ -133,25 +171,12 @@ pub fn run<T: Scalar>(
                 ckpt.display()
             );
         }
-        let st: CheckpointState = serde_json::from_str(
-            file.metadata
-                .get("train.state")
-                .map(String::as_str)
-                .unwrap_or(""),
-        )
-        .with_context(|| {
-            format!(
-                "{}: no readable train.state in the metadata",
-                ckpt.display()
-            )
-        })?;
         let mut s = TrainState::new(file.mlp, job.config.schedule);
         (s.epoch, s.rejected, s.c) = (st.epoch, st.rejected, st.c);
+        truncate_log(&log, "epoch", st.epoch)?;
         (s, st.elapsed)
     } else {
-        if !job.resume {
-            let _ = std::fs::remove_file(&log);
-        }
+        let _ = std::fs::remove_file(&log);
         (
             TrainState::new(
                 Mlp::<T>::init(d, &job.hidden, job.seed),
@@ -175,7 +200,7 @@ pub fn run<T: Scalar>(
             "train.state".into(),
             serde_json::to_string(&st).expect("serialisable"),
         );
-        save_model(&ckpt, &s.mlp(), Some(&mean), &m)
+        rotate_checkpoint(&ckpt, || save_model(&ckpt, &s.mlp(), Some(&mean), &m))
     };
     let mut log_file = OpenOptions::new()
         .create(true)
@@ -244,6 +269,7 @@ pub fn run<T: Scalar>(
         serde_json::to_string(&summary).expect("serialisable"),
     );
     save_model(&job.out, &state.mlp(), Some(&mean), &m)?;
-    let _ = std::fs::remove_file(&ckpt);
+    write_timing(&job.out, summary.wall_seconds)?;
+    remove_checkpoints(&ckpt);
     Ok(summary)
 }
