@@ -271,6 +271,51 @@ fn bad_input_gives_one_line_errors() {
         ]),
         &["nope"],
     );
+    // A model whose input size does not fit the data set its metadata names.
+    let meta = reveal_nn::files::load_model::<f32>(Path::new(&p("m.safetensors")))
+        .unwrap()
+        .metadata;
+    let wide = reveal_nn::Mlp::<f32>::init(784, &[8, 8], 0);
+    reveal_nn::files::save_model(Path::new(&p("wide.safetensors")), &wide, None, &meta).unwrap();
+    assert_clean_error(
+        &reveal(&[
+            "reconstruct",
+            "--model",
+            &p("wide.safetensors"),
+            "--out",
+            &p("w.safetensors"),
+            "--rank-by",
+            "score",
+            "--iters",
+            "2",
+        ]),
+        &["wide.safetensors", "784 inputs", "256"],
+    );
+    // Divergence: the reference schedule with an absurd rate; the last finite model is kept.
+    assert_clean_error(
+        &reveal(&[
+            "train",
+            "--dataset",
+            "synthetic",
+            "--per-class",
+            "4",
+            "--hidden",
+            "8,8",
+            "--schedule",
+            "reference",
+            "--lr",
+            "1e30",
+            "--out",
+            &p("boom.safetensors"),
+        ]),
+        &[
+            "diverged after epoch",
+            "lower the learning rate",
+            "boom.ckpt.safetensors",
+        ],
+    );
+    assert!(Path::new(&p("boom.ckpt.safetensors")).is_file());
+
     let o = reveal(&[
         "reconstruct",
         "--model",

@@ -298,7 +298,8 @@ fn reconstruct(
         })
         .collect();
     let mut metadata = std::collections::BTreeMap::new();
-    metadata.insert("model".into(), model_path.display().to_string());
+    // Paths inside the folder are recorded relative to it, so the folder can move.
+    metadata.insert("model".into(), rel(&cfg.out, model_path));
     let job = SearchJob {
         runs,
         keep: cfg.recon.keep,
@@ -348,7 +349,7 @@ fn one_model(
                     "control".into(),
                     format!(
                         "random model with the layer norms of {}",
-                        base_path.display()
+                        rel(dir, &base_path)
                     ),
                 );
                 let mean = data.mean.view().insert_axis(ndarray::Axis(0)).to_owned();

@@ -112,4 +112,51 @@ fn tiny_experiment_writes_the_report_and_resumes() {
     let third = run(&cfg, &hooks).unwrap();
     assert_eq!(ticks.load(Ordering::Relaxed), t0);
     assert_eq!(third[1].score.summary, results[1].score.summary);
+
+    // The same configuration in another folder writes byte-identical files; only wall times
+    // (the *.timing.json files and the reports that quote them) differ.
+    let other = tempfile::tempdir().unwrap();
+    let cfg2 = ExperimentConfig {
+        out: other.path().to_path_buf(),
+        ..cfg.clone()
+    };
+    run(&cfg2, &hooks).unwrap();
+    let timed = |f: &str| {
+        f.ends_with("timing.json")
+            || f.starts_with("scores/")
+            || f == "report.md"
+            || f == "results.json"
+    };
+    let mut compared = 0;
+    for entry in walk(dir.path()) {
+        let f = entry
+            .strip_prefix(dir.path())
+            .unwrap()
+            .display()
+            .to_string();
+        if timed(&f) {
+            continue;
+        }
+        let (a, b) = (
+            std::fs::read(&entry).unwrap(),
+            std::fs::read(other.path().join(&f)),
+        );
+        assert!(b.is_ok_and(|b| b == a), "{f} differs between two runs");
+        compared += 1;
+    }
+    assert!(compared >= 20, "only {compared} files compared");
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

@@ -231,17 +231,25 @@ pub fn run<T: Scalar>(
     match outcome {
         Outcome::Stopped => {
             save_checkpoint(&state)?;
+            let how = match job.resume {
+                true => "rerun the same command to resume",
+                false => "run the same command with --resume to continue",
+            };
             bail!(
-                "interrupted at epoch {}: checkpoint {} written; run the same command with --resume to continue",
+                "interrupted at epoch {}: checkpoint {} written; {how}",
                 state.epoch,
                 ckpt.display()
             );
         }
-        Outcome::Diverged => bail!(
-            "training diverged at epoch {} (loss {}): lower the learning rate or use --schedule fast",
-            state.epoch,
-            state.loss
-        ),
+        Outcome::Diverged => {
+            save_checkpoint(&state)?;
+            bail!(
+                "training diverged after epoch {} (loss {:e}; the next step's loss was not finite): lower the learning rate or use --schedule fast; the last finite model is in {}",
+                state.epoch,
+                state.loss,
+                ckpt.display()
+            )
+        }
         Outcome::Converged | Outcome::EpochCap => {}
     }
     let test_x: Array2<T> = features(&data.test.x);
