@@ -2,10 +2,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use reveal_data::{Bias, Source};
 use reveal_experiment::{report, Budget, ExperimentConfig, Hooks, ModelResult, Stage};
 use reveal_recon::preset;
+use reveal_recon::search::Shard;
 
 use crate::args::SourceArgs;
 use crate::progress;
@@ -47,6 +48,12 @@ pub struct ExperimentArgs {
     /// Hidden widths, comma-separated (default: by budget).
     #[arg(long, value_delimiter = ',')]
     pub hidden: Option<Vec<usize>>,
+    /// Do only every N-th model, starting at the I-th, and no report (then `reveal pool --out DIR`).
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<Shard>,
+    /// Set by `reveal pool`: every model must be done already.
+    #[arg(skip)]
+    pub pool: bool,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -90,7 +97,32 @@ pub fn cmd_experiment(args: &ExperimentArgs) -> Result<()> {
             anyhow::anyhow!("--preset {p:?}: expected cifar-a, cifar-b, mnist-a or mnist-b")
         })?;
     }
+    cfg.shard = args.shard;
+    if args.pool {
+        let missing = reveal_experiment::missing_models(&cfg);
+        if !missing.is_empty() {
+            bail!(
+                "{}: {} not done yet; wait for their shards",
+                args.out.display(),
+                missing.join(", ")
+            );
+        }
+    }
+    if let Some(shard) = args.shard {
+        std::fs::create_dir_all(&args.out)
+            .with_context(|| format!("{}: cannot create", args.out.display()))?;
+        crate::shard::record(&args.out, shard)?;
+    }
     let results = execute(&cfg)?;
+    if let Some(shard) = args.shard {
+        let names: Vec<&str> = results.iter().map(|r| r.name.as_str()).collect();
+        eprintln!(
+            "shard {shard}: {} done; once every shard is done: reveal pool --out {}",
+            names.join(", "),
+            args.out.display()
+        );
+        return Ok(());
+    }
     print_summary(&cfg, &results);
     Ok(())
 }

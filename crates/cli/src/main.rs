@@ -6,11 +6,12 @@ mod args;
 mod experiment_cmds;
 mod progress;
 mod recon_cmds;
+mod shard;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 use ndarray::ArrayView1;
 use reveal_data::prepare;
@@ -60,6 +61,13 @@ enum Command {
     Score(recon_cmds::ScoreArgs),
     /// The paper's experiment: train unbiased and biased models, reconstruct, score, report.
     Experiment(experiment_cmds::ExperimentArgs),
+    /// Merge the shards of a search or an experiment run with --shard I/N into the output one
+    /// unsharded run would write (run it from the folder the shards ran in).
+    Pool {
+        /// The --out of the sharded command (a candidate file or an experiment folder).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// The experiment on the built-in synthetic data set (a few minutes, no files needed).
     Demo {
         /// Output folder.
@@ -147,6 +155,32 @@ fn main() -> ExitCode {
     }
 }
 
+/// `reveal pool`: the shards' common command, run once more without `--shard`; every piece of
+/// work is found done, so it only pools (a search) or reports (an experiment).
+fn cmd_pool(out: &Path) -> Result<()> {
+    let argv = shard::pooled_command(out)?;
+    let cli = Cli::try_parse_from(std::iter::once("reveal".to_string()).chain(argv.clone()))
+        .map_err(|e| anyhow::anyhow!("the shards' command {argv:?} no longer parses: {e}"))?;
+    match cli.command {
+        Command::Reconstruct(mut a) => {
+            (a.shard, a.pool) = (None, true);
+            run(Cli {
+                command: Command::Reconstruct(a),
+            })
+        }
+        Command::Experiment(mut a) => {
+            (a.shard, a.pool) = (None, true);
+            run(Cli {
+                command: Command::Experiment(a),
+            })
+        }
+        _ => bail!(
+            "{}: the shard records hold neither a reconstruct nor an experiment command",
+            out.display()
+        ),
+    }
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Data {
@@ -168,6 +202,7 @@ fn run(cli: Cli) -> Result<()> {
         },
         Command::Score(args) => recon_cmds::cmd_score(&args),
         Command::Experiment(args) => experiment_cmds::cmd_experiment(&args),
+        Command::Pool { out } => cmd_pool(&out),
         Command::Demo { out } => experiment_cmds::cmd_demo(out),
         Command::Bench {
             case,

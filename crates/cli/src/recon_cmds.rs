@@ -10,7 +10,9 @@ use reveal_nn::files::{load_model, write_tensors, TensorOut};
 use reveal_nn::Mlp;
 use reveal_recon::files::load_candidates;
 use reveal_recon::objective::{evaluate, ObjectiveConfig};
-use reveal_recon::search::{run_search, RankBy, SearchJob, SearchSummary};
+use reveal_recon::search::{
+    missing_runs, run_search, runs_dir, RankBy, SearchJob, SearchSummary, Shard,
+};
 use reveal_recon::{preset, Hyper, RunConfig, PRESETS};
 use reveal_score::score::score_candidates;
 use reveal_score::Score;
@@ -82,6 +84,12 @@ pub struct ReconstructArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Do only runs i with i mod N = I − 1 and no pooling (then `reveal pool --out OUT`).
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<Shard>,
+    /// Set by `reveal pool`: every run must be done already.
+    #[arg(skip)]
+    pub pool: bool,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -217,8 +225,32 @@ pub fn cmd_reconstruct<T: Scalar>(args: &ReconstructArgs) -> Result<()> {
         log_every: args.log_every,
         parallel: args.parallel.unwrap_or(if args.runs > 1 { 2 } else { 1 }),
         metadata: meta,
+        shard: args.shard,
     };
+    if args.pool {
+        let missing = missing_runs(&job);
+        if !missing.is_empty() {
+            bail!(
+                "{}: runs {missing:?} are not done yet; wait for their shards",
+                runs_dir(&args.out).display()
+            );
+        }
+    }
+    if let Some(shard) = args.shard {
+        std::fs::create_dir_all(runs_dir(&args.out))
+            .with_context(|| format!("{}: cannot create", runs_dir(&args.out).display()))?;
+        crate::shard::record(&runs_dir(&args.out), shard)?;
+    }
     let summary = search(&file.mlp, &job, data.as_ref(), args.json)?;
+    if let Some(shard) = args.shard {
+        let done: Vec<usize> = summary.runs.iter().map(|r| r.index).collect();
+        eprintln!(
+            "shard {shard}: runs {done:?} written to {}; once every shard is done: reveal pool --out {}",
+            runs_dir(&args.out).display(),
+            args.out.display()
+        );
+        return Ok(());
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {

@@ -20,7 +20,7 @@ use reveal_data::{prepare, Bias, DataSpec, Prepared, Source, TestSelection};
 use reveal_nn::files::{load_model, save_model};
 use reveal_nn::{write_atomic, Mlp};
 use reveal_recon::files::load_candidates;
-use reveal_recon::search::{run_search, RankBy, SearchJob, SearchSummary, Tick};
+use reveal_recon::search::{run_search, RankBy, SearchJob, SearchSummary, Shard, Tick};
 use reveal_recon::{preset, Hyper, RunConfig};
 use reveal_score::score::score_candidates;
 use reveal_score::{grid, Score};
@@ -67,6 +67,9 @@ pub struct ExperimentConfig {
     pub train: TrainConfig,
     pub recon: ReconPlan,
     pub test: TestSelection,
+    /// Do only this shard's models and write no report (`reveal pool` does that). The control
+    /// goes with the base model of its seed, which it is built from.
+    pub shard: Option<Shard>,
 }
 
 impl ExperimentConfig {
@@ -135,6 +138,7 @@ impl ExperimentConfig {
             train,
             recon,
             test: TestSelection::PerClass(500),
+            shard: None,
         }
     }
 }
@@ -309,6 +313,7 @@ fn reconstruct(
         log_every: 100,
         parallel: if cfg.recon.runs > 1 { 2 } else { 1 },
         metadata,
+        shard: None,
     };
     run_search(model, &job, None, hooks.tick)
 }
@@ -324,7 +329,7 @@ fn one_model(
     let dir = &cfg.out;
     let tag = file_tag(bias, seed);
     let name = model_name(bias);
-    let result_path = dir.join("scores").join(format!("{tag}.json"));
+    let result_path = result_path(cfg, bias, seed);
     if let Ok(text) = std::fs::read_to_string(&result_path) {
         if let Ok(r) = serde_json::from_str::<ModelResult>(&text) {
             return Ok(r);
@@ -446,16 +451,45 @@ pub fn run(cfg: &ExperimentConfig, hooks: &Hooks) -> Result<Vec<ModelResult>> {
         )?;
     }
     let mut results = Vec::new();
-    for &seed in &cfg.seeds {
-        let mut levels: Vec<Option<Bias>> = cfg.biases.iter().map(|&b| Some(b)).collect();
-        if cfg.control {
-            levels.push(None);
-        }
-        for bias in levels {
+    let all = models(cfg);
+    for (k, &(bias, seed)) in all.iter().enumerate() {
+        // The control is built from its seed's base model, so it goes to the base model's shard.
+        let base = all.iter().position(|&m| m == (Some(Bias::None), seed));
+        let unit = if bias.is_none() { base.unwrap_or(k) } else { k };
+        if cfg.shard.is_none_or(|s| s.owns(unit)) {
             results.push(one_model(cfg, bias, seed, &mut cache, hooks)?);
         }
-        cache.0.retain(|&(_, s), _| s != seed);
+        cache.0.retain(|&(_, s), _| s == seed);
     }
-    report::write(cfg, &results)?;
+    if cfg.shard.is_none() {
+        report::write(cfg, &results)?;
+    }
     Ok(results)
+}
+
+/// The models of an experiment in order: for each seed every bias level, then the control.
+fn models(cfg: &ExperimentConfig) -> Vec<(Option<Bias>, u64)> {
+    let mut out = Vec::new();
+    for &seed in &cfg.seeds {
+        out.extend(cfg.biases.iter().map(|&b| (Some(b), seed)));
+        if cfg.control {
+            out.push((None, seed));
+        }
+    }
+    out
+}
+
+/// The models whose result is not written yet (their report names).
+pub fn missing_models(cfg: &ExperimentConfig) -> Vec<String> {
+    models(cfg)
+        .into_iter()
+        .filter(|&(b, seed)| !result_path(cfg, b, seed).exists())
+        .map(|(b, seed)| format!("{} (seed {seed})", model_name(b)))
+        .collect()
+}
+
+fn result_path(cfg: &ExperimentConfig, bias: Option<Bias>, seed: u64) -> PathBuf {
+    cfg.out
+        .join("scores")
+        .join(format!("{}.json", file_tag(bias, seed)))
 }

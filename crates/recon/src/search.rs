@@ -52,6 +52,8 @@ pub struct SearchJob {
     pub parallel: usize,
     /// Metadata for every file written (model path, precision, …).
     pub metadata: BTreeMap<String, String>,
+    /// Do only this shard's runs and write no pooled output (`reveal pool` does that).
+    pub shard: Option<Shard>,
 }
 
 /// The outcome of one run.
@@ -87,6 +89,51 @@ pub struct SearchSummary {
     pub pooled: Vec<usize>,
     /// Spearman correlation between the kkt and score rankings, when both are known.
     pub rank_agreement: Option<f64>,
+}
+
+/// The part of a search (or an experiment) one process does, for spreading work over machines:
+/// item k belongs to shard k mod count. Written `I/N` with 1 ≤ I ≤ N.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    /// 0-based.
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// Whether item `k` is this shard's.
+    pub fn owns(&self, k: usize) -> bool {
+        k % self.count == self.index
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parsed = s
+            .split_once('/')
+            .and_then(|(i, n)| Some((i.trim().parse::<usize>().ok()?, n.trim().parse().ok()?)));
+        match parsed {
+            Some((i, n)) if (1..=n).contains(&i) => Ok(Shard {
+                index: i - 1,
+                count: n,
+            }),
+            _ => Err(format!("{s:?}: expected I/N with 1 ≤ I ≤ N, e.g. 2/3")),
+        }
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index + 1, self.count)
+    }
+}
+
+/// The runs of a job whose result file is not written yet.
+pub fn missing_runs(job: &SearchJob) -> Vec<usize> {
+    (0..job.runs.len())
+        .filter(|&i| !run_file(&job.out, i, "safetensors").exists())
+        .collect()
 }
 
 /// The folder of per-run files for an output path.
@@ -289,20 +336,20 @@ pub fn run_search<T: Scalar>(
 ) -> Result<SearchSummary> {
     std::fs::create_dir_all(runs_dir(&job.out))
         .with_context(|| format!("{}: cannot create", runs_dir(&job.out).display()))?;
+    let mine: Vec<usize> = (0..job.runs.len())
+        .filter(|&i| job.shard.is_none_or(|s| s.owns(i)))
+        .collect();
     // One run at a time in the global rayon pool, so its GEMMs split across every core.
     let results: Vec<Result<(RunSummary, RunState<T>)>> = if job.parallel <= 1 {
-        (0..job.runs.len())
-            .map(|i| one_run(model, job, i, tick))
-            .collect()
+        mine.iter().map(|&i| one_run(model, job, i, tick)).collect()
     } else {
         // A pool of `parallel` threads: that many runs at once, their GEMMs split across it.
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(job.parallel)
             .build()?;
         pool.install(|| {
-            (0..job.runs.len())
-                .into_par_iter()
-                .map(|i| one_run(model, job, i, tick))
+            mine.par_iter()
+                .map(|&i| one_run(model, job, i, tick))
                 .collect()
         })
     };
@@ -312,6 +359,16 @@ pub fn run_search<T: Scalar>(
         let (s, st) = r?;
         runs.push(s);
         states.push(st);
+    }
+    if job.shard.is_some() {
+        // A shard's runs are on disk; pooling waits for every shard.
+        return Ok(SearchSummary {
+            runs,
+            ranking: Vec::new(),
+            rank_by: job.rank_by,
+            pooled: Vec::new(),
+            rank_agreement: None,
+        });
     }
     if let Some(score) = score {
         for (r, st) in runs.iter_mut().zip(&states) {

@@ -40,6 +40,7 @@ fn job(out: std::path::PathBuf, runs: usize, keep: usize) -> SearchJob {
         log_every: 5,
         parallel: 2,
         metadata: BTreeMap::new(),
+        shard: None,
     }
 }
 
