@@ -38,7 +38,13 @@ pub fn record<'t, T: Scalar>(
     let hidden = theta.len() - 2;
     let weight_in = |k: usize| if k == 0 { theta[0] } else { theta[k + 1] };
     let (b1, w_out) = (theta[1], theta[hidden + 1]);
-    let norm2 = |w: Var<'t, T>| tape.scalar(w.value().iter().fold(T::zero(), |s, &v| s + v * v));
+    // ‖W‖² is a constant here (θ is not differentiated); ndarray's dot sums with several
+    // accumulators, which vectorises where a plain fold cannot.
+    let norm2 = |w: Var<'t, T>| {
+        let w = w.value();
+        let flat = ndarray::ArrayView1::from(w.as_slice_memory_order().expect("contiguous"));
+        tape.scalar(flat.dot(&flat))
+    };
     let inner = |a: Var<'t, T>, b: Var<'t, T>| (a * b).sum();
     let gram = |a: Var<'t, T>| a.matmul_t(a, false, true);
 

@@ -8,7 +8,6 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use ndarray::linalg::general_mat_mul;
 use ndarray::{Array2, ArrayView2, Axis, Zip};
 use rayon::prelude::*;
 
@@ -298,15 +297,23 @@ fn matmul_values<T: Scalar>(a: ArrayView2<T>, b: ArrayView2<T>) -> Array2<T> {
     if m * k * n < PARALLEL_GEMM || threads < 2 || n < 2 * threads {
         return a.dot(&b);
     }
-    let mut c = Array2::zeros((m, n));
+    // Every element is written by one block's GEMM with β = 0, which does not read C, so the
+    // output needs no zeroing first.
+    let mut c = Array2::<T>::uninit((m, n));
     let width = n.div_ceil(threads);
     c.axis_chunks_iter_mut(Axis(1), width)
         .into_par_iter()
         .zip(b.axis_chunks_iter(Axis(1), width).into_par_iter())
         .for_each(|(mut c_block, b_block)| {
-            general_mat_mul(T::one(), &a, &b_block, T::zero(), &mut c_block);
+            let (rows, cols) = c_block.dim();
+            let (rs, cs) = (c_block.strides()[0], c_block.strides()[1]);
+            let out = c_block.as_mut_ptr() as *mut T;
+            // SAFETY: `out` addresses this block's rows × cols elements with strides (rs, cs);
+            // gemm writes each of them and, with β = 0, reads none.
+            unsafe { T::gemm(a.view(), b_block, out, (rows, cols), (rs, cs)) };
         });
-    c
+    // SAFETY: the blocks cover every column, so every element was written above.
+    unsafe { c.assume_init() }
 }
 
 impl<'t, T: Scalar> Var<'t, T> {
