@@ -219,7 +219,7 @@ pub fn cmd_bench(
     steps: usize,
     json: bool,
 ) -> Result<()> {
-    use reveal_experiment::bench::{run_case, CASES};
+    use reveal_experiment::bench::{gemm_peak, run_case, CASES};
     let cases: Vec<_> = match case {
         "all" => CASES.to_vec(),
         c => CASES
@@ -234,21 +234,26 @@ pub fn cmd_bench(
     if steps == 0 {
         bail!("--steps must be at least 1");
     }
+    let peak = match precision {
+        crate::args::Precision::F32 => gemm_peak::<f32>(),
+        crate::args::Precision::F64 => gemm_peak::<f64>(),
+    };
     if !json {
+        println!("GEMM peak (1000×3072·3072×1000, best of 5): {peak:.0} GFLOP/s");
         println!(
-            "case  d-h-h-1, m/n              recon step   GFLOP/s  path        train step  GFLOP/s"
+            "case  d-h-h-1, m/n              recon step   GFLOP/s  % peak  path        train step  GFLOP/s  % peak"
         );
     }
     for c in cases {
         let r = match precision {
-            crate::args::Precision::F32 => run_case::<f32>(c, steps),
-            crate::args::Precision::F64 => run_case::<f64>(c, steps),
+            crate::args::Precision::F32 => run_case::<f32>(c, steps, peak),
+            crate::args::Precision::F64 => run_case::<f64>(c, steps, peak),
         };
         if json {
             println!("{}", serde_json::to_string(&r)?);
         } else {
             println!(
-                "{}     {}-{}-{}-1, {}/{:<10} {:>8.4} s {:>8.0}  {:<11} {:>8.4} s {:>8.0}",
+                "{}     {}-{}-{}-1, {}/{:<10} {:>8.4} s {:>8.0} {:>6.0}   {:<11} {:>8.4} s {:>8.0} {:>6.0}",
                 r.case,
                 c.d,
                 c.h,
@@ -257,9 +262,11 @@ pub fn cmd_bench(
                 c.n,
                 r.recon_step_s,
                 r.recon_gflops,
+                r.recon_peak_pct,
                 r.recon_method,
                 r.train_step_s,
-                r.train_gflops
+                r.train_gflops,
+                r.train_peak_pct
             );
         }
     }

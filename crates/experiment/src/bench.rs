@@ -75,6 +75,26 @@ pub struct BenchResult {
     pub train_step_s: f64,
     pub train_gflop: f64,
     pub train_gflops: f64,
+    /// The tape's GEMM alone at 1000×3072·3072×1000 (best of 5), and the steps' rates as a
+    /// percentage of it. The rates count the generic step's FLOPs, as the peers do, so the Gram
+    /// path, which does about half of them, can show more than 100 %.
+    pub gemm_peak_gflops: f64,
+    pub recon_peak_pct: f64,
+    pub train_peak_pct: f64,
+}
+
+/// GFLOP/s of the tape's matrix product at 1000×3072 · 3072×1000, best of 5: the ceiling a step
+/// made only of GEMMs would reach.
+pub fn gemm_peak<T: Scalar>() -> f64 {
+    let (m, k, n) = (1000, 3072, 1000);
+    let a = Array2::from_elem((m, k), T::from_f64(0.5));
+    let b = Array2::from_elem((k, n), T::from_f64(0.25));
+    let tape = reveal_tape::Tape::new();
+    let (a, b) = (tape.constant(a), tape.constant(b));
+    let (_, best, _) = time(1, 5, || {
+        let _ = a.matmul(b);
+    });
+    2.0 * (m * k * n) as f64 / best / 1e9
 }
 
 /// Median, min and max of step times.
@@ -99,8 +119,9 @@ fn time(warmup: usize, steps: usize, mut f: impl FnMut()) -> (f64, f64, f64) {
     )
 }
 
-/// Runs one case: `steps` timed reconstruction and training steps after 3 warm-up steps.
-pub fn run_case<T: Scalar>(case: Case, steps: usize) -> BenchResult {
+/// Runs one case: `steps` timed reconstruction and training steps after 3 warm-up steps;
+/// `peak` is [`gemm_peak`] in GFLOP/s.
+pub fn run_case<T: Scalar>(case: Case, steps: usize, peak: f64) -> BenchResult {
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let model = Mlp::<T>::init(case.d, &[case.h, case.h], 0);
     let theta = model.theta();
@@ -154,5 +175,8 @@ pub fn run_case<T: Scalar>(case: Case, steps: usize) -> BenchResult {
         train_step_s: train_step,
         train_gflop,
         train_gflops: train_gflop / train_step,
+        gemm_peak_gflops: peak,
+        recon_peak_pct: 100.0 * recon_gflop / recon / peak,
+        train_peak_pct: 100.0 * train_gflop / train_step / peak,
     }
 }

@@ -30,7 +30,11 @@ pub trait Scalar:
 }
 
 /// Checks the shapes of C = A·B for [`Scalar::gemm`] and returns (m, k, n).
-fn gemm_dims<T>(a: &ArrayView2<T>, b: &ArrayView2<T>, dim: (usize, usize)) -> (usize, usize, usize) {
+fn gemm_dims<T>(
+    a: &ArrayView2<T>,
+    b: &ArrayView2<T>,
+    dim: (usize, usize),
+) -> (usize, usize, usize) {
     assert!(
         a.ncols() == b.nrows() && dim == (a.nrows(), b.ncols()),
         "gemm: {:?} · {:?} does not give {dim:?}",
@@ -58,7 +62,19 @@ impl Scalar for f32 {
         let (m, k, n) = gemm_dims(&a, &b, dim);
         let (sa, sb) = (a.strides(), b.strides());
         matrixmultiply::sgemm(
-            m, k, n, 1.0, a.as_ptr(), sa[0], sa[1], b.as_ptr(), sb[0], sb[1], 0.0, c, strides.0,
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            sa[0],
+            sa[1],
+            b.as_ptr(),
+            sb[0],
+            sb[1],
+            0.0,
+            c,
+            strides.0,
             strides.1,
         );
     }
@@ -82,7 +98,19 @@ impl Scalar for f64 {
         let (m, k, n) = gemm_dims(&a, &b, dim);
         let (sa, sb) = (a.strides(), b.strides());
         matrixmultiply::dgemm(
-            m, k, n, 1.0, a.as_ptr(), sa[0], sa[1], b.as_ptr(), sb[0], sb[1], 0.0, c, strides.0,
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            sa[0],
+            sa[1],
+            b.as_ptr(),
+            sb[0],
+            sb[1],
+            0.0,
+            c,
+            strides.0,
             strides.1,
         );
     }
