@@ -170,7 +170,8 @@ pub enum Outcome {
     Diverged,
 }
 
-/// θ − step·g as new parameters, in one pass (the current ones stay for backtracking).
+/// θ − step·g as new parameters, in one pass split across threads (the current ones stay for
+/// backtracking). Memory-bound: W1 alone is 3 M values at d = 3072.
 pub fn stepped<T: Scalar>(theta: &Theta<T>, grads: &[Array2<T>], step: f64) -> Theta<T> {
     let s = T::from_f64(step);
     Theta(
@@ -178,7 +179,7 @@ pub fn stepped<T: Scalar>(theta: &Theta<T>, grads: &[Array2<T>], step: f64) -> T
             .0
             .iter()
             .zip(grads)
-            .map(|(p, g)| Arc::new(Zip::from(&**p).and(g).map_collect(|&p, &g| p - s * g)))
+            .map(|(p, g)| Arc::new(Zip::from(&**p).and(g).par_map_collect(|&p, &g| p - s * g)))
             .collect(),
     )
 }
