@@ -202,10 +202,14 @@ pub fn momentum_step<T: Scalar>(
     mu: f64,
 ) {
     let (lr, mu) = (T::from_f64(lr), T::from_f64(mu));
-    ndarray::Zip::from(p).and(v).and(g).for_each(|p, v, &g| {
-        *v = mu * *v + g;
-        *p = *p - lr * *v;
-    });
+    // Split across threads: m·d values, memory-bound.
+    ndarray::Zip::from(p)
+        .and(v)
+        .and(g)
+        .par_for_each(|p, v, &g| {
+            *v = mu * *v + g;
+            *p = *p - lr * *v;
+        });
 }
 
 /// The first non-finite term of L, if any.

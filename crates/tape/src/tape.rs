@@ -247,9 +247,13 @@ impl<T: Scalar> Tape<T> {
             Op::SumCols(a) => give(a, &|| g.broadcast_cols(v(a).shape().1)),
             // y = relu(a);  ∂a = g ⊙ 1[a>0], the step entering as a constant
             Op::Relu(a) => give(a, &|| {
-                let step = v(a)
-                    .value()
-                    .mapv(|t| if t > T::zero() { T::one() } else { T::zero() });
+                let step = map_values(&v(a).value(), |t| {
+                    if t > T::zero() {
+                        T::one()
+                    } else {
+                        T::zero()
+                    }
+                });
                 g * self.constant(step)
             }),
             // y = σ(a);  ∂a = g ⊙ (y − y⊙y)
@@ -263,7 +267,7 @@ impl<T: Scalar> Tape<T> {
             Op::MRelu(a, alpha) => give(a, &|| g * v(a).scale(alpha).sigmoid()),
             // y = a − clamp(a, lo, hi);  ∂a = g ⊙ 1[a ∉ [lo, hi]], the mask entering as a constant
             Op::Excess(a, lo, hi) => give(a, &|| {
-                let outside = v(a).value().mapv(|t| {
+                let outside = map_values(&v(a).value(), |t| {
                     if t < lo || t > hi {
                         T::one()
                     } else {
@@ -278,6 +282,19 @@ impl<T: Scalar> Tape<T> {
 
 /// GEMMs with at least this many multiply-adds are split across threads.
 const PARALLEL_GEMM: usize = 1 << 20;
+
+/// Elementwise ops on at least this many elements are split across rayon threads (elementwise,
+/// so the result does not depend on the thread count).
+const PARALLEL_ELEMENTWISE: usize = 1 << 15;
+
+/// f applied to every element, split across threads when the array is large.
+fn map_values<T: Scalar>(a: &Array2<T>, f: impl Fn(T) -> T + Sync + Send) -> Array2<T> {
+    if a.len() >= PARALLEL_ELEMENTWISE {
+        Zip::from(a).par_map_collect(|&x| f(x))
+    } else {
+        a.mapv(f)
+    }
+}
 
 /// C = op(a)·op(b) through ndarray's GEMM (matrixmultiply; transposed views are strides, not
 /// copies). Large products are split into column blocks of C, one per rayon thread, each a
@@ -357,7 +374,7 @@ impl<'t, T: Scalar> Var<'t, T> {
     }
 
     /// Elementwise binary op on equal shapes.
-    fn zip(self, other: Var<'t, T>, op: Op<T>, f: impl Fn(T, T) -> T) -> Var<'t, T> {
+    fn zip(self, other: Var<'t, T>, op: Op<T>, f: impl Fn(T, T) -> T + Sync + Send) -> Var<'t, T> {
         self.same_tape(&other);
         let (a, b) = (self.value(), other.value());
         assert_eq!(
@@ -367,13 +384,18 @@ impl<'t, T: Scalar> Var<'t, T> {
             a.dim(),
             b.dim()
         );
-        let value = Zip::from(&*a).and(&*b).map_collect(|&x, &y| f(x, y));
+        let zip = Zip::from(&*a).and(&*b);
+        let value = if a.len() >= PARALLEL_ELEMENTWISE {
+            zip.par_map_collect(|&x, &y| f(x, y))
+        } else {
+            zip.map_collect(|&x, &y| f(x, y))
+        };
         self.tape.push(op, value)
     }
 
     /// Elementwise unary op.
-    fn map(self, op: Op<T>, f: impl Fn(T) -> T) -> Var<'t, T> {
-        let value = self.value().mapv(f);
+    fn map(self, op: Op<T>, f: impl Fn(T) -> T + Sync + Send) -> Var<'t, T> {
+        let value = map_values(&self.value(), f);
         self.tape.push(op, value)
     }
 

@@ -350,3 +350,23 @@ fn large_matmul_matches_ndarray() {
         assert!(err < 1e-12, "ta {ta} tb {tb}: max error {err}");
     }
 }
+
+/// Large elementwise ops (split across threads) give exactly the values and gradients of the
+/// same ops written with ndarray.
+#[test]
+fn large_elementwise_ops_match_ndarray() {
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let (a, b) = (randn((300, 200), &mut rng), randn((300, 200), &mut rng)); // 60,000 ≥ the threshold
+    let tape = Tape::new();
+    let (x, y) = (tape.var(a.clone()), tape.var(b.clone()));
+    let z = (x * y + x.relu().scale(0.5)).sigmoid();
+    let want_z = (&a * &b + a.mapv(|v| v.max(0.0) * 0.5)).mapv(|t| sigmoid(t));
+    assert_eq!(*z.value(), want_z);
+    let g = grad(z.sum(), &[x], false);
+    let s = want_z.mapv(|t| t * (1.0 - t));
+    let want_gx = &s * &(&b + &a.mapv(|v| if v > 0.0 { 0.5 } else { 0.0 }));
+    let err = (&*g[0].value() - &want_gx)
+        .mapv(f64::abs)
+        .fold(0.0f64, |m, &e| m.max(e));
+    assert!(err < 1e-15, "max error {err}");
+}
