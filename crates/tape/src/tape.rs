@@ -285,7 +285,7 @@ const PARALLEL_GEMM: usize = 1 << 20;
 
 /// Elementwise ops on at least this many elements are split across rayon threads (elementwise,
 /// so the result does not depend on the thread count).
-const PARALLEL_ELEMENTWISE: usize = 1 << 15;
+pub const PARALLEL_ELEMENTWISE: usize = 1 << 15;
 
 /// f applied to every element, split across threads when the array is large.
 fn map_values<T: Scalar>(a: &Array2<T>, f: impl Fn(T) -> T + Sync + Send) -> Array2<T> {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use ndarray::{Array2, Zip};
 use reveal_nn::{forward, Activation, Mlp, Theta};
-use reveal_tape::{grad, Scalar, Tape};
+use reveal_tape::{grad, Scalar, Tape, PARALLEL_ELEMENTWISE};
 use serde::{Deserialize, Serialize};
 
 /// The step-size rule.
@@ -170,8 +170,8 @@ pub enum Outcome {
     Diverged,
 }
 
-/// θ − step·g as new parameters, in one pass split across threads (the current ones stay for
-/// backtracking). Memory-bound: W1 alone is 3 M values at d = 3072.
+/// θ − step·g as new parameters in one pass, split across threads when large (the current ones
+/// stay for backtracking). Memory-bound: W1 alone is 3 M values at d = 3072.
 pub fn stepped<T: Scalar>(theta: &Theta<T>, grads: &[Array2<T>], step: f64) -> Theta<T> {
     let s = T::from_f64(step);
     Theta(
@@ -179,7 +179,13 @@ pub fn stepped<T: Scalar>(theta: &Theta<T>, grads: &[Array2<T>], step: f64) -> T
             .0
             .iter()
             .zip(grads)
-            .map(|(p, g)| Arc::new(Zip::from(&**p).and(g).par_map_collect(|&p, &g| p - s * g)))
+            .map(|(p, g)| {
+                let zip = Zip::from(&**p).and(g);
+                Arc::new(match p.len() >= PARALLEL_ELEMENTWISE {
+                    true => zip.par_map_collect(|&p, &g| p - s * g),
+                    false => zip.map_collect(|&p, &g| p - s * g),
+                })
+            })
             .collect(),
     )
 }
