@@ -49,6 +49,3 @@ pub fn keep_freed_memory() {
     }
 }
 
-// matrixmultiply is used through ndarray's GEMM; the direct dependency only turns on its
-// default features (the runtime-detected AVX-512 kernels), which ndarray leaves off.
-use matrixmultiply as _;
