@@ -311,7 +311,10 @@ fn cmd_train<T: Scalar>(args: &TrainArgs) -> Result<()> {
     bar.finish_and_clear();
     let summary = summary?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        // The wall time lives beside the model file, not in it; the JSON report has it.
+        let mut v = serde_json::to_value(&summary)?;
+        v["wall_seconds"] = summary.wall_seconds.into();
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!("model         {}", args.out.display());
         println!(

@@ -252,7 +252,12 @@ pub fn cmd_reconstruct<T: Scalar>(args: &ReconstructArgs) -> Result<()> {
         return Ok(());
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        // Wall times live beside the run files, not in them; the JSON report has them.
+        let mut v = serde_json::to_value(&summary)?;
+        for (run, r) in summary.runs.iter().enumerate() {
+            v["runs"][run]["wall_seconds"] = r.wall_seconds.into();
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print_search(&summary, &args.out);
     }

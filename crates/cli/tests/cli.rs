@@ -94,6 +94,7 @@ fn tiny_pipeline_through_the_binary() {
     let t: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(t["train_error"], serde_json::json!(0.0));
     assert!(t["train_loss"].as_f64().unwrap() < 1e-5);
+    assert!(t["wall_seconds"].as_f64().unwrap() > 0.0, "wall time in the JSON");
 
     let o = reveal(&[
         "reconstruct",
@@ -114,6 +115,7 @@ fn tiny_pipeline_through_the_binary() {
     assert!(o.status.success(), "{}", stderr(&o));
     let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(s["pooled"].as_array().unwrap().len(), 2);
+    assert!(s["runs"][1]["wall_seconds"].as_f64().unwrap() > 0.0);
 
     let o = reveal(&[
         "score",
