@@ -28,6 +28,8 @@ Examples:
   reveal data --dataset mnist --per-class 50 --bias corner --preview corner.png
   reveal train --dataset mnist --per-class 50 --out mnist.safetensors
   reveal train --dataset cifar10 --per-class 250 --schedule reference --epochs 20000 --out c.safetensors
+  reveal reconstruct --model mnist.safetensors --out r.safetensors --runs 8 --shard 2/4   # one of 4 shards
+  reveal pool --out r.safetensors                # after all 4 shards: pool them as one run would
 
 Real data: pass --data-dir DIR or set REVEAL_DATA to a folder holding mnist/ and cifar10/.";
 
