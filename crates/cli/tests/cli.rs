@@ -94,7 +94,10 @@ fn tiny_pipeline_through_the_binary() {
     let t: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(t["train_error"], serde_json::json!(0.0));
     assert!(t["train_loss"].as_f64().unwrap() < 1e-5);
-    assert!(t["wall_seconds"].as_f64().unwrap() > 0.0, "wall time in the JSON");
+    assert!(
+        t["wall_seconds"].as_f64().unwrap() > 0.0,
+        "wall time in the JSON"
+    );
 
     let o = reveal(&[
         "reconstruct",
