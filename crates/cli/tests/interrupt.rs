@@ -3,29 +3,22 @@
 //! with output files byte-identical to an uninterrupted run's, even when the newest checkpoint
 //! was corrupted in between (the previous one is used, and the user is told).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
-fn reveal(dir: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_reveal"));
-    c.current_dir(dir).args(args);
-    c
-}
+mod common;
+use common::{ok, reveal_in, same_bytes, train_tiny, two_dirs};
 
+/// Runs `reveal ARGS` in `dir` and fails unless it succeeds.
 fn run(dir: &Path, args: &[&str]) -> Output {
-    let o = reveal(dir, args).output().unwrap();
-    assert!(
-        o.status.success(),
-        "reveal {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
+    ok(reveal_in(dir).args(args))
 }
+use std::time::{Duration, Instant};
 
 /// Starts the command, sends `signal` once `ready` holds, and returns what it printed.
 fn interrupted(dir: &Path, args: &[&str], signal: &str, ready: impl Fn() -> bool) -> Output {
-    let child = reveal(dir, args)
+    let child = reveal_in(dir)
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -49,28 +42,6 @@ fn interrupted(dir: &Path, args: &[&str], signal: &str, ready: impl Fn() -> bool
 
 fn lines(p: &Path) -> usize {
     std::fs::read_to_string(p).map_or(0, |t| t.lines().count())
-}
-
-fn same_bytes(a: &Path, b: &Path) {
-    let (x, y) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
-    assert!(
-        x == y,
-        "{} and {} differ ({} vs {} bytes)",
-        a.display(),
-        b.display(),
-        x.len(),
-        y.len()
-    );
-}
-
-/// Two folders, one for the uninterrupted run and one for the interrupted one, so that both
-/// use the same relative paths (which the files record).
-fn two_dirs() -> (tempfile::TempDir, PathBuf, PathBuf) {
-    let root = tempfile::tempdir().unwrap();
-    let (a, b) = (root.path().join("a"), root.path().join("b"));
-    std::fs::create_dir_all(&a).unwrap();
-    std::fs::create_dir_all(&b).unwrap();
-    (root, a, b)
 }
 
 #[test]
@@ -135,20 +106,7 @@ fn sigterm_during_train_resumes_to_identical_files() {
 #[test]
 fn sigint_during_reconstruct_resumes_to_identical_files() {
     let (root, a, b) = two_dirs();
-    run(
-        root.path(),
-        &[
-            "train",
-            "--dataset",
-            "synthetic",
-            "--per-class",
-            "20",
-            "--hidden",
-            "100,100",
-            "--out",
-            "m.safetensors",
-        ],
-    );
+    train_tiny(root.path(), 20, "100,100", "m.safetensors");
     let args = [
         "reconstruct",
         "--model",
@@ -212,11 +170,7 @@ fn thread_count_does_not_change_the_files() {
                 "100",
             ][..],
         ] {
-            let o = reveal(dir, args)
-                .env("RAYON_NUM_THREADS", threads)
-                .output()
-                .unwrap();
-            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            ok(reveal_in(dir).args(args).env("RAYON_NUM_THREADS", threads));
         }
     }
     for f in ["m.safetensors", "c.safetensors", "c.runs/run-0.jsonl"] {

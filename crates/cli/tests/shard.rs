@@ -2,28 +2,17 @@
 //! would), then `reveal pool`, give the same files as one unsharded run with the same seeds.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-fn reveal(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_reveal"));
-    c.current_dir(dir);
-    c
-}
-
-fn ok(c: &mut Command) -> String {
-    let o = c.output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(o.status.success(), "{c:?}: {err}");
-    err
-}
+mod common;
+use common::{ok, reveal_in, train_tiny, two_dirs};
 
 /// Runs `args` unsharded in `a`, and as shards 1/3, 2/3, 3/3 in parallel processes plus
 /// `reveal pool --out OUT` in `b`.
 fn unsharded_and_pooled(a: &Path, b: &Path, args: &[&str], out: &str) {
-    ok(reveal(a).args(args));
+    ok(reveal_in(a).args(args));
     let children: Vec<_> = (1..=3)
         .map(|i| {
-            reveal(b)
+            reveal_in(b)
                 .args(args)
                 .args(["--shard", &format!("{i}/3")])
                 .stderr(std::process::Stdio::piped())
@@ -39,7 +28,7 @@ fn unsharded_and_pooled(a: &Path, b: &Path, args: &[&str], out: &str) {
             "{err}"
         );
     }
-    ok(reveal(b).args(["pool", "--out", out]));
+    ok(reveal_in(b).args(["pool", "--out", out]));
 }
 
 /// Every file under `dir`, relative to it.
@@ -82,29 +71,10 @@ fn same_files(a: &Path, b: &Path) -> usize {
     n
 }
 
-fn setup() -> (tempfile::TempDir, PathBuf, PathBuf) {
-    let root = tempfile::tempdir().unwrap();
-    let (a, b) = (root.path().join("a"), root.path().join("b"));
-    for d in [&a, &b] {
-        std::fs::create_dir_all(d).unwrap();
-    }
-    (root, a, b)
-}
-
 #[test]
 fn three_shards_of_a_search_pool_to_one_run() {
-    let (root, a, b) = setup();
-    ok(reveal(root.path()).args([
-        "train",
-        "--dataset",
-        "synthetic",
-        "--per-class",
-        "6",
-        "--hidden",
-        "24,24",
-        "--out",
-        "m.safetensors",
-    ]));
+    let (root, a, b) = two_dirs();
+    train_tiny(root.path(), 6, "24,24", "m.safetensors");
     let args = [
         "reconstruct",
         "--model",
@@ -131,13 +101,13 @@ fn three_shards_of_a_search_pool_to_one_run() {
     for i in 1..=3 {
         assert!(b.join(format!("c.runs/shard-{i}-of-3.json")).is_file());
     }
-    ok(reveal(&b).args(["pool", "--out", "c.safetensors"]));
+    ok(reveal_in(&b).args(["pool", "--out", "c.safetensors"]));
     same_files(&a, &b);
 }
 
 #[test]
 fn three_shards_of_an_experiment_pool_to_one_run() {
-    let (_root, a, b) = setup();
+    let (_root, a, b) = two_dirs();
     let args = [
         "experiment",
         "--dataset",
@@ -172,19 +142,9 @@ fn three_shards_of_an_experiment_pool_to_one_run() {
 
 #[test]
 fn pool_refuses_missing_shards() {
-    let (root, _a, b) = setup();
-    ok(reveal(root.path()).args([
-        "train",
-        "--dataset",
-        "synthetic",
-        "--per-class",
-        "4",
-        "--hidden",
-        "8,8",
-        "--out",
-        "m.safetensors",
-    ]));
-    ok(reveal(&b).args([
+    let (root, _a, b) = two_dirs();
+    train_tiny(root.path(), 4, "8,8", "m.safetensors");
+    ok(reveal_in(&b).args([
         "reconstruct",
         "--model",
         "../m.safetensors",
@@ -197,7 +157,7 @@ fn pool_refuses_missing_shards() {
         "--shard",
         "2/3",
     ]));
-    let o = reveal(&b)
+    let o = reveal_in(&b)
         .args(["pool", "--out", "c.safetensors"])
         .output()
         .unwrap();
@@ -205,7 +165,7 @@ fn pool_refuses_missing_shards() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("shards 1/3, 3/3 have not run"), "{err}");
     assert!(!b.join("c.safetensors").exists());
-    let o = reveal(&b)
+    let o = reveal_in(&b)
         .args([
             "reconstruct",
             "--model",

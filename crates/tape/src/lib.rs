@@ -32,7 +32,7 @@ mod tape;
 
 pub use grad::grad;
 pub use scalar::{sigmoid, softplus, Scalar};
-pub use tape::{Tape, Var, PARALLEL_ELEMENTWISE};
+pub use tape::{zip_values, Tape, Var, PARALLEL_ELEMENTWISE};
 
 /// Asks glibc's allocator to keep freed memory instead of returning it to the system.
 ///

@@ -2,7 +2,7 @@
 
 use std::fmt::{Debug, Display};
 
-use ndarray::{ArrayView2, LinalgScalar, ScalarOperand};
+use ndarray::{LinalgScalar, ScalarOperand};
 use num_traits::Float;
 
 /// A floating-point element type the tape can work in (`f32` or `f64`).
@@ -15,34 +15,28 @@ pub trait Scalar:
     fn as_f64(self) -> f64;
     /// Short name for messages and file metadata: `"f32"` or `"f64"`.
     const NAME: &'static str;
-    /// C = A·B with matrixmultiply, where C is `dim` = (rows, cols) elements at `c` with
-    /// `strides` (in elements). β = 0: C is written, never read, so it may be uninitialised.
-    ///
-    /// # Safety
-    /// `c` must be valid for writes of every element the dimensions and strides address.
-    unsafe fn gemm(
-        a: ArrayView2<Self>,
-        b: ArrayView2<Self>,
-        c: *mut Self,
-        dim: (usize, usize),
-        strides: (isize, isize),
-    );
+    /// matrixmultiply's GEMM for this type (`sgemm` or `dgemm`): C ← α·A·B + β·C for
+    /// m, k, n, α, A with row and column strides, B with strides, β, C with strides.
+    const GEMM: Gemm<Self>;
 }
 
-/// Checks the shapes of C = A·B for [`Scalar::gemm`] and returns (m, k, n).
-fn gemm_dims<T>(
-    a: &ArrayView2<T>,
-    b: &ArrayView2<T>,
-    dim: (usize, usize),
-) -> (usize, usize, usize) {
-    assert!(
-        a.ncols() == b.nrows() && dim == (a.nrows(), b.ncols()),
-        "gemm: {:?} · {:?} does not give {dim:?}",
-        a.dim(),
-        b.dim()
-    );
-    (a.nrows(), a.ncols(), b.ncols())
-}
+/// The signature of matrixmultiply's `sgemm` and `dgemm`.
+pub type Gemm<T> = unsafe fn(
+    usize,
+    usize,
+    usize,
+    T,
+    *const T,
+    isize,
+    isize,
+    *const T,
+    isize,
+    isize,
+    T,
+    *mut T,
+    isize,
+    isize,
+);
 
 impl Scalar for f32 {
     fn from_f64(v: f64) -> Self {
@@ -52,32 +46,7 @@ impl Scalar for f32 {
         self as f64
     }
     const NAME: &'static str = "f32";
-    unsafe fn gemm(
-        a: ArrayView2<Self>,
-        b: ArrayView2<Self>,
-        c: *mut Self,
-        dim: (usize, usize),
-        strides: (isize, isize),
-    ) {
-        let (m, k, n) = gemm_dims(&a, &b, dim);
-        let (sa, sb) = (a.strides(), b.strides());
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.as_ptr(),
-            sa[0],
-            sa[1],
-            b.as_ptr(),
-            sb[0],
-            sb[1],
-            0.0,
-            c,
-            strides.0,
-            strides.1,
-        );
-    }
+    const GEMM: Gemm<Self> = matrixmultiply::sgemm;
 }
 
 impl Scalar for f64 {
@@ -88,32 +57,7 @@ impl Scalar for f64 {
         self
     }
     const NAME: &'static str = "f64";
-    unsafe fn gemm(
-        a: ArrayView2<Self>,
-        b: ArrayView2<Self>,
-        c: *mut Self,
-        dim: (usize, usize),
-        strides: (isize, isize),
-    ) {
-        let (m, k, n) = gemm_dims(&a, &b, dim);
-        let (sa, sb) = (a.strides(), b.strides());
-        matrixmultiply::dgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.as_ptr(),
-            sa[0],
-            sa[1],
-            b.as_ptr(),
-            sb[0],
-            sb[1],
-            0.0,
-            c,
-            strides.0,
-            strides.1,
-        );
-    }
+    const GEMM: Gemm<Self> = matrixmultiply::dgemm;
 }
 
 /// σ(t) = 1 / (1 + e^−t), computed without overflow for large |t|.

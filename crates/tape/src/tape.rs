@@ -296,6 +296,28 @@ fn map_values<T: Scalar>(a: &Array2<T>, f: impl Fn(T) -> T + Sync + Send) -> Arr
     }
 }
 
+/// f applied to every pair of elements of two equally shaped arrays, split across threads when
+/// they are large.
+pub fn zip_values<T: Scalar>(
+    a: &Array2<T>,
+    b: &Array2<T>,
+    f: impl Fn(T, T) -> T + Sync + Send,
+) -> Array2<T> {
+    assert_eq!(
+        a.dim(),
+        b.dim(),
+        "zip_values: shapes {:?} and {:?} differ",
+        a.dim(),
+        b.dim()
+    );
+    let zip = Zip::from(a).and(b);
+    if a.len() >= PARALLEL_ELEMENTWISE {
+        zip.par_map_collect(|&x, &y| f(x, y))
+    } else {
+        zip.map_collect(|&x, &y| f(x, y))
+    }
+}
+
 /// C = op(a)·op(b) through ndarray's GEMM (matrixmultiply; transposed views are strides, not
 /// copies). Large products are split into column blocks of C, one per rayon thread, each a
 /// single-threaded GEMM: at these shapes that runs at 1.7–2× matrixmultiply's own threading
@@ -322,12 +344,30 @@ fn matmul_values<T: Scalar>(a: ArrayView2<T>, b: ArrayView2<T>) -> Array2<T> {
         .into_par_iter()
         .zip(b.axis_chunks_iter(Axis(1), width).into_par_iter())
         .for_each(|(mut c_block, b_block)| {
-            let (rows, cols) = c_block.dim();
-            let (rs, cs) = (c_block.strides()[0], c_block.strides()[1]);
+            let (sa, sb, sc) = (a.strides(), b_block.strides(), c_block.strides());
+            let (rs, cs) = (sc[0], sc[1]);
             let out = c_block.as_mut_ptr() as *mut T;
-            // SAFETY: `out` addresses this block's rows × cols elements with strides (rs, cs);
-            // gemm writes each of them and, with β = 0, reads none.
-            unsafe { T::gemm(a.view(), b_block, out, (rows, cols), (rs, cs)) };
+            // SAFETY: A (m×k), this B block (k×cols) and this C block (m×cols) are addressed
+            // with their own strides; gemm writes every element of the C block and, with β = 0,
+            // reads none.
+            unsafe {
+                (T::GEMM)(
+                    m,
+                    k,
+                    b_block.ncols(),
+                    T::one(),
+                    a.as_ptr(),
+                    sa[0],
+                    sa[1],
+                    b_block.as_ptr(),
+                    sb[0],
+                    sb[1],
+                    T::zero(),
+                    out,
+                    rs,
+                    cs,
+                )
+            };
         });
     // SAFETY: the blocks cover every column, so every element was written above.
     unsafe { c.assume_init() }
@@ -384,12 +424,7 @@ impl<'t, T: Scalar> Var<'t, T> {
             a.dim(),
             b.dim()
         );
-        let zip = Zip::from(&*a).and(&*b);
-        let value = if a.len() >= PARALLEL_ELEMENTWISE {
-            zip.par_map_collect(|&x, &y| f(x, y))
-        } else {
-            zip.map_collect(|&x, &y| f(x, y))
-        };
+        let value = zip_values(&a, &b, f);
         self.tape.push(op, value)
     }
 

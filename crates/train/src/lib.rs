@@ -14,9 +14,9 @@ pub mod job;
 
 use std::sync::Arc;
 
-use ndarray::{Array2, Zip};
+use ndarray::Array2;
 use reveal_nn::{forward, Activation, Mlp, Theta};
-use reveal_tape::{grad, Scalar, Tape, PARALLEL_ELEMENTWISE};
+use reveal_tape::{grad, zip_values, Scalar, Tape};
 use serde::{Deserialize, Serialize};
 
 /// The step-size rule.
@@ -179,13 +179,7 @@ pub fn stepped<T: Scalar>(theta: &Theta<T>, grads: &[Array2<T>], step: f64) -> T
             .0
             .iter()
             .zip(grads)
-            .map(|(p, g)| {
-                let zip = Zip::from(&**p).and(g);
-                Arc::new(match p.len() >= PARALLEL_ELEMENTWISE {
-                    true => zip.par_map_collect(|&p, &g| p - s * g),
-                    false => zip.map_collect(|&p, &g| p - s * g),
-                })
-            })
+            .map(|(p, g)| Arc::new(zip_values(p, g, |p, g| p - s * g)))
             .collect(),
     )
 }
