@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use reveal_data::{Bias, Source};
 use reveal_experiment::{report, Budget, ExperimentConfig, Hooks, ModelResult, Stage};
 use reveal_recon::preset;
@@ -98,21 +98,9 @@ pub fn cmd_experiment(args: &ExperimentArgs) -> Result<()> {
         })?;
     }
     cfg.shard = args.shard;
-    if args.pool {
-        let missing = reveal_experiment::missing_models(&cfg);
-        if !missing.is_empty() {
-            bail!(
-                "{}: {} not done yet; wait for their shards",
-                args.out.display(),
-                missing.join(", ")
-            );
-        }
-    }
-    if let Some(shard) = args.shard {
-        std::fs::create_dir_all(&args.out)
-            .with_context(|| format!("{}: cannot create", args.out.display()))?;
-        crate::shard::record(&args.out, shard)?;
-    }
+    crate::shard::begin(&args.out, args.shard, args.pool, || {
+        reveal_experiment::missing_models(&cfg)
+    })?;
     let results = execute(&cfg)?;
     if let Some(shard) = args.shard {
         let names: Vec<&str> = results.iter().map(|r| r.name.as_str()).collect();

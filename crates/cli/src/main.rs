@@ -163,24 +163,21 @@ fn cmd_pool(out: &Path) -> Result<()> {
     let argv = shard::pooled_command(out)?;
     let cli = Cli::try_parse_from(std::iter::once("reveal".to_string()).chain(argv.clone()))
         .map_err(|e| anyhow::anyhow!("the shards' command {argv:?} no longer parses: {e}"))?;
-    match cli.command {
+    let command = match cli.command {
         Command::Reconstruct(mut a) => {
             (a.shard, a.pool) = (None, true);
-            run(Cli {
-                command: Command::Reconstruct(a),
-            })
+            Command::Reconstruct(a)
         }
         Command::Experiment(mut a) => {
             (a.shard, a.pool) = (None, true);
-            run(Cli {
-                command: Command::Experiment(a),
-            })
+            Command::Experiment(a)
         }
         _ => bail!(
             "{}: the shard records hold neither a reconstruct nor an experiment command",
             out.display()
         ),
-    }
+    };
+    run(Cli { command })
 }
 
 fn run(cli: Cli) -> Result<()> {

@@ -227,20 +227,12 @@ pub fn cmd_reconstruct<T: Scalar>(args: &ReconstructArgs) -> Result<()> {
         metadata: meta,
         shard: args.shard,
     };
-    if args.pool {
-        let missing = missing_runs(&job);
-        if !missing.is_empty() {
-            bail!(
-                "{}: runs {missing:?} are not done yet; wait for their shards",
-                runs_dir(&args.out).display()
-            );
-        }
-    }
-    if let Some(shard) = args.shard {
-        std::fs::create_dir_all(runs_dir(&args.out))
-            .with_context(|| format!("{}: cannot create", runs_dir(&args.out).display()))?;
-        crate::shard::record(&runs_dir(&args.out), shard)?;
-    }
+    crate::shard::begin(&runs_dir(&args.out), args.shard, args.pool, || {
+        missing_runs(&job)
+            .iter()
+            .map(|i| format!("run {i}"))
+            .collect()
+    })?;
     let summary = search(&file.mlp, &job, data.as_ref(), args.json)?;
     if let Some(shard) = args.shard {
         let done: Vec<usize> = summary.runs.iter().map(|r| r.index).collect();

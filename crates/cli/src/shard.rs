@@ -31,11 +31,33 @@ fn command_without_shard() -> Vec<String> {
     out
 }
 
-/// Writes this shard's record into `dir` (the search's runs folder or the experiment folder).
-pub fn record(dir: &Path, shard: Shard) -> Result<()> {
-    let text =
-        serde_json::json!({ "shard": shard.to_string(), "command": command_without_shard() });
-    write_atomic(&record_path(dir, shard), format!("{text:#}\n").as_bytes())
+/// Before the work of a sharded or pooled command, with `dir` the search's runs folder or the
+/// experiment folder: under `reveal pool` every piece must be done already (`missing` names those
+/// that are not); a shard writes its record into `dir`.
+pub fn begin(
+    dir: &Path,
+    shard: Option<Shard>,
+    pool: bool,
+    missing: impl FnOnce() -> Vec<String>,
+) -> Result<()> {
+    if pool {
+        let missing = missing();
+        if !missing.is_empty() {
+            bail!(
+                "{}: {} not done yet; wait for their shards",
+                dir.display(),
+                missing.join(", ")
+            );
+        }
+    }
+    if let Some(shard) = shard {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create", dir.display()))?;
+        let text =
+            serde_json::json!({ "shard": shard.to_string(), "command": command_without_shard() });
+        write_atomic(&record_path(dir, shard), format!("{text:#}\n").as_bytes())?;
+    }
+    Ok(())
 }
 
 /// The command all shards recorded in `dir`, after checking there is one record per shard and
@@ -99,7 +121,8 @@ fn recorded_command(dir: &Path) -> Result<Vec<String>> {
     Ok(command)
 }
 
-/// Where the shard records of an output are: `OUT.runs/` for a search, `OUT/` for an experiment.
+/// The command the shards of `out` ran, from their records in `OUT.runs/` (a search) or `OUT/`
+/// (an experiment).
 pub fn pooled_command(out: &Path) -> Result<Vec<String>> {
     let runs = runs_dir(out);
     let has_records = |d: &Path| {

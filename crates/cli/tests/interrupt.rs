@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 mod common;
-use common::{ok, reveal_in, same_bytes, train_tiny, two_dirs};
+use common::{ok, reconstruct_args, reveal_in, same_bytes, train_tiny, two_dirs};
 
 /// Runs `reveal ARGS` in `dir` and fails unless it succeeds.
 fn run(dir: &Path, args: &[&str]) -> Output {
@@ -107,19 +107,17 @@ fn sigterm_during_train_resumes_to_identical_files() {
 fn sigint_during_reconstruct_resumes_to_identical_files() {
     let (root, a, b) = two_dirs();
     train_tiny(root.path(), 20, "100,100", "m.safetensors");
-    let args = [
-        "reconstruct",
-        "--model",
-        "../m.safetensors",
-        "--out",
+    let args = reconstruct_args(
         "c.safetensors",
-        "--iters",
-        "1500",
-        "--checkpoint-every",
-        "100",
-        "--log-every",
-        "10",
-    ];
+        &[
+            "--iters",
+            "1500",
+            "--checkpoint-every",
+            "100",
+            "--log-every",
+            "10",
+        ],
+    );
     run(&a, &args);
 
     let log = b.join("c.runs").join("run-0.jsonl");

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 mod common;
-use common::{ok, reveal_in, train_tiny, two_dirs};
+use common::{ok, reconstruct_args, reveal_in, train_tiny, two_dirs};
 
 /// Runs `args` unsharded in `a`, and as shards 1/3, 2/3, 3/3 in parallel processes plus
 /// `reveal pool --out OUT` in `b`.
@@ -75,21 +75,10 @@ fn same_files(a: &Path, b: &Path) -> usize {
 fn three_shards_of_a_search_pool_to_one_run() {
     let (root, a, b) = two_dirs();
     train_tiny(root.path(), 6, "24,24", "m.safetensors");
-    let args = [
-        "reconstruct",
-        "--model",
-        "../m.safetensors",
-        "--out",
+    let args = reconstruct_args(
         "c.safetensors",
-        "--runs",
-        "4",
-        "--keep",
-        "2",
-        "--iters",
-        "40",
-        "--seed",
-        "5",
-    ];
+        &["--runs", "4", "--keep", "2", "--iters", "40", "--seed", "5"],
+    );
     unsharded_and_pooled(&a, &b, &args, "c.safetensors");
     let compared = same_files(&a, &b);
     assert_eq!(
@@ -144,19 +133,10 @@ fn three_shards_of_an_experiment_pool_to_one_run() {
 fn pool_refuses_missing_shards() {
     let (root, _a, b) = two_dirs();
     train_tiny(root.path(), 4, "8,8", "m.safetensors");
-    ok(reveal_in(&b).args([
-        "reconstruct",
-        "--model",
-        "../m.safetensors",
-        "--out",
+    ok(reveal_in(&b).args(reconstruct_args(
         "c.safetensors",
-        "--runs",
-        "3",
-        "--iters",
-        "5",
-        "--shard",
-        "2/3",
-    ]));
+        &["--runs", "3", "--iters", "5", "--shard", "2/3"],
+    )));
     let o = reveal_in(&b)
         .args(["pool", "--out", "c.safetensors"])
         .output()
@@ -166,16 +146,9 @@ fn pool_refuses_missing_shards() {
     assert!(err.contains("shards 1/3, 3/3 have not run"), "{err}");
     assert!(!b.join("c.safetensors").exists());
     let o = reveal_in(&b)
-        .args([
-            "reconstruct",
-            "--model",
-            "../m.safetensors",
-            "--out",
-            "d.safetensors",
-            "--shard",
-            "4/3",
-        ])
+        .args(reconstruct_args("d.safetensors", &["--shard", "4/3"]))
         .output()
         .unwrap();
+    assert!(!o.status.success(), "--shard 4/3 accepted");
     assert!(String::from_utf8_lossy(&o.stderr).contains("I/N"));
 }

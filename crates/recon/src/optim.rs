@@ -208,9 +208,10 @@ pub fn momentum_step<T: Scalar>(
     };
     let zip = ndarray::Zip::from(p).and(v).and(g);
     // m·d values and memory-bound: split across threads when large.
-    match zip.size() >= PARALLEL_ELEMENTWISE {
-        true => zip.par_for_each(update),
-        false => zip.for_each(update),
+    if zip.size() >= PARALLEL_ELEMENTWISE {
+        zip.par_for_each(update)
+    } else {
+        zip.for_each(update)
     }
 }
 

@@ -318,9 +318,9 @@ pub fn zip_values<T: Scalar>(
     }
 }
 
-/// C = op(a)·op(b) through ndarray's GEMM (matrixmultiply; transposed views are strides, not
-/// copies). Large products are split into column blocks of C, one per rayon thread, each a
-/// single-threaded GEMM: at these shapes that runs at 1.7–2× matrixmultiply's own threading
+/// C = op(a)·op(b) with matrixmultiply (transposed views are strides, not copies): small
+/// products through ndarray's `dot`, large ones split into column blocks of C, one per rayon
+/// thread, each a single-threaded call of [`Scalar::GEMM`]: at these shapes that runs at 1.7–2× matrixmultiply's own threading
 /// (e.g. 200×3072×1000: 197 against 107 GFLOP/s on 2 cores). Each element is still computed by
 /// one thread in a fixed order, so results do not depend on the thread count.
 fn matmul_values<T: Scalar>(a: ArrayView2<T>, b: ArrayView2<T>) -> Array2<T> {

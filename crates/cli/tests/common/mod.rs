@@ -38,6 +38,14 @@ pub fn train_tiny(dir: &Path, per_class: usize, hidden: &str, out: &str) {
     ]));
 }
 
+/// `reveal reconstruct` of `../m.safetensors` (the model [`train_tiny`] wrote into the root of
+/// [`two_dirs`]) into `out`, then `extra`.
+pub fn reconstruct_args<'a>(out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["reconstruct", "--model", "../m.safetensors", "--out", out];
+    args.extend_from_slice(extra);
+    args
+}
+
 /// Two empty folders `a` and `b` under one temporary root, for running the same command twice
 /// with the same relative paths.
 pub fn two_dirs() -> (tempfile::TempDir, PathBuf, PathBuf) {
