@@ -21,7 +21,6 @@ fn bench_case(c: &mut Criterion, name: &str, d: usize, h: usize, m: usize) {
     let lambda = Array2::from_elem((m, 1), 0.5f32);
     let y = candidate_labels(m);
     let theta = net.theta();
-    reveal_tape::keep_freed_memory();
     let cfg = ObjectiveConfig {
         activation: Activation::ModifiedRelu(20.0),
         lambda_min: 0.45,

@@ -9,7 +9,7 @@ use ndarray::{Array2, ArrayView2};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
-use reveal_tape::{Scalar, Tape, Var};
+use reveal_tape::{Constant, Scalar, Tape, Var};
 
 /// The hidden activation, as the tape should record it.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -30,6 +30,17 @@ impl<T: Scalar> Activation<T> {
             Activation::Relu => z.relu(),
             Activation::ModifiedRelu(alpha) => z.mrelu(alpha),
             Activation::Softplus(alpha) => z.scale(alpha).softplus().scale(T::one() / alpha),
+        }
+    }
+
+    /// Records g ⊙ φ'(z) in one op, as the tape's backward pass does: g masked by the step
+    /// 1[z>0] for ReLU, g ⊙ σ(αz) (differentiable in both) for the other two.
+    pub fn backprop<'t>(self, g: Var<'t, T>, z: Var<'t, T>) -> Var<'t, T> {
+        match self {
+            Activation::Relu => g.mask(z, T::neg_infinity(), T::zero()),
+            Activation::ModifiedRelu(alpha) | Activation::Softplus(alpha) => {
+                g.sigmoid_scale(z, alpha)
+            }
         }
     }
 
@@ -124,12 +135,7 @@ impl<T: Scalar> Mlp<T> {
 
     /// The parameters in shared form, to record on many tapes without copying.
     pub fn theta(&self) -> Theta<T> {
-        Theta(
-            self.params()
-                .into_iter()
-                .map(|p| Arc::new(p.clone()))
-                .collect(),
-        )
+        Theta::new(self.params().into_iter().cloned().collect())
     }
 
     /// A copy converted to another precision.
@@ -160,25 +166,42 @@ impl<T: Scalar> Mlp<T> {
     }
 }
 
-/// The parameters θ = (W1, b1, W2, …, w_out) shared with tapes (an `Arc` each, no copies).
+/// The parameters θ = (W1, b1, W2, …, w_out) shared with tapes: a [`Constant`] each, so they
+/// are recorded without copies, and packed for the matrix products (and ‖W‖² computed) once
+/// for every tape that records them.
 #[derive(Clone, Debug)]
-pub struct Theta<T>(pub Vec<Arc<Array2<T>>>);
+pub struct Theta<T>(pub Vec<Arc<Constant<T>>>);
 
 impl<T: Scalar> Theta<T> {
-    /// Records θ on a tape without copying.
+    /// Wraps parameter matrices in the order of [`Mlp::params`].
+    pub fn new(params: Vec<Array2<T>>) -> Self {
+        Theta(
+            params
+                .into_iter()
+                .map(|p| Arc::new(Constant::new(p)))
+                .collect(),
+        )
+    }
+
+    /// Parameter `i` in the order of [`Mlp::params`].
+    pub fn get(&self, i: usize) -> &Arc<Array2<T>> {
+        self.0[i].value()
+    }
+
+    /// Records θ on a tape as shared constants (no copies; packed forms are kept across tapes).
     pub fn on_tape<'t>(&self, tape: &'t Tape<T>) -> Vec<Var<'t, T>> {
-        self.0.iter().map(|p| tape.var(Arc::clone(p))).collect()
+        self.0.iter().map(|p| tape.shared(p)).collect()
     }
 
     /// Input size d.
     pub fn input_dim(&self) -> usize {
-        self.0[0].ncols()
+        self.get(0).ncols()
     }
 
     /// A plain copy of the model.
     pub fn to_mlp(&self) -> Mlp<T> {
         let n = self.0.len();
-        let own = |i: usize| (*self.0[i]).clone();
+        let own = |i: usize| (**self.get(i)).clone();
         Mlp {
             weights: std::iter::once(0).chain(2..n).map(own).collect(),
             bias: own(1),
@@ -188,9 +211,9 @@ impl<T: Scalar> Theta<T> {
     /// The widest hidden layer.
     pub fn max_width(&self) -> usize {
         let n = self.0.len();
-        std::iter::once(&self.0[0])
-            .chain(&self.0[2..n - 1])
-            .map(|w| w.nrows())
+        std::iter::once(0)
+            .chain(2..n - 1)
+            .map(|i| self.get(i).nrows())
             .max()
             .unwrap_or(0)
     }

@@ -5,7 +5,7 @@
 
 use ndarray::{Array2, Axis};
 use reveal_nn::{Activation, Mlp};
-use reveal_tape::{sigmoid, softplus};
+use reveal_tape::scalar::{sigmoid, softplus};
 
 /// A scalar rule of (z, α).
 type Rule = fn(f64, f64) -> f64;

@@ -38,12 +38,14 @@ pub fn record<'t, T: Scalar>(
     let hidden = theta.len() - 2;
     let weight_in = |k: usize| if k == 0 { theta[0] } else { theta[k + 1] };
     let (b1, w_out) = (theta[1], theta[hidden + 1]);
-    // ‖W‖² is a constant here (θ is not differentiated); ndarray's dot sums with several
-    // accumulators, which vectorises where a plain fold cannot.
+    // ‖W‖² is a constant here (θ is not differentiated): computed once per run when θ was
+    // recorded from shared constants.
     let norm2 = |w: Var<'t, T>| {
-        let w = w.value();
-        let flat = ndarray::ArrayView1::from(w.as_slice_memory_order().expect("contiguous"));
-        tape.scalar(flat.dot(&flat))
+        let n = match w.constant() {
+            Some(c) => c.squared_norm(),
+            None => reveal_tape::Constant::new(w.value()).squared_norm(),
+        };
+        tape.scalar(n)
     };
     let inner = |a: Var<'t, T>, b: Var<'t, T>| (a * b).sum();
     let gram = |a: Var<'t, T>| a.matmul_t(a, false, true);
@@ -61,14 +63,14 @@ pub fn record<'t, T: Scalar>(
     let c = (lambda * y).scale(T::one() / T::from_f64(m as f64));
     let last = hidden - 1;
     let mut kkt = (w_out - c.matmul_t(a[last], true, false)).square().sum();
-    let mut delta = (cfg.activation.derivative(z[last]) * w_out.broadcast_rows(m)).mul_col(c);
+    let mut delta = cfg.activation.derivative(z[last]).mul_row(w_out).mul_col(c);
 
     // Hidden weights, top down: ‖W_k‖² − 2⟨Δ_k, Z_k⟩ + ⟨Δ_kΔ_kᵀ, A_{k−1}A_{k−1}ᵀ⟩.
     for k in (1..hidden).rev() {
         let w = weight_in(k);
         kkt = kkt + norm2(w) - inner(delta, z[k]).scale(T::from_f64(2.0))
             + inner(gram(delta), gram(a[k - 1]));
-        delta = delta.matmul(w) * cfg.activation.derivative(z[k - 1]);
+        delta = cfg.activation.backprop(delta.matmul(w), z[k - 1]);
     }
 
     // First layer: ‖W1‖² − 2⟨Δ_0, XW1ᵀ⟩ + ⟨Δ_0Δ_0ᵀ, XXᵀ⟩, and the bias ‖b1 − 1ᵀΔ_0‖².

@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use reveal_nn::{Activation, Mlp, Theta};
-use reveal_tape::{Scalar, PARALLEL_ELEMENTWISE};
+use reveal_tape::{kernels, Scalar};
 use serde::{Deserialize, Serialize};
 
 use crate::objective::{candidate_labels, evaluate_with, Method, ObjectiveConfig, Terms};
@@ -202,17 +202,10 @@ pub fn momentum_step<T: Scalar>(
     mu: f64,
 ) {
     let (lr, mu) = (T::from_f64(lr), T::from_f64(mu));
-    let update = |p: &mut T, v: &mut T, &g: &T| {
+    kernels::update(p, v, g, |p, v, g| {
         *v = mu * *v + g;
         *p = *p - lr * *v;
-    };
-    let zip = ndarray::Zip::from(p).and(v).and(g);
-    // m·d values and memory-bound: split across threads when large.
-    if zip.size() >= PARALLEL_ELEMENTWISE {
-        zip.par_for_each(update)
-    } else {
-        zip.for_each(update)
-    }
+    });
 }
 
 /// The first non-finite term of L, if any.

@@ -74,7 +74,7 @@ pub fn grad<'t, T: Scalar>(
             found[i] = Some(g);
         }
         contributions.clear();
-        tape.backward_rule(i, g, |p| on_path[p], &mut contributions);
+        crate::ops::backward(tape, i, g, &|p| on_path[p], &mut contributions);
         for &(p, dp) in &contributions {
             grads[p] = Some(match grads[p] {
                 None => dp,

@@ -27,24 +27,11 @@
 
 pub mod check;
 mod grad;
-mod scalar;
+pub mod kernels;
+mod ops;
+pub mod scalar;
 mod tape;
 
 pub use grad::grad;
-pub use scalar::{sigmoid, softplus, Scalar};
-pub use tape::{zip_values, Tape, Var, PARALLEL_ELEMENTWISE};
-
-/// Asks glibc's allocator to keep freed memory instead of returning it to the system.
-///
-/// A tape allocates fresh arrays for every op and drops them all after the step; by default
-/// glibc serves large arrays with `mmap` and unmaps them on free, so every step pays page faults
-/// on memory it just gave back. Raising the mmap and trim thresholds keeps that memory in the
-/// heap for the next step. A no-op on other platforms.
-pub fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator tuning parameters; it is called with valid options.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20); // glibc's maximum: larger values are ignored
-        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
-    }
-}
+pub use scalar::Scalar;
+pub use tape::{Constant, Tape, Var};

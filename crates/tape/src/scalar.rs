@@ -5,9 +5,11 @@ use std::fmt::{Debug, Display};
 use ndarray::{LinalgScalar, ScalarOperand};
 use num_traits::Float;
 
+use crate::kernels::Element;
+
 /// A floating-point element type the tape can work in (`f32` or `f64`).
 pub trait Scalar:
-    Float + LinalgScalar + ScalarOperand + Debug + Display + Default + Send + Sync + 'static
+    Float + LinalgScalar + ScalarOperand + Element + Debug + Display + Default + Send + Sync + 'static
 {
     /// Converts from `f64` (rounding for `f32`).
     fn from_f64(v: f64) -> Self;
@@ -15,28 +17,7 @@ pub trait Scalar:
     fn as_f64(self) -> f64;
     /// Short name for messages and file metadata: `"f32"` or `"f64"`.
     const NAME: &'static str;
-    /// matrixmultiply's GEMM for this type (`sgemm` or `dgemm`): C ← α·A·B + β·C for
-    /// m, k, n, α, A with row and column strides, B with strides, β, C with strides.
-    const GEMM: Gemm<Self>;
 }
-
-/// The signature of matrixmultiply's `sgemm` and `dgemm`.
-pub type Gemm<T> = unsafe fn(
-    usize,
-    usize,
-    usize,
-    T,
-    *const T,
-    isize,
-    isize,
-    *const T,
-    isize,
-    isize,
-    T,
-    *mut T,
-    isize,
-    isize,
-);
 
 impl Scalar for f32 {
     fn from_f64(v: f64) -> Self {
@@ -46,7 +27,6 @@ impl Scalar for f32 {
         self as f64
     }
     const NAME: &'static str = "f32";
-    const GEMM: Gemm<Self> = matrixmultiply::sgemm;
 }
 
 impl Scalar for f64 {
@@ -57,7 +37,6 @@ impl Scalar for f64 {
         self
     }
     const NAME: &'static str = "f64";
-    const GEMM: Gemm<Self> = matrixmultiply::dgemm;
 }
 
 /// σ(t) = 1 / (1 + e^−t), computed without overflow for large |t|.

@@ -6,7 +6,8 @@ use proptest::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use reveal_tape::check::{gradcheck, gradgradcheck, randn, Mismatch};
-use reveal_tape::{grad, sigmoid, Tape, Var};
+use reveal_tape::scalar::sigmoid;
+use reveal_tape::{grad, Tape, Var};
 
 /// A matrix of the given shape with entries in [-2, 2].
 fn mat(rows: usize, cols: usize) -> impl Strategy<Value = Array2<f64>> {
@@ -91,6 +92,43 @@ proptest! {
         check_op!(a; |v| v[0].sum());
         check_op!(a; |v| v[0].sum_rows());
         check_op!(a; |v| v[0].sum_cols());
+    }
+
+    /// The fused broadcasts: a row or a column applied to every row or column.
+    #[test]
+    fn row_and_column_ops(r in side(), c in side(), seed in any::<u64>()) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let a = randn((r, c), &mut rng);
+        let (row, col) = (randn((1, c), &mut rng), randn((r, 1), &mut rng));
+        check_op!(a, row; |v| v[0].add_row(v[1]));
+        check_op!(a, row; |v| v[0].mul_row(v[1]));
+        check_op!(a, col; |v| v[0].mul_col(v[1]));
+        // They equal their unfused forms exactly.
+        let tape = Tape::new();
+        let (x, rv, cv) = (tape.var(a), tape.var(row), tape.var(col));
+        prop_assert_eq!(&*x.add_row(rv).value(), &*(x + rv.broadcast_rows(r)).value());
+        prop_assert_eq!(&*x.mul_row(rv).value(), &*(x * rv.broadcast_rows(r)).value());
+        prop_assert_eq!(&*x.mul_col(cv).value(), &*(x * cv.broadcast_cols(c)).value());
+    }
+
+    /// The fused products of the backward passes: x ⊙ mask(z), x ⊙ σ(αz), x ⊙ α·σ'(αz). The
+    /// mask's z is an input too: its gradient must be zero, as the finite differences say
+    /// away from the mask's edges.
+    #[test]
+    fn fused_backward_products((r, c) in (side(), side()), x in mat(5, 5), alpha in 0.5f64..20.0, seed in any::<u64>()) {
+        let z = kinkless(r, c, seed);
+        let x = x.slice(ndarray::s![..r, ..c]).to_owned();
+        check_op!(x, z; |v| v[0].mask(v[1], -0.05, 0.05));
+        check_op!(x, z; |v| v[0].mask(v[1], f64::NEG_INFINITY, 0.0));
+        check_op!(x, z; |v| v[0].sigmoid_scale(v[1], alpha));
+        check_op!(x, z; |v| v[0].sigmoid_prime_scale(v[1], alpha));
+        let tape = Tape::new();
+        let (xv, zv) = (tape.var(x.clone()), tape.var(z.clone()));
+        let s = z.mapv(|t| sigmoid(alpha * t));
+        prop_assert_eq!(&*xv.mask(zv, f64::NEG_INFINITY, 0.0).value(), &(&x * &z.mapv(|t| if t > 0.0 { 1.0 } else { 0.0 })));
+        let close = |a: &Array2<f64>, b: &Array2<f64>| (a - b).iter().all(|e| e.abs() < 1e-14);
+        prop_assert!(close(&xv.sigmoid_scale(zv, alpha).value(), &(&x * &s)));
+        prop_assert!(close(&xv.sigmoid_prime_scale(zv, alpha).value(), &(&x * &s.mapv(|t| alpha * t * (1.0 - t)))));
     }
 
     #[test]

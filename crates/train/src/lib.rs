@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use ndarray::Array2;
 use reveal_nn::{forward, Activation, Mlp, Theta};
-use reveal_tape::{grad, zip_values, Scalar, Tape};
+use reveal_tape::{grad, kernels, Scalar, Tape};
 use serde::{Deserialize, Serialize};
 
 /// The step-size rule.
@@ -76,7 +76,12 @@ pub fn evaluate_shared<T: Scalar>(
         y.dim()
     );
     let tape = Tape::new();
-    let params = theta.on_tape(&tape);
+    // θ changes every step: recorded as plain leaves, nothing packed to keep.
+    let params: Vec<_> = theta
+        .0
+        .iter()
+        .map(|p| tape.var(Arc::clone(p.value())))
+        .collect();
     let f = forward(&params, tape.constant(Arc::clone(x)), Activation::Relu);
     let margins = f * tape.constant(Arc::clone(y));
     // L = (1/n) Σ softplus(−y f)
@@ -174,12 +179,12 @@ pub enum Outcome {
 /// stay for backtracking). Memory-bound: W1 alone is 3 M values at d = 3072.
 pub fn stepped<T: Scalar>(theta: &Theta<T>, grads: &[Array2<T>], step: f64) -> Theta<T> {
     let s = T::from_f64(step);
-    Theta(
+    Theta::new(
         theta
             .0
             .iter()
             .zip(grads)
-            .map(|(p, g)| Arc::new(zip_values(p, g, |p, g| p - s * g)))
+            .map(|(p, g)| kernels::zip(p.value(), g, |p, g| p - s * g))
             .collect(),
     )
 }

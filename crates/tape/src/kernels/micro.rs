@@ -1,0 +1,130 @@
+//! Register-blocked GEMM micro-kernels for x86-64: AVX-512 and AVX2 + FMA, f32 and f64.
+//!
+//! A micro-kernel computes one MR×NR tile of C from a packed panel of A (k steps of MR values,
+//! one column of the tile's rows each) and a packed panel of B (k steps of NR values, one row
+//! of the tile's columns each):
+//!
+//! ```text
+//! acc[i][j] = Σ_p Ã[p][i] · B̃[p][j]        (p = 0 … k−1, in this order, one FMA each)
+//! C[i][j]   = acc[i][j]                      (first block of k)
+//! C[i][j]   = C[i][j] + acc[i][j]            (later blocks)
+//! ```
+//!
+//! The tile's accumulators live in registers: NR/lanes vectors per row, MR rows. Every element
+//! goes through the same FMA chain whether its tile is full or at an edge (edges are computed
+//! in full on zero-padded panels and only the valid part is stored), so a result does not
+//! depend on where the tile boundaries fall — that is what keeps the threaded GEMM's bytes
+//! independent of the thread count.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// `C tile (rows×cols, row stride ldc) (+)= Ã·B̃` over `k` packed steps.
+pub(crate) type MicroFn<T> = unsafe fn(
+    k: usize,
+    a: *const T,
+    b: *const T,
+    c: *mut T,
+    ldc: usize,
+    accumulate: bool,
+    rows: usize,
+    cols: usize,
+);
+
+/// Writes the accumulators of an MR×NR tile to C: directly when the tile is full, through a
+/// buffer on the stack at edges. `$store` writes one vector to a pointer.
+macro_rules! micro_kernel {
+    (
+        $(#[$doc:meta])*
+        $name:ident, $feature:literal, $t:ty, $v:ty, lanes = $lanes:literal, mr = $mr:literal,
+        nv = $nv:literal, zero = $zero:ident, splat = $splat:ident, load = $load:ident,
+        fma = $fma:ident, add = $add:ident, store = $store:ident
+    ) => {
+        $(#[$doc])*
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $feature)]
+        #[allow(clippy::too_many_arguments)]
+        pub(crate) unsafe fn $name(
+            k: usize,
+            a: *const $t,
+            b: *const $t,
+            c: *mut $t,
+            ldc: usize,
+            accumulate: bool,
+            rows: usize,
+            cols: usize,
+        ) {
+            const MR: usize = $mr;
+            const NV: usize = $nv;
+            const NR: usize = NV * $lanes;
+            let mut acc: [[$v; NV]; MR] = [[$zero(); NV]; MR];
+            let (mut a, mut b) = (a, b);
+            for _ in 0..k {
+                let mut bv: [$v; NV] = [$zero(); NV];
+                for (j, v) in bv.iter_mut().enumerate() {
+                    *v = $load(b.add(j * $lanes));
+                }
+                for (i, row) in acc.iter_mut().enumerate() {
+                    let ai = $splat(*a.add(i));
+                    for (r, &bj) in row.iter_mut().zip(&bv) {
+                        *r = $fma(ai, bj, *r);
+                    }
+                }
+                a = a.add(MR);
+                b = b.add(NR);
+            }
+            if rows == MR && cols == NR {
+                for (i, row) in acc.iter().enumerate() {
+                    let ci = c.add(i * ldc);
+                    for (j, &r) in row.iter().enumerate() {
+                        let p = ci.add(j * $lanes);
+                        let v = if accumulate { $add($load(p), r) } else { r };
+                        $store(p, v);
+                    }
+                }
+            } else {
+                let mut tile = [0 as $t; MR * NR];
+                for (i, row) in acc.iter().enumerate() {
+                    for (j, &r) in row.iter().enumerate() {
+                        $store(tile.as_mut_ptr().add(i * NR + j * $lanes), r);
+                    }
+                }
+                for i in 0..rows {
+                    let ci = c.add(i * ldc);
+                    for j in 0..cols {
+                        let v = tile[i * NR + j];
+                        *ci.add(j) = if accumulate { *ci.add(j) + v } else { v };
+                    }
+                }
+            }
+        }
+    };
+}
+
+micro_kernel!(
+    /// f32, AVX-512: 12 rows × 32 columns (24 zmm accumulators).
+    f32_avx512, "avx512f", f32, __m512, lanes = 16, mr = 12, nv = 2,
+    zero = _mm512_setzero_ps, splat = _mm512_set1_ps, load = _mm512_loadu_ps,
+    fma = _mm512_fmadd_ps, add = _mm512_add_ps, store = _mm512_storeu_ps
+);
+
+micro_kernel!(
+    /// f64, AVX-512: 12 rows × 16 columns (24 zmm accumulators).
+    f64_avx512, "avx512f", f64, __m512d, lanes = 8, mr = 12, nv = 2,
+    zero = _mm512_setzero_pd, splat = _mm512_set1_pd, load = _mm512_loadu_pd,
+    fma = _mm512_fmadd_pd, add = _mm512_add_pd, store = _mm512_storeu_pd
+);
+
+micro_kernel!(
+    /// f32, AVX2 + FMA: 6 rows × 16 columns (12 ymm accumulators).
+    f32_avx2, "avx2,fma", f32, __m256, lanes = 8, mr = 6, nv = 2,
+    zero = _mm256_setzero_ps, splat = _mm256_set1_ps, load = _mm256_loadu_ps,
+    fma = _mm256_fmadd_ps, add = _mm256_add_ps, store = _mm256_storeu_ps
+);
+
+micro_kernel!(
+    /// f64, AVX2 + FMA: 6 rows × 8 columns (12 ymm accumulators).
+    f64_avx2, "avx2,fma", f64, __m256d, lanes = 4, mr = 6, nv = 2,
+    zero = _mm256_setzero_pd, splat = _mm256_set1_pd, load = _mm256_loadu_pd,
+    fma = _mm256_fmadd_pd, add = _mm256_add_pd, store = _mm256_storeu_pd
+);
