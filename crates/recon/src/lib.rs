@@ -7,7 +7,8 @@
 pub mod objective;
 
 pub use objective::{
-    candidate_labels, evaluate, evaluate_with, record, Evaluation, Method, ObjectiveConfig, Terms,
+    candidate_labels, evaluate, evaluate_shared, evaluate_with, record, Evaluation, Method,
+    ObjectiveConfig, Terms,
 };
 pub mod closed_form;
 pub mod files;

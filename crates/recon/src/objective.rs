@@ -10,6 +10,8 @@
 //! Σ_i λ_i y_i ∇θ f(x_i) comes from ONE batched backward of Φ = (1/m) Σ_i λ_i y_i f(x_i) recorded
 //! with `create_graph`; the gradient of L then goes to x and λ only.
 
+use std::sync::Arc;
+
 use ndarray::Array2;
 use reveal_nn::{forward, Activation, Mlp, Theta};
 use reveal_tape::{grad, Scalar, Tape, Var};
@@ -153,6 +155,20 @@ pub fn evaluate_with<T: Scalar>(
     y: &Array2<T>,
     cfg: ObjectiveConfig<T>,
 ) -> Evaluation<T> {
+    let share = |a: &Array2<T>| Arc::new(a.clone());
+    evaluate_shared(method, theta, &share(x), &share(lambda), &share(y), cfg)
+}
+
+/// [`evaluate_with`] on shared candidates: nothing is copied onto the tape, and the gradients
+/// are taken out of it without copies.
+pub fn evaluate_shared<T: Scalar>(
+    method: Method,
+    theta: &Theta<T>,
+    x: &Arc<Array2<T>>,
+    lambda: &Arc<Array2<T>>,
+    y: &Arc<Array2<T>>,
+    cfg: ObjectiveConfig<T>,
+) -> Evaluation<T> {
     assert_eq!(
         x.ncols(),
         theta.input_dim(),
@@ -160,29 +176,38 @@ pub fn evaluate_with<T: Scalar>(
         x.ncols(),
         theta.input_dim()
     );
-    let tape = Tape::new();
-    let theta = theta.on_tape(&tape);
-    let (xv, lv, yv) = (
-        tape.var(x.clone()),
-        tape.var(lambda.clone()),
-        tape.constant(y.clone()),
-    );
-    let terms = match method {
-        Method::GradOfGrad => record(&theta, xv, lv, yv, cfg),
-        Method::Gram => crate::gram::record(&theta, xv, lv, yv, cfg),
-    };
-    let grads = grad(terms.total, &[xv, lv], false);
-    Evaluation {
-        terms: Terms {
+    // Run on a worker of the thread pool: the step's many parallel ops then split their work
+    // among running workers instead of each waking the pool from outside (measured at case D:
+    // 2.2 → 1.8 ms a step).
+    rayon::scope(|_| {
+        let tape = Tape::new();
+        let theta = theta.on_tape(&tape);
+        let (xv, lv, yv) = (
+            tape.var(Arc::clone(x)),
+            tape.var(Arc::clone(lambda)),
+            tape.constant(Arc::clone(y)),
+        );
+        let terms = match method {
+            Method::GradOfGrad => record(&theta, xv, lv, yv, cfg),
+            Method::Gram => crate::gram::record(&theta, xv, lv, yv, cfg),
+        };
+        let grads = grad(terms.total, &[xv, lv], false);
+        let terms = Terms {
             kkt: terms.kkt.item(),
             kkt_w1: terms.kkt_w1.item(),
             prior_x: terms.prior_x.item(),
             prior_lambda: terms.prior_lambda.item(),
             total: terms.total.item(),
-        },
-        grad_x: (*grads[0].value()).clone(),
-        grad_lambda: (*grads[1].value()).clone(),
-    }
+        };
+        let (gx, gl) = (grads[0].value(), grads[1].value());
+        drop(tape);
+        let own = |a: Arc<Array2<T>>| Arc::try_unwrap(a).unwrap_or_else(|a| (*a).clone());
+        Evaluation {
+            terms,
+            grad_x: own(gx),
+            grad_lambda: own(gl),
+        }
+    })
 }
 
 /// Candidate labels: −1 for the first m/2, +1 for the rest, as a column [m, 1].

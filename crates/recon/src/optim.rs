@@ -4,6 +4,8 @@
 //! rest. Two SGD-with-momentum optimisers in PyTorch's convention, v ← μ·v + g, p ← p − lr·v,
 //! with μ = 0.9: one for x (lr swept) and one for λ (lr 1e-4).
 
+use std::sync::Arc;
+
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -12,7 +14,7 @@ use reveal_nn::{Activation, Mlp, Theta};
 use reveal_tape::{kernels, Scalar};
 use serde::{Deserialize, Serialize};
 
-use crate::objective::{candidate_labels, evaluate_with, Method, ObjectiveConfig, Terms};
+use crate::objective::{candidate_labels, evaluate_shared, Method, ObjectiveConfig, Terms};
 
 /// The hyperparameters the reference sweeps.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -227,14 +229,15 @@ pub fn step<T: Scalar>(
     cfg: &RunConfig,
 ) -> Result<Terms<f64>, Stop> {
     let method = Method::auto(theta, state.x.nrows());
-    let e = evaluate_with(
-        method,
-        theta,
-        &state.x,
-        &state.lambda,
-        &state.y,
-        cfg.objective(),
+    // x and λ go onto the tape and come back without copies.
+    let (x, lambda) = (
+        Arc::new(std::mem::take(&mut state.x)),
+        Arc::new(std::mem::take(&mut state.lambda)),
     );
+    let y = Arc::new(std::mem::take(&mut state.y));
+    let e = evaluate_shared(method, theta, &x, &lambda, &y, cfg.objective());
+    let own = |a: Arc<Array2<T>>| Arc::try_unwrap(a).unwrap_or_else(|a| (*a).clone());
+    (state.x, state.lambda, state.y) = (own(x), own(lambda), own(y));
     let t = Terms {
         kkt: e.terms.kkt.as_f64(),
         kkt_w1: e.terms.kkt_w1.as_f64(),

@@ -75,6 +75,16 @@ pub fn evaluate_shared<T: Scalar>(
         "train: y has shape {:?}, x has {n} rows",
         y.dim()
     );
+    // On a worker of the thread pool, as the reconstruction's evaluation (see reveal-recon).
+    rayon::scope(|_| evaluate_in_pool(theta, x, y))
+}
+
+fn evaluate_in_pool<T: Scalar>(
+    theta: &Theta<T>,
+    x: &Arc<Array2<T>>,
+    y: &Arc<Array2<T>>,
+) -> Evaluation<T> {
+    let n = x.nrows();
     let tape = Tape::new();
     // θ changes every step: recorded as plain leaves, nothing packed to keep.
     let params: Vec<_> = theta

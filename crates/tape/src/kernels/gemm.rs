@@ -480,19 +480,34 @@ fn gemm_block<T: Scalar>(
             };
             for ic in (r0..r1).step_by(mc_max) {
                 let mc = mc_max.min(r1 - ic);
-                pack_a(&a, (ic, mc), pc, kc, mr, abuf);
+                // A row-major (contiguous along k) is read in place by the kernel, but for a
+                // last panel with fewer than MR rows; otherwise it is packed.
+                let in_place = a.cs == 1 && a.rs > 0;
+                let full = if in_place { mc / mr } else { 0 };
+                pack_a(&a, (ic + full * mr, mc - full * mr), pc, kc, mr, abuf);
                 for jp in 0..(p1 - p0) {
                     let j0 = (p0 + jp) * nr;
                     let cols = nr.min(n - j0);
                     for ip in 0..mc.div_ceil(mr) {
                         let i0 = ic + ip * mr;
                         let rows = mr.min(r1 - i0);
-                        // SAFETY: the panels hold kc steps of MR and NR values; the tile
-                        // rows×cols at (i0, j0) lies inside C, which has row stride n.
+                        let (ap, lda) = if ip < full {
+                            // SAFETY: rows i0..i0+MR, steps pc..pc+kc lie inside A.
+                            (
+                                unsafe { a.ptr.offset(i0 as isize * a.rs + pc as isize) },
+                                a.rs as usize,
+                            )
+                        } else {
+                            (abuf[(ip - full) * mr * kc..].as_ptr(), 0)
+                        };
+                        // SAFETY: the panels hold kc steps of MR and NR values (or A's rows
+                        // are read in place); the tile rows×cols at (i0, j0) lies inside C,
+                        // which has row stride n.
                         unsafe {
                             micro(
                                 kc,
-                                abuf.as_ptr().add(ip * mr * kc),
+                                ap,
+                                lda,
                                 bpanels.add(jp * nr * kc),
                                 c.0.add(i0 * n + j0),
                                 n,

@@ -19,10 +19,13 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-/// `C tile (rows×cols, row stride ldc) (+)= Ã·B̃` over `k` packed steps.
+/// `C tile (rows×cols, row stride ldc) (+)= A·B̃` over `k` steps, B packed. A is packed (MR
+/// values per step) when `lda` is 0, else read in place: row i of the tile at `a + i·lda`,
+/// contiguous along k (only for full tiles: all MR rows must exist).
 pub(crate) type MicroFn<T> = unsafe fn(
     k: usize,
     a: *const T,
+    lda: usize,
     b: *const T,
     c: *mut T,
     ldc: usize,
@@ -47,6 +50,7 @@ macro_rules! micro_kernel {
         pub(crate) unsafe fn $name(
             k: usize,
             a: *const $t,
+            lda: usize,
             b: *const $t,
             c: *mut $t,
             ldc: usize,
@@ -58,20 +62,29 @@ macro_rules! micro_kernel {
             const NV: usize = $nv;
             const NR: usize = NV * $lanes;
             let mut acc: [[$v; NV]; MR] = [[$zero(); NV]; MR];
-            let (mut a, mut b) = (a, b);
-            for _ in 0..k {
-                let mut bv: [$v; NV] = [$zero(); NV];
-                for (j, v) in bv.iter_mut().enumerate() {
-                    *v = $load(b.add(j * $lanes));
-                }
-                for (i, row) in acc.iter_mut().enumerate() {
-                    let ai = $splat(*a.add(i));
-                    for (r, &bj) in row.iter_mut().zip(&bv) {
-                        *r = $fma(ai, bj, *r);
+            // One step: acc[i][·] += A[i, p] · B̃[p, ·], A[i, p] at a + i·row + p·step.
+            macro_rules! steps {
+                ($row:expr, $step:expr) => {
+                    let mut b = b;
+                    for p in 0..k {
+                        let mut bv: [$v; NV] = [$zero(); NV];
+                        for (j, v) in bv.iter_mut().enumerate() {
+                            *v = $load(b.add(j * $lanes));
+                        }
+                        for (i, row) in acc.iter_mut().enumerate() {
+                            let ai = $splat(*a.add(i * $row + p * $step));
+                            for (r, &bj) in row.iter_mut().zip(&bv) {
+                                *r = $fma(ai, bj, *r);
+                            }
+                        }
+                        b = b.add(NR);
                     }
-                }
-                a = a.add(MR);
-                b = b.add(NR);
+                };
+            }
+            if lda == 0 {
+                steps!(1, MR);
+            } else {
+                steps!(lda, 1);
             }
             if rows == MR && cols == NR {
                 for (i, row) in acc.iter().enumerate() {

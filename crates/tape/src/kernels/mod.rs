@@ -12,19 +12,116 @@
 pub mod gemm;
 mod micro;
 
+use std::mem::MaybeUninit;
+use std::ops::Range;
+use std::sync::OnceLock;
+
 use ndarray::{Array2, Zip};
+use rayon::prelude::*;
 
 pub use gemm::{Backend, Element, Isa, PackedB};
 
 /// Elementwise passes over at least this many values are split across threads.
 pub const PARALLEL_ELEMENTWISE: usize = 1 << 15;
 
+/// One elementwise pass over index ranges of its arrays.
+trait Pass: Sync {
+    /// Does the elements in `range`.
+    ///
+    /// # Safety
+    /// `range` lies inside the arrays, and no two calls running at once share an index.
+    unsafe fn run(&self, range: Range<usize>);
+}
+
+/// The pass's loop compiled for AVX-512 (the pass inlines into it and vectorises 16 wide).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
+unsafe fn run_avx512<P: Pass>(p: &P, range: Range<usize>) {
+    p.run(range)
+}
+
+/// The pass's loop compiled for AVX2 + FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn run_avx2<P: Pass>(p: &P, range: Range<usize>) {
+    p.run(range)
+}
+
+/// Runs a pass over `0..len` with the widest vector instructions this CPU has, split across
+/// threads when long. Each element is computed alone, so the split does not change a result.
+fn apply<P: Pass>(p: &P, len: usize) {
+    static ISA: OnceLock<Option<Isa>> = OnceLock::new();
+    let isa = *ISA.get_or_init(|| [Isa::Avx512, Isa::Avx2].into_iter().find(|i| i.available()));
+    let run = |r: Range<usize>| {
+        // SAFETY: the ranges below cover 0..len without overlap; the ISA was detected.
+        unsafe {
+            match isa {
+                #[cfg(target_arch = "x86_64")]
+                Some(Isa::Avx512) => run_avx512(p, r),
+                #[cfg(target_arch = "x86_64")]
+                Some(Isa::Avx2) => run_avx2(p, r),
+                _ => p.run(r),
+            }
+        }
+    };
+    if len < PARALLEL_ELEMENTWISE {
+        return run(0..len);
+    }
+    let chunk = len
+        .div_ceil(rayon::current_num_threads())
+        .next_multiple_of(64);
+    (0..len.div_ceil(chunk))
+        .into_par_iter()
+        .for_each(|i| run(i * chunk..((i + 1) * chunk).min(len)));
+}
+
+/// A raw pointer the threads of a pass share, each using its own range.
+struct Shared<T>(*mut T);
+// SAFETY: passes hand disjoint ranges to the threads.
+unsafe impl<T> Sync for Shared<T> {}
+
+/// The pass of [`map`], [`zip`] and [`zip3`]: out[i] = f(ins[0][i], …) for K inputs.
+struct Apply<'a, T, F, const K: usize> {
+    ins: [&'a [T]; K],
+    out: Shared<MaybeUninit<T>>,
+    f: F,
+}
+
+impl<T: Element, F: Fn([T; K]) -> T + Sync, const K: usize> Pass for Apply<'_, T, F, K> {
+    #[inline(always)]
+    unsafe fn run(&self, range: Range<usize>) {
+        let out = std::slice::from_raw_parts_mut(self.out.0.add(range.start), range.len());
+        let ins = self.ins.map(|a| &a[range.clone()]);
+        for (i, o) in out.iter_mut().enumerate() {
+            o.write((self.f)(ins.map(|a| *a.get_unchecked(i))));
+        }
+    }
+}
+
+/// f applied elementwise to K equally shaped arrays in standard layout, into a new array.
+fn apply_new<T: Element, const K: usize>(
+    shape: (usize, usize),
+    ins: [&[T]; K],
+    f: impl Fn([T; K]) -> T + Sync,
+) -> Array2<T> {
+    let len = shape.0 * shape.1;
+    let mut out: Vec<T> = Vec::with_capacity(len);
+    let pass = Apply {
+        ins,
+        out: Shared(out.spare_capacity_mut().as_mut_ptr()),
+        f,
+    };
+    apply(&pass, len);
+    // SAFETY: the pass wrote every one of the len elements.
+    unsafe { out.set_len(len) };
+    Array2::from_shape_vec(shape, out).expect("length matches the shape")
+}
+
 /// f applied to every element.
 pub fn map<T: Element>(a: &Array2<T>, f: impl Fn(T) -> T + Sync + Send) -> Array2<T> {
-    if a.len() >= PARALLEL_ELEMENTWISE {
-        Zip::from(a).par_map_collect(|&x| f(x))
-    } else {
-        a.mapv(f)
+    match a.as_slice() {
+        Some(x) => apply_new(a.dim(), [x], |[v]| f(v)),
+        None => a.mapv(f),
     }
 }
 
@@ -44,11 +141,9 @@ pub fn zip<T: Element>(
         a.dim(),
         b.dim()
     );
-    let zip = Zip::from(a).and(b);
-    if a.len() >= PARALLEL_ELEMENTWISE {
-        zip.par_map_collect(|&x, &y| f(x, y))
-    } else {
-        zip.map_collect(|&x, &y| f(x, y))
+    match (a.as_slice(), b.as_slice()) {
+        (Some(x), Some(y)) => apply_new(a.dim(), [x, y], |[u, v]| f(u, v)),
+        _ => Zip::from(a).and(b).map_collect(|&x, &y| f(x, y)),
     }
 }
 
@@ -69,15 +164,35 @@ pub fn zip3<T: Element>(
         b.dim(),
         c.dim()
     );
-    let zip = Zip::from(a).and(b).and(c);
-    if a.len() >= PARALLEL_ELEMENTWISE {
-        zip.par_map_collect(|&x, &y, &z| f(x, y, z))
-    } else {
-        zip.map_collect(|&x, &y, &z| f(x, y, z))
+    match (a.as_slice(), b.as_slice(), c.as_slice()) {
+        (Some(x), Some(y), Some(z)) => apply_new(a.dim(), [x, y, z], |[u, v, w]| f(u, v, w)),
+        _ => Zip::from(a)
+            .and(b)
+            .and(c)
+            .map_collect(|&x, &y, &z| f(x, y, z)),
     }
 }
 
-/// In place: f(p, v, &g) for every element of p, v and g (an optimiser's update of a parameter
+/// The pass of [`update`].
+struct Update<'a, T, F> {
+    p: Shared<T>,
+    v: Shared<T>,
+    g: &'a [T],
+    f: F,
+}
+
+impl<T: Element, F: Fn(&mut T, &mut T, T) + Sync> Pass for Update<'_, T, F> {
+    #[inline(always)]
+    unsafe fn run(&self, range: Range<usize>) {
+        let p = std::slice::from_raw_parts_mut(self.p.0.add(range.start), range.len());
+        let v = std::slice::from_raw_parts_mut(self.v.0.add(range.start), range.len());
+        for ((p, v), &g) in p.iter_mut().zip(v).zip(&self.g[range]) {
+            (self.f)(p, v, g);
+        }
+    }
+}
+
+/// In place: f(p, v, g) for every element of p, v and g (an optimiser's update of a parameter
 /// p and its state v from a gradient g).
 ///
 /// # Panics
@@ -95,10 +210,17 @@ pub fn update<T: Element>(
         v.dim(),
         g.dim()
     );
-    let zip = Zip::from(p).and(v).and(g);
-    if zip.size() >= PARALLEL_ELEMENTWISE {
-        zip.par_for_each(|p, v, &g| f(p, v, g))
-    } else {
-        zip.for_each(|p, v, &g| f(p, v, g))
+    let len = p.len();
+    match (p.as_slice_mut(), v.as_slice_mut(), g.as_slice()) {
+        (Some(ps), Some(vs), Some(gs)) => {
+            let pass = Update {
+                p: Shared(ps.as_mut_ptr()),
+                v: Shared(vs.as_mut_ptr()),
+                g: gs,
+                f,
+            };
+            apply(&pass, len);
+        }
+        _ => Zip::from(p).and(v).and(g).for_each(|p, v, &g| f(p, v, g)),
     }
 }
