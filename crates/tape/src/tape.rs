@@ -226,23 +226,3 @@ impl<T: Scalar> std::fmt::Debug for Var<'_, T> {
         write!(f, "Var#{}{:?}", self.id, self.shape())
     }
 }
-
-impl<T: Scalar> Tape<T> {
-    #[doc(hidden)]
-    pub fn debug_ops(&self) -> Vec<(String, (usize, usize))> {
-        self.nodes
-            .borrow()
-            .iter()
-            .map(|n| {
-                let s = format!("{:?}", n.op);
-                (
-                    s.split(|c: char| !c.is_alphanumeric())
-                        .next()
-                        .unwrap()
-                        .to_string(),
-                    n.value.dim(),
-                )
-            })
-            .collect()
-    }
-}
