@@ -227,6 +227,12 @@ pub fn cmd_bench(
         crate::args::Precision::F64 => gemm_peak::<f64>(),
     };
     if !json {
+        use reveal_tape::kernels::gemm::{cpu_name, Backend};
+        println!(
+            "CPU {}; GEMM kernel {} (REVEAL_GEMM=avx512|avx2|matrixmultiply picks another)",
+            cpu_name(),
+            Backend::selected().name()
+        );
         println!("GEMM peak (1000×3072·3072×1000, best of 5): {peak:.0} GFLOP/s");
         println!(
             "case  d-h-h-1, m/n              recon step   GFLOP/s  % peak  path        train step  GFLOP/s  % peak"

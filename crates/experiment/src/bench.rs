@@ -13,6 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use reveal_nn::Mlp;
 use reveal_recon::objective::Method;
 use reveal_recon::optim::{step, Hyper, RunConfig, RunState};
+use reveal_tape::kernels::gemm::{cpu_name, Backend};
 use reveal_tape::Scalar;
 use serde::Serialize;
 
@@ -66,6 +67,10 @@ pub struct BenchResult {
     pub precision: &'static str,
     pub threads: usize,
     pub recon_method: String,
+    /// The GEMM backend products ran on (`avx512`, `avx2` or `matrixmultiply`).
+    pub gemm_kernel: &'static str,
+    /// The CPU's brand string.
+    pub cpu: String,
     pub steps: usize,
     pub recon_step_s: f64,
     pub recon_min_s: f64,
@@ -166,6 +171,8 @@ pub fn run_case<T: Scalar>(case: Case, steps: usize, peak: f64) -> BenchResult {
         precision: T::NAME,
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         recon_method: format!("{:?}", Method::auto(&theta, case.m)),
+        gemm_kernel: Backend::selected().name(),
+        cpu: cpu_name(),
         steps,
         recon_step_s: recon,
         recon_min_s: rmin,

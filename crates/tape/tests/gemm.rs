@@ -121,7 +121,12 @@ fn results_do_not_depend_on_the_thread_count() {
             matmul_with(backend, a.view(), b.view(), packed.as_ref())
         })
     };
-    for (m, k, n) in [(300, 200, 150), (150, 200, 300)] {
+    for (m, k, n) in [
+        (300, 200, 150),
+        (150, 200, 300),
+        (40_000, 3, 1),
+        (1, 3, 40_000),
+    ] {
         let a = randn((m, k), &mut rng).mapv(|v| v as f32);
         let b = randn((k, n), &mut rng).mapv(|v| v as f32);
         for backend in Backend::available() {

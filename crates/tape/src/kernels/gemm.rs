@@ -191,6 +191,33 @@ element!(
     8
 );
 
+/// The CPU's brand string (CPUID), e.g. "AMD EPYC 9B45"; "unknown" where there is none.
+pub fn cpu_name() -> String {
+    #[cfg(target_arch = "x86_64")]
+    #[allow(unused_unsafe)] // __cpuid is a safe function in newer Rust
+    // SAFETY: CPUID is available on every x86-64 CPU; the brand leaves are read only when the
+    // highest extended leaf says they exist.
+    unsafe {
+        use std::arch::x86_64::__cpuid;
+        if __cpuid(0x8000_0000).eax >= 0x8000_0004 {
+            let bytes: Vec<u8> = (0x8000_0002u32..=0x8000_0004)
+                .flat_map(|leaf| {
+                    let r = __cpuid(leaf);
+                    [r.eax, r.ebx, r.ecx, r.edx]
+                        .into_iter()
+                        .flat_map(u32::to_le_bytes)
+                })
+                .collect();
+            let name = String::from_utf8_lossy(&bytes);
+            let name = name.trim_matches(|c: char| c == '\0' || c.is_whitespace());
+            if !name.is_empty() {
+                return name.to_string();
+            }
+        }
+    }
+    "unknown".to_string()
+}
+
 /// L1 data and L2 cache sizes of one core in bytes (CPUID; 32 KiB and 512 KiB when unknown).
 pub fn cache_sizes() -> (usize, usize) {
     static SIZES: OnceLock<(usize, usize)> = OnceLock::new();
@@ -557,6 +584,29 @@ fn matmul_matrixmultiply<T: Scalar>(a: ArrayView2<T>, b: ArrayView2<T>) -> Array
     unsafe { c.assume_init() }
 }
 
+/// C = A·B when A has one row or B one column, as a matrix-vector product: C = A·b, or
+/// Cᵀ = Bᵀ·aᵀ.
+fn matvec_product<T: Scalar>(a: ArrayView2<T>, b: ArrayView2<T>) -> Array2<T> {
+    let (m, n) = (a.nrows(), b.ncols());
+    let (mat, vec, rows) = if n == 1 {
+        (a.view(), b.t(), m)
+    } else {
+        (b.t(), a.view(), n)
+    };
+    // Strided both ways (a sliced view): copied to standard layout first.
+    let matrix = if mat.strides().contains(&1) || mat.ncols() <= 1 {
+        ndarray::CowArray::from(mat)
+    } else {
+        ndarray::CowArray::from(mat.as_standard_layout().into_owned())
+    };
+    let x = vec.row(0).to_vec();
+    let (s0, s1) = (matrix.strides()[0], matrix.strides()[1]);
+    // SAFETY: `matrix` is a rows×k matrix with these strides, one of them 1.
+    let y = unsafe { super::matvec((matrix.as_ptr(), s0, s1), rows, &x) };
+    let shape = if n == 1 { (m, 1) } else { (1, n) };
+    Array2::from_shape_vec(shape, y).expect("rows values")
+}
+
 /// C = A·B by the selected backend, using `packed` (the same B, pre-packed) when it fits.
 pub fn matmul<T: Scalar>(
     a: ArrayView2<T>,
@@ -594,8 +644,9 @@ pub fn matmul_with<T: Scalar>(
     }
     let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
     let isa = match backend {
-        // Matrix-vector products and empty ones: a tile would be mostly padding.
         Backend::Packed(isa) if m > 1 && n > 1 && k > 0 => isa,
+        // Matrix-vector products: a tile would be mostly padding.
+        Backend::Packed(_) if k > 0 => return matvec_product(a, b),
         _ => return matmul_matrixmultiply(a, b),
     };
     let blk = Blocking::for_cpu::<T>(isa);

@@ -224,3 +224,112 @@ pub fn update<T: Element>(
         _ => Zip::from(p).and(v).and(g).for_each(|p, v, &g| f(p, v, g)),
     }
 }
+
+/// The pass of [`matvec`] when M's rows are contiguous: out[i] = ⟨M_i, x⟩, summed in 16
+/// interleaved partial sums (a fixed order, so it vectorises and stays deterministic).
+struct RowDots<'a, T> {
+    m: *const T,
+    ld: usize,
+    x: &'a [T],
+    out: Shared<MaybeUninit<T>>,
+}
+
+// SAFETY: M is only read; each range writes its own elements of out.
+unsafe impl<T: Sync> Sync for RowDots<'_, T> {}
+
+impl<T: Element + num_traits::Float> Pass for RowDots<'_, T> {
+    #[inline(always)]
+    unsafe fn run(&self, range: Range<usize>) {
+        let k = self.x.len();
+        for i in range {
+            let row = std::slice::from_raw_parts(self.m.add(i * self.ld), k);
+            let mut acc = [T::zero(); 16];
+            let (body, tail) = (k / 16 * 16, k % 16);
+            for (r, x) in row[..body]
+                .chunks_exact(16)
+                .zip(self.x[..body].chunks_exact(16))
+            {
+                for l in 0..16 {
+                    acc[l] = acc[l] + r[l] * x[l];
+                }
+            }
+            for l in 0..tail {
+                acc[l] = acc[l] + row[body + l] * self.x[body + l];
+            }
+            let mut s = T::zero();
+            for a in acc {
+                s = s + a;
+            }
+            (*self.out.0.add(i)).write(s);
+        }
+    }
+}
+
+/// The pass of [`matvec`] when M's columns are contiguous (M = Nᵀ, N row-major):
+/// out[i] = Σ_p x[p]·N[p, i], added up over p in order.
+struct ColumnSums<'a, T> {
+    n: *const T,
+    ld: usize,
+    x: &'a [T],
+    out: Shared<MaybeUninit<T>>,
+}
+
+// SAFETY: N is only read; each range writes its own elements of out.
+unsafe impl<T: Sync> Sync for ColumnSums<'_, T> {}
+
+impl<T: Element + num_traits::Float> Pass for ColumnSums<'_, T> {
+    #[inline(always)]
+    unsafe fn run(&self, range: Range<usize>) {
+        let out = std::slice::from_raw_parts_mut(self.out.0.add(range.start), range.len());
+        for o in out.iter_mut() {
+            o.write(T::zero());
+        }
+        for (p, &xp) in self.x.iter().enumerate() {
+            let row =
+                std::slice::from_raw_parts(self.n.add(p * self.ld + range.start), range.len());
+            for (o, &v) in out.iter_mut().zip(row) {
+                o.write(o.assume_init() + xp * v);
+            }
+        }
+    }
+}
+
+/// y = M·x for M [rows×k] given by a pointer and strides, one of them 1 (a matrix or a
+/// transposed one), and x [k] contiguous: the matrix-vector products, which a tiled GEMM would
+/// spend mostly on padding.
+///
+/// # Safety
+/// The pointer and strides must address a valid rows×k matrix.
+pub(crate) unsafe fn matvec<T: Element + num_traits::Float>(
+    (m, rs, cs): (*const T, isize, isize),
+    rows: usize,
+    x: &[T],
+) -> Vec<T> {
+    let mut out: Vec<T> = Vec::with_capacity(rows);
+    let dst = Shared(out.spare_capacity_mut().as_mut_ptr());
+    if cs == 1 || x.len() <= 1 {
+        apply(
+            &RowDots {
+                m,
+                ld: rs.max(0) as usize,
+                x,
+                out: dst,
+            },
+            rows,
+        );
+    } else {
+        debug_assert_eq!(rs, 1, "matvec: neither stride is 1");
+        apply(
+            &ColumnSums {
+                n: m,
+                ld: cs as usize,
+                x,
+                out: dst,
+            },
+            rows,
+        );
+    }
+    // SAFETY: the pass wrote every one of the rows elements.
+    out.set_len(rows);
+    out
+}
