@@ -9,7 +9,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use reveal_nn::{Activation, Mlp};
-use reveal_recon::objective::{candidate_labels, evaluate_with, Method, ObjectiveConfig};
+use reveal_recon::objective::{evaluate_with, Method};
+use reveal_recon::terms::{candidate_labels, ObjectiveConfig};
 
 fn bench_case(c: &mut Criterion, name: &str, d: usize, h: usize, m: usize) {
     let net = Mlp::<f32>::init(d, &[h, h], 0);

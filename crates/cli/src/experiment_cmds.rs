@@ -5,8 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use reveal_data::{Bias, Source};
 use reveal_experiment::{report, Budget, ExperimentConfig, Hooks, ModelResult, Stage};
-use reveal_recon::preset;
-use reveal_recon::search::Shard;
+use reveal_recon::plan::Shard;
 
 use crate::args::SourceArgs;
 use crate::progress;
@@ -82,21 +81,19 @@ pub fn cmd_experiment(args: &ExperimentArgs) -> Result<()> {
         }
         cfg.hidden = h.clone();
     }
+    let plan = &mut cfg.recon.plan;
     if let Some(i) = args.iters {
-        cfg.recon.iters = i;
+        plan.iters = i;
     }
     if let Some(r) = args.runs {
-        if r == 0 {
-            bail!("--runs must be at least 1");
-        }
-        cfg.recon.runs = r;
+        plan.runs = r;
         cfg.recon.keep = cfg.recon.keep.min(r);
     }
     if let Some(p) = &args.preset {
-        cfg.recon.hyper = preset(p).ok_or_else(|| {
-            anyhow::anyhow!("--preset {p:?}: expected cifar-a, cifar-b, mnist-a or mnist-b")
-        })?;
+        plan.preset = p.clone();
     }
+    // Checks the preset, the run count and the rates before any work starts.
+    plan.configs()?;
     cfg.shard = args.shard;
     crate::shard::begin(&args.out, args.shard, args.pool, || {
         reveal_experiment::missing_models(&cfg)
@@ -128,7 +125,7 @@ pub fn execute(cfg: &ExperimentConfig) -> Result<Vec<ModelResult>> {
         }
         let len = match stage {
             Stage::Training => cfg.train.max_epochs,
-            Stage::Reconstructing => cfg.recon.iters * cfg.recon.runs,
+            Stage::Reconstructing => cfg.recon.plan.iters * cfg.recon.plan.runs,
             Stage::Scoring => 0,
         };
         bar.reset();
@@ -151,6 +148,7 @@ pub fn execute(cfg: &ExperimentConfig) -> Result<Vec<ModelResult>> {
         stage: &stage,
         epoch: &epoch,
         tick: &tick,
+        warn: &|w: &str| bar.suspend(|| progress::warn_all([w])),
     };
     let result = reveal_experiment::run(cfg, &hooks);
     bar.finish_and_clear();

@@ -15,7 +15,7 @@ use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 use ndarray::ArrayView1;
 use reveal_data::prepare;
-use reveal_score::grid;
+use reveal_experiment::grid;
 use reveal_tape::Scalar;
 use reveal_train::job::{self, TrainJob};
 use reveal_train::{Schedule, TrainConfig};
@@ -324,6 +324,7 @@ fn cmd_train<T: Scalar>(args: &TrainArgs) -> Result<()> {
     });
     bar.finish_and_clear();
     let summary = summary?;
+    progress::warn_all(&summary.warnings);
     if args.json {
         // The wall time lives beside the model file, not in it; the JSON report has it.
         let mut v = serde_json::to_value(&summary)?;

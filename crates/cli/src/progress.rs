@@ -48,3 +48,10 @@ pub fn bar(len: u64, unit: &str, quiet: bool) -> ProgressBar {
     );
     bar
 }
+
+/// Prints the libraries' warnings, one line each.
+pub fn warn_all<S: AsRef<str>>(warnings: impl IntoIterator<Item = S>) {
+    for w in warnings {
+        eprintln!("warning: {}", w.as_ref());
+    }
+}

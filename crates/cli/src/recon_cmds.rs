@@ -4,17 +4,18 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use rand::SeedableRng;
 use reveal_data::{prepare, DataSpec, Prepared};
-use reveal_nn::files::{load_model, write_tensors, TensorOut};
+use reveal_experiment::scoring::{score_candidates, write_grid};
+use reveal_io::{write_tensors, TensorOut};
+use reveal_nn::files::load_model;
 use reveal_nn::Mlp;
 use reveal_recon::files::load_candidates;
-use reveal_recon::objective::{evaluate, ObjectiveConfig};
-use reveal_recon::search::{
-    missing_runs, run_search, runs_dir, RankBy, SearchJob, SearchSummary, Shard,
-};
-use reveal_recon::{preset, Hyper, RunConfig, PRESETS};
-use reveal_score::score::score_candidates;
+use reveal_recon::objective::evaluate;
+use reveal_recon::plan::{default_candidates, Pins, Plan, Shard};
+use reveal_recon::search::{missing_runs, run_search, runs_dir, SearchJob, SearchSummary};
+use reveal_recon::stats::RankBy;
+use reveal_recon::terms::ObjectiveConfig;
+use reveal_recon::{Hyper, RunConfig};
 use reveal_score::Score;
 use reveal_ssim::Ssim;
 use reveal_tape::Scalar;
@@ -129,51 +130,17 @@ pub fn model_data(
     Ok(data)
 }
 
-/// The hyperparameters of run `i`: preset (or the data set's default) with flags pinned; runs
-/// after the first draw every unpinned value at random.
-fn hyper_for(
-    args: &ReconstructArgs,
-    default_preset: &str,
-    i: usize,
-    rng: &mut rand_chacha::ChaCha8Rng,
-) -> Result<Hyper> {
-    let name = args.preset.as_deref().unwrap_or(default_preset);
-    let base = preset(name).with_context(|| {
-        format!(
-            "--preset {name:?}: expected one of {}",
-            PRESETS.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
-        )
-    })?;
-    let mut h = if i == 0 { base } else { Hyper::random(rng) };
-    if let Some(v) = args.lr {
-        h.lr = positive("--lr", v)?;
-    }
-    if let Some(v) = args.init_scale {
-        h.init_scale = positive("--init-scale", v)?;
-    }
-    if let Some(v) = args.min_lambda {
-        h.lambda_min = positive("--min-lambda", v)?;
-    }
-    if let Some(v) = args.alpha {
-        h.alpha = positive("--alpha", v)?;
-    }
-    Ok(h)
-}
-
 pub fn cmd_reconstruct<T: Scalar>(args: &ReconstructArgs) -> Result<()> {
     let file = load_model::<T>(&args.model)?;
     let spec = model_data_spec(&args.model, &file.metadata).ok();
     let m = match (args.candidates, &spec) {
         (Some(m), _) => m,
-        (None, Some(s)) => 4 * s.per_class,
+        (None, Some(s)) => default_candidates(s.per_class),
         (None, None) => bail!(
             "{}: no training-set size in the metadata; pass --candidates M",
             args.model.display()
         ),
     };
-    if m < 2 || m % 2 != 0 {
-        bail!("--candidates {m}: must be even and at least 2 (half per class)");
-    }
     if args.runs == 0 || args.keep == 0 || args.keep > args.runs {
         bail!(
             "--runs {} --keep {}: need 1 ≤ keep ≤ runs",
@@ -181,26 +148,19 @@ pub fn cmd_reconstruct<T: Scalar>(args: &ReconstructArgs) -> Result<()> {
             args.keep
         );
     }
-    positive("--lambda-lr", args.lambda_lr)?;
-    let default_preset = match spec.as_ref().map(|s| s.source.name()) {
-        Some("cifar10") => "cifar-a",
-        Some("mnist") => "mnist-a",
-        _ => "mnist-b",
+    let mut plan = Plan::new(spec.as_ref().map(|s| &s.source), m, args.iters, args.seed);
+    if let Some(p) = &args.preset {
+        plan.preset = p.clone();
+    }
+    plan.pins = Pins {
+        lr: args.lr,
+        init_scale: args.init_scale,
+        lambda_min: args.min_lambda,
+        alpha: args.alpha,
     };
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
-    let runs = (0..args.runs)
-        .map(|i| {
-            Ok(RunConfig {
-                lambda_lr: args.lambda_lr,
-                ..RunConfig::new(
-                    hyper_for(args, default_preset, i, &mut rng)?,
-                    m,
-                    args.iters,
-                    args.seed + i as u64,
-                )
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    plan.runs = args.runs;
+    plan.lambda_lr = args.lambda_lr;
+    let runs = plan.configs()?;
     let data = match args.rank_by {
         RankByArg::Score => Some(model_data(
             &args.model,
@@ -290,6 +250,9 @@ pub fn search<T: Scalar>(
         &tick,
     );
     bar.finish_and_clear();
+    if let Ok(s) = &result {
+        progress::warn_all(s.runs.iter().flat_map(|r| &r.warnings));
+    }
     result
 }
 
@@ -481,7 +444,7 @@ pub fn score_file(
     }
     let s = score_candidates(&data, &c.x, Some(&model.mlp), k, ssim);
     if let Some(path) = grid_png {
-        reveal_score::score::write_grid(path, &s, &c.x, &data)?;
+        write_grid(path, &s, &c.x, &data)?;
     }
     Ok((s, data))
 }

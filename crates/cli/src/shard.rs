@@ -7,8 +7,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use reveal_nn::write_atomic;
-use reveal_recon::search::{runs_dir, Shard};
+use reveal_io::write_atomic;
+use reveal_recon::plan::Shard;
+use reveal_recon::search::runs_dir;
 
 /// The record of shard `shard` in `dir`.
 fn record_path(dir: &Path, shard: Shard) -> PathBuf {

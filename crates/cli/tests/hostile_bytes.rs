@@ -13,10 +13,12 @@ use reveal_data::formats::{
     decode_image, parse_cifar_batch, parse_idx, CIFAR10_CLASSES, CIFAR_RECORD,
 };
 use reveal_data::images::Images;
-use reveal_nn::files::{kept_log, parse_model, save_model};
+use reveal_io::kept_log;
+use reveal_nn::files::{parse_model, save_model};
 use reveal_nn::Mlp;
 use reveal_recon::files::{parse_candidates, parse_run_checkpoint, save_candidates};
-use reveal_recon::optim::{RunConfig, RunState, PRESETS};
+use reveal_recon::optim::{RunConfig, RunState};
+use reveal_recon::PRESETS;
 
 /// Records the largest single allocation of the current thread (tests run on several threads).
 struct Largest;

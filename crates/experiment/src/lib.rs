@@ -10,20 +10,26 @@
 pub mod bench;
 pub mod biasmap;
 pub mod control;
+pub mod grid;
 pub mod report;
+pub mod scoring;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use ndarray::Array2;
 use reveal_data::{prepare, Bias, DataSpec, Prepared, Source, TestSelection};
+use reveal_io::write_atomic;
 use reveal_nn::files::{load_model, save_model};
-use reveal_nn::{write_atomic, Mlp};
+use reveal_nn::Mlp;
 use reveal_recon::files::load_candidates;
-use reveal_recon::search::{run_search, RankBy, SearchJob, SearchSummary, Shard, Tick};
-use reveal_recon::{preset, Hyper, RunConfig};
-use reveal_score::score::score_candidates;
-use reveal_score::{grid, Score};
+use reveal_recon::plan::Shard;
+use reveal_recon::plan::{default_candidates, Plan};
+use reveal_recon::search::{run_search, SearchJob, SearchSummary, Tick};
+use reveal_recon::stats::RankBy;
+use reveal_score::Score;
+
+use crate::scoring::{score_candidates, write_grid};
 use reveal_ssim::Ssim;
 use reveal_train::job::{self as train_job, TrainJob, TrainSummary};
 use reveal_train::{accuracy, Control, Schedule, TrainConfig, TrainState};
@@ -44,12 +50,11 @@ pub enum Budget {
     Demo,
 }
 
-/// The reconstruction part of a plan.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+/// The reconstruction part of an experiment: the search of every model ([`Plan`]; its m and
+/// seed are set per model) and how many of its best runs are pooled.
+#[derive(Clone, Debug, PartialEq)]
 pub struct ReconPlan {
-    pub hyper: Hyper,
-    pub iters: usize,
-    pub runs: usize,
+    pub plan: Plan,
     pub keep: usize,
 }
 
@@ -75,57 +80,37 @@ pub struct ExperimentConfig {
 impl ExperimentConfig {
     /// The plan of a budget for a data set (every part can be changed afterwards).
     pub fn new(source: Source, out: PathBuf, budget: Budget) -> Self {
-        let name = source.name();
-        let hyper = preset(match name {
-            "cifar10" | "folder" => "cifar-a",
-            "mnist" => "mnist-a",
-            _ => "mnist-b",
-        })
-        .expect("known preset");
-        let quick_iters = match name {
-            "cifar10" | "folder" => 10_000,
+        let quick_iters = match source {
+            Source::Cifar10 | Source::Folder { .. } => 10_000,
             _ => 20_000,
         };
-        let (train, recon) = match budget {
-            Budget::Quick | Budget::Demo => (
-                TrainConfig {
-                    schedule: Schedule::FAST,
-                    target_loss: 1e-5,
-                    max_epochs: 100_000,
-                },
-                ReconPlan {
-                    hyper,
-                    iters: quick_iters,
-                    runs: 1,
-                    keep: 1,
-                },
-            ),
-            Budget::Paper => (
-                TrainConfig {
-                    schedule: Schedule::REFERENCE,
-                    target_loss: 4e-6,
-                    max_epochs: 1_000_000,
-                },
-                ReconPlan {
-                    hyper,
-                    iters: 50_000,
-                    runs: 20,
-                    keep: 5,
-                },
-            ),
+        let (per_class, hidden) = match budget {
+            Budget::Demo => (50, vec![200, 200]),
+            Budget::Quick => (50, vec![1000, 1000]),
+            Budget::Paper => (250, vec![1000, 1000]),
         };
-        let (per_class, hidden, recon) = match budget {
-            Budget::Demo => (
-                50,
-                vec![200, 200],
-                ReconPlan {
-                    iters: 10_000,
-                    ..recon
-                },
-            ),
-            Budget::Quick => (50, vec![1000, 1000], recon),
-            Budget::Paper => (250, vec![1000, 1000], recon),
+        let (iters, runs, keep) = match budget {
+            Budget::Demo => (10_000, 1, 1),
+            Budget::Quick => (quick_iters, 1, 1),
+            Budget::Paper => (50_000, 20, 5),
         };
+        let train = match budget {
+            Budget::Quick | Budget::Demo => TrainConfig {
+                schedule: Schedule::FAST,
+                target_loss: 1e-5,
+                max_epochs: 100_000,
+            },
+            Budget::Paper => TrainConfig {
+                schedule: Schedule::REFERENCE,
+                target_loss: 4e-6,
+                max_epochs: 1_000_000,
+            },
+        };
+        let plan = Plan {
+            runs,
+            ..Plan::new(Some(&source), default_candidates(per_class), iters, 0)
+        };
+        let recon = ReconPlan { plan, keep };
         ExperimentConfig {
             source,
             data_dir: None,
@@ -216,6 +201,8 @@ pub struct Hooks<'a> {
     pub epoch: &'a dyn Fn(&TrainState<f32>) -> Control,
     /// After each reconstruction iteration; false stops.
     pub tick: &'a (dyn Fn(Tick) -> bool + Sync),
+    /// Something the user should hear about (a corrupt checkpoint replaced by the previous one).
+    pub warn: &'a dyn Fn(&str),
 }
 
 fn rel(dir: &Path, p: &Path) -> String {
@@ -262,7 +249,8 @@ fn trained_model(
             checkpoint_every: 1000,
             resume: true,
         };
-        train_job::run::<f32>(&job, data, hooks.epoch)?;
+        let summary = train_job::run::<f32>(&job, data, hooks.epoch)?;
+        summary.warnings.iter().for_each(|w| (hooks.warn)(w));
     }
     let file = load_model::<f32>(path)?;
     let summary = train_job::read_summary(path, &file.metadata)
@@ -287,20 +275,12 @@ fn reconstruct(
     model_path: &Path,
     hooks: &Hooks,
 ) -> Result<SearchSummary> {
-    let m = 4 * cfg.per_class;
-    let runs: Vec<RunConfig> = (0..cfg.recon.runs)
-        .map(|i| {
-            let hyper = if i == 0 {
-                cfg.recon.hyper
-            } else {
-                use rand::SeedableRng;
-                Hyper::random(&mut rand_chacha::ChaCha8Rng::seed_from_u64(
-                    seed * 1000 + i as u64,
-                ))
-            };
-            RunConfig::new(hyper, m, cfg.recon.iters, seed + i as u64)
-        })
-        .collect();
+    let plan = Plan {
+        m: default_candidates(cfg.per_class),
+        seed,
+        ..cfg.recon.plan.clone()
+    };
+    let runs = plan.configs()?;
     let mut metadata = std::collections::BTreeMap::new();
     // Paths inside the folder are recorded relative to it, so the folder can move.
     metadata.insert("model".into(), rel(&cfg.out, model_path));
@@ -311,11 +291,15 @@ fn reconstruct(
         rank_by: RankBy::Kkt,
         checkpoint_every: 1000,
         log_every: 100,
-        parallel: if cfg.recon.runs > 1 { 2 } else { 1 },
+        parallel: if plan.runs > 1 { 2 } else { 1 },
         metadata,
         shard: None,
     };
-    run_search(model, &job, None, hooks.tick)
+    let summary = run_search(model, &job, None, hooks.tick)?;
+    for w in summary.runs.iter().flat_map(|r| &r.warnings) {
+        (hooks.warn)(w);
+    }
+    Ok(summary)
 }
 
 /// Runs one model end to end, skipping what is already in the folder.
@@ -380,7 +364,7 @@ fn one_model(
     let cand = load_candidates::<f32>(&cand_path)?;
     let score = score_candidates(data, &cand.x, Some(&model), 10, &Ssim::kornia3());
     let grid_path = dir.join("grids").join(format!("{tag}.png"));
-    reveal_score::score::write_grid(&grid_path, &score, &cand.x, data)?;
+    write_grid(&grid_path, &score, &cand.x, data)?;
     let cand_y: Vec<f32> = cand.y.iter().copied().collect();
     let map = biasmap::bias_map(
         &cand.x,

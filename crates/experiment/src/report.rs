@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, Result};
 use plotters::prelude::*;
-use reveal_nn::write_atomic;
+use reveal_io::write_atomic;
 
 use crate::{ExperimentConfig, ModelResult};
 
@@ -138,6 +138,9 @@ pub fn write(cfg: &ExperimentConfig, results: &[ModelResult]) -> Result<()> {
 fn markdown(cfg: &ExperimentConfig, results: &[ModelResult]) -> String {
     let mut md = String::new();
     let seeds: Vec<String> = cfg.seeds.iter().map(|s| s.to_string()).collect();
+    let plan = &cfg.recon.plan;
+    let first = reveal_recon::preset(&plan.preset)
+        .unwrap_or_else(|| panic!("checked preset {}", plan.preset));
     let _ = writeln!(
         md,
         "# reveal: did the models learn the concept or a shortcut?\n"
@@ -147,7 +150,7 @@ fn markdown(cfg: &ExperimentConfig, results: &[ModelResult]) -> String {
         "Data set **{}**, {} training images per class, seeds {}; hidden widths {:?}; training {:?} (target loss {:e}); \
          reconstruction: {} run(s) of {} iterations, best {} pooled, first run at init {:.2e}, lr {:.3e}, λ_min {:.3}, α {:.1}.\n",
         cfg.source.name(), cfg.per_class, seeds.join(", "), cfg.hidden, cfg.train.schedule, cfg.train.target_loss,
-        cfg.recon.runs, cfg.recon.iters, cfg.recon.keep, cfg.recon.hyper.init_scale, cfg.recon.hyper.lr, cfg.recon.hyper.lambda_min, cfg.recon.hyper.alpha
+        plan.runs, plan.iters, cfg.recon.keep, first.init_scale, first.lr, first.lambda_min, first.alpha
     );
     let _ = writeln!(md, "S = mean kornia-SSIM of the best 10 (training image, nearest reconstruction) pairs; ρ10 = mean Pearson correlation of the best 10 pairs; \
         recovered = training images matched better by a reconstruction than by their nearest held-out real image. \

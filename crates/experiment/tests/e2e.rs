@@ -18,7 +18,7 @@ fn tiny_experiment_writes_the_report_and_resumes() {
     );
     cfg.per_class = 6;
     cfg.hidden = vec![24, 24];
-    cfg.recon.iters = 30;
+    cfg.recon.plan.iters = 30;
     cfg.biases = vec![Bias::None, Bias::Corner, Bias::Contrast];
     cfg.test = TestSelection::PerClass(20);
 
@@ -40,6 +40,7 @@ fn tiny_experiment_writes_the_report_and_resumes() {
         stage: &stage,
         epoch: &epoch,
         tick: &tick,
+        warn: &|w: &str| panic!("no warning expected: {w}"),
     };
     let results = run(&cfg, &hooks).unwrap();
     assert_eq!(results.len(), 4, "three biases and the control");

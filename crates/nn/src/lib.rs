@@ -8,5 +8,5 @@
 pub mod files;
 pub mod mlp;
 
-pub use files::{load_model, save_model, write_atomic, ModelFile};
+pub use files::{load_model, parse_model, save_model, ModelFile};
 pub use mlp::{forward, Activation, Mlp, Theta};

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 use ndarray::Array2;
-use reveal_nn::files::{parse_tensors, read_file, write_tensors, TensorOut};
+use reveal_io::{parse_tensors, read_file, write_tensors, TensorOut};
 use reveal_tape::Scalar;
 
 use crate::optim::RunState;

@@ -23,7 +23,7 @@
 
 use reveal_tape::{Scalar, Var};
 
-use crate::objective::{lambda_prior, prior_x, ObjectiveConfig, Terms};
+use crate::terms::{lambda_prior, prior_x, ObjectiveConfig, Terms};
 
 /// Records L for candidates x [m, d], λ [m, 1], y [m, 1], θ on the tape (order of `Mlp::params`).
 pub fn record<'t, T: Scalar>(

@@ -1,4 +1,5 @@
-//! The reconstruction objective of DESIGN.md §2, recorded on the tape:
+//! The reconstruction objective, recorded on the tape (the generic path, and the entry points
+//! that pick between it and the Gram path of [`crate::gram`]):
 //!
 //! ```text
 //! L_kkt = Σ_p ‖ θ_p − (1/m) Σ_i λ_i y_i ∇_{θ_p} f(x_i) ‖²     (sum over the parameter tensors)
@@ -13,31 +14,10 @@
 use std::sync::Arc;
 
 use ndarray::Array2;
-use reveal_nn::{forward, Activation, Mlp, Theta};
+use reveal_nn::{forward, Mlp, Theta};
 use reveal_tape::{grad, Scalar, Tape, Var};
 
-/// The hyperparameters of the objective itself (not of the optimiser).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ObjectiveConfig<T> {
-    /// The hidden activation; [`Activation::ModifiedRelu`]`(α)` in a real reconstruction.
-    pub activation: Activation<T>,
-    /// λ_min of the prior L_λ.
-    pub lambda_min: T,
-}
-
-/// The terms of L: L_kkt, L_x, L_λ and their sum.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Terms<V> {
-    pub kkt: V,
-    /// ‖W1 − ∇_{W1} Φ‖², the first layer's share of L_kkt (a label-free ranking signal).
-    pub kkt_w1: V,
-    pub prior_x: V,
-    pub prior_lambda: V,
-    pub total: V,
-}
-
-/// The weight of the λ prior in L_λ.
-pub const LAMBDA_PRIOR_WEIGHT: f64 = 5.0;
+use crate::terms::{lambda_prior, prior_x, ObjectiveConfig, Terms};
 
 /// Records L for candidates x [m, d], multipliers λ [m, 1] and labels y [m, 1] (±1), with the
 /// model's parameters θ already on the tape (order of [`Mlp::params`]).
@@ -85,22 +65,6 @@ pub fn record<'t, T: Scalar>(
         prior_lambda,
         total: kkt + prior_x + prior_lambda,
     }
-}
-
-/// L_x = Σ relu(x − 1)² + Σ relu(−1 − x)², recorded as Σ (x − clamp(x, −1, 1))² (the same
-/// function and derivative, in one op instead of eight).
-pub fn prior_x<'t, T: Scalar>(x: Var<'t, T>) -> Var<'t, T> {
-    x.excess(-T::one(), T::one()).square().sum()
-}
-
-/// L_λ = 5 · Σ relu(λ_min − λ)²
-pub fn lambda_prior<'t, T: Scalar>(lambda: Var<'t, T>, lambda_min: T) -> Var<'t, T> {
-    (-lambda)
-        .offset(lambda_min)
-        .relu()
-        .square()
-        .sum()
-        .scale(T::from_f64(LAMBDA_PRIOR_WEIGHT))
 }
 
 /// How L_kkt is computed: the generic grad-of-grad reference, or the Gram-matrix fast path.
@@ -208,12 +172,4 @@ pub fn evaluate_shared<T: Scalar>(
             grad_lambda: own(gl),
         }
     })
-}
-
-/// Candidate labels: −1 for the first m/2, +1 for the rest, as a column [m, 1].
-pub fn candidate_labels<T: Scalar>(m: usize) -> Array2<T> {
-    Array2::from_shape_fn(
-        (m, 1),
-        |(i, _)| if i < m / 2 { -T::one() } else { T::one() },
-    )
 }

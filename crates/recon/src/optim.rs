@@ -14,7 +14,8 @@ use reveal_nn::{Activation, Mlp, Theta};
 use reveal_tape::{kernels, Scalar};
 use serde::{Deserialize, Serialize};
 
-use crate::objective::{candidate_labels, evaluate_shared, Method, ObjectiveConfig, Terms};
+use crate::objective::{evaluate_shared, Method};
+use crate::terms::{candidate_labels, ObjectiveConfig, Terms};
 
 /// The hyperparameters the reference sweeps.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -27,66 +28,6 @@ pub struct Hyper {
     pub lambda_min: f64,
     /// α of the modified ReLU's derivative σ(αz).
     pub alpha: f64,
-}
-
-/// The settings that worked in the reference (n = 500, m = 1000), DESIGN.md §2.
-pub const PRESETS: [(&str, Hyper); 4] = [
-    (
-        "cifar-a",
-        Hyper {
-            init_scale: 8.9e-4,
-            lr: 0.555,
-            lambda_min: 0.498,
-            alpha: 19.1,
-        },
-    ),
-    (
-        "cifar-b",
-        Hyper {
-            init_scale: 4.5e-3,
-            lr: 0.346,
-            lambda_min: 0.494,
-            alpha: 21.7,
-        },
-    ),
-    (
-        "mnist-a",
-        Hyper {
-            init_scale: 3.5e-2,
-            lr: 0.0305,
-            lambda_min: 0.447,
-            alpha: 149.9,
-        },
-    ),
-    (
-        "mnist-b",
-        Hyper {
-            init_scale: 1.7e-3,
-            lr: 0.282,
-            lambda_min: 0.415,
-            alpha: 19.2,
-        },
-    ),
-];
-
-/// A preset by name.
-pub fn preset(name: &str) -> Option<Hyper> {
-    PRESETS.iter().find(|(n, _)| *n == name).map(|(_, h)| *h)
-}
-
-impl Hyper {
-    /// A random draw from the reference's search ranges: init_scale log-uniform 1e-6..0.1,
-    /// lr log-uniform 1e-5..1, λ_min uniform 0.01..0.5, α uniform 10..500.
-    pub fn random(rng: &mut impl Rng) -> Self {
-        let log_uniform =
-            |rng: &mut dyn rand::RngCore, lo: f64, hi: f64| (rng.gen_range(lo.ln()..hi.ln())).exp();
-        Hyper {
-            init_scale: log_uniform(rng, 1e-6, 0.1),
-            lr: log_uniform(rng, 1e-5, 1.0),
-            lambda_min: rng.gen_range(0.01..0.5),
-            alpha: rng.gen_range(10.0..500.0),
-        }
-    }
 }
 
 /// Everything about one run besides the model.

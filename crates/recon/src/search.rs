@@ -1,5 +1,6 @@
-//! The search: several reconstruction runs (random hyperparameters or presets), each resumable,
-//! ranked, and the candidates of the best ones pooled into one file.
+//! Running a search: the planned runs (see [`crate::plan`]) one after another or several at
+//! once, each resumable from its checkpoint, then ranked ([`crate::stats`]) and the candidates
+//! of the best pooled into one file.
 //!
 //! Layout beside the output `OUT.safetensors`: a folder `OUT.runs/` holding, per run i,
 //! `run-i.jsonl` (its curve), `run-i.ckpt.safetensors` (while running) and `run-i.safetensors`
@@ -14,27 +15,19 @@ use std::time::Instant;
 use anyhow::{anyhow, Context, Result};
 use ndarray::{concatenate, Array2, Axis};
 use rayon::prelude::*;
-use reveal_nn::files::{
+use reveal_io::{
     load_checkpoint, read_file, read_timing, remove_checkpoints, rotate_checkpoint, truncate_log,
-    write_timing,
+    write_atomic, write_timing,
 };
-use reveal_nn::{write_atomic, Mlp};
+use reveal_nn::Mlp;
 use reveal_tape::Scalar;
 use serde::{Deserialize, Serialize};
 
 use crate::files::{load_candidates, parse_run_checkpoint, save_candidates};
-use crate::objective::Terms;
 use crate::optim::{layer1_residual, run, RunConfig, RunState, Stop};
-
-/// How runs are ranked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RankBy {
-    /// The label-free layer-1 KKT residual (lower is better).
-    Kkt,
-    /// The score S against the training set (higher is better).
-    Score,
-}
+use crate::plan::Shard;
+use crate::stats::{rank, spearman, RankBy};
+use crate::terms::Terms;
 
 /// A search as the CLI describes it.
 #[derive(Clone, Debug)]
@@ -76,6 +69,9 @@ pub struct RunSummary {
     /// Kept beside the run's file (`timing_path`), not in it: products carry no clock readings.
     #[serde(skip)]
     pub wall_seconds: f64,
+    /// What the user should hear about (a corrupt checkpoint replaced by the previous one).
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 /// What a search produced.
@@ -89,44 +85,6 @@ pub struct SearchSummary {
     pub pooled: Vec<usize>,
     /// Spearman correlation between the kkt and score rankings, when both are known.
     pub rank_agreement: Option<f64>,
-}
-
-/// The part of a search (or an experiment) one process does, for spreading work over machines:
-/// item k belongs to shard k mod count. Written `I/N` with 1 ≤ I ≤ N.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Shard {
-    /// 0-based.
-    pub index: usize,
-    pub count: usize,
-}
-
-impl Shard {
-    /// Whether item `k` is this shard's.
-    pub fn owns(&self, k: usize) -> bool {
-        k % self.count == self.index
-    }
-}
-
-impl std::str::FromStr for Shard {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let parsed = s
-            .split_once('/')
-            .and_then(|(i, n)| Some((i.trim().parse::<usize>().ok()?, n.trim().parse().ok()?)));
-        match parsed {
-            Some((i, n)) if (1..=n).contains(&i) => Ok(Shard {
-                index: i - 1,
-                count: n,
-            }),
-            _ => Err(format!("{s:?}: expected I/N with 1 ≤ I ≤ N, e.g. 2/3")),
-        }
-    }
-}
-
-impl std::fmt::Display for Shard {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.index + 1, self.count)
-    }
 }
 
 /// The runs of a job whose result file is not written yet.
@@ -206,8 +164,11 @@ fn one_run<T: Scalar>(
         return Ok((summary, f.into_state()));
     }
     let read = |p: &Path| parse_run_checkpoint::<T>(&read_file(p)?, p);
+    let mut warnings = Vec::new();
     let (mut state, elapsed_before) = match load_checkpoint(&ckpt, read)? {
-        Some((f, elapsed)) => {
+        Some(loaded) => {
+            warnings.extend(loaded.warning);
+            let (f, elapsed) = loaded.value;
             if f.metadata.get("config") != meta.get("config") {
                 return Err(anyhow!(
                     "{}: checkpoint of a run with other settings",
@@ -290,6 +251,7 @@ fn one_run<T: Scalar>(
         score: None,
         failure,
         wall_seconds: elapsed_before + started.elapsed().as_secs_f64(),
+        warnings,
     };
     let mut m = meta;
     m.insert(
@@ -304,27 +266,6 @@ fn one_run<T: Scalar>(
 
 /// Scores a run's candidates against the training set (higher is better).
 pub type Scorer<'a, T> = dyn Fn(&RunState<T>) -> f64 + Sync + 'a;
-
-/// Spearman's rank correlation of two rankings of the same items.
-pub fn spearman(a: &[usize], b: &[usize]) -> f64 {
-    let n = a.len();
-    if n < 2 {
-        return 1.0;
-    }
-    let pos = |r: &[usize]| {
-        let mut p = vec![0usize; r.iter().max().map_or(0, |m| m + 1)];
-        for (rank, &item) in r.iter().enumerate() {
-            p[item] = rank;
-        }
-        p
-    };
-    let (pa, pb) = (pos(a), pos(b));
-    let d2: f64 = a
-        .iter()
-        .map(|&i| (pa[i] as f64 - pb[i] as f64).powi(2))
-        .sum();
-    1.0 - 6.0 * d2 / (n as f64 * ((n * n) as f64 - 1.0))
-}
 
 /// Runs the search, ranks the runs and writes the pooled candidates of the best `keep` to
 /// `job.out`. `score`, when given, scores a run's candidates against the training set.
@@ -378,28 +319,18 @@ pub fn run_search<T: Scalar>(
     let usable: Vec<usize> = (0..runs.len())
         .filter(|&i| runs[i].failure.is_none() && runs[i].loss.is_finite())
         .collect();
-    let rank = |by: RankBy| -> Vec<usize> {
-        let mut order = usable.clone();
-        match by {
-            RankBy::Kkt => {
-                order.sort_by(|&a, &b| runs[a].layer1_residual.total_cmp(&runs[b].layer1_residual))
-            }
-            RankBy::Score => order.sort_by(|&a, &b| {
-                runs[b]
-                    .score
-                    .unwrap_or(f64::NEG_INFINITY)
-                    .total_cmp(&runs[a].score.unwrap_or(f64::NEG_INFINITY))
-            }),
-        }
-        order
-    };
     let rank_by = if score.is_none() {
         RankBy::Kkt
     } else {
         job.rank_by
     };
-    let ranking = rank(rank_by);
-    let rank_agreement = score.map(|_| spearman(&rank(RankBy::Kkt), &rank(RankBy::Score)));
+    let ranking = rank(&runs, &usable, rank_by);
+    let rank_agreement = score.map(|_| {
+        spearman(
+            &rank(&runs, &usable, RankBy::Kkt),
+            &rank(&runs, &usable, RankBy::Score),
+        )
+    });
     if ranking.is_empty() {
         return Err(anyhow!(
             "every run diverged: {}",

@@ -10,7 +10,8 @@
 use ndarray::{concatenate, Array2, ArrayView1, Axis};
 use reveal_data::{prepare, DataSpec, Source, TestSelection};
 use reveal_nn::Mlp;
-use reveal_recon::optim::{preset, run, RunConfig, RunState};
+use reveal_recon::optim::{run, RunConfig, RunState};
+use reveal_recon::preset;
 use reveal_train::job::{features, label_column};
 use reveal_train::{train, Control, Outcome, Schedule, TrainConfig, TrainState};
 

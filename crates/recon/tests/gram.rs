@@ -5,7 +5,8 @@ use ndarray::Array2;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use reveal_nn::{Activation, Mlp};
-use reveal_recon::objective::{candidate_labels, evaluate_with, Method, ObjectiveConfig};
+use reveal_recon::objective::{evaluate_with, Method};
+use reveal_recon::terms::{candidate_labels, ObjectiveConfig};
 use reveal_tape::check::randn;
 
 fn rel(a: &Array2<f64>, b: &Array2<f64>) -> f64 {

@@ -6,7 +6,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use reveal_nn::{Activation, Mlp};
-use reveal_recon::objective::{candidate_labels, evaluate_with, Method, ObjectiveConfig};
+use reveal_recon::objective::{evaluate_with, Method};
+use reveal_recon::terms::{candidate_labels, ObjectiveConfig};
 use reveal_tape::kernels::gemm::{with_backend, Backend};
 
 fn rel(a: &Array2<f32>, b: &Array2<f32>) -> f64 {

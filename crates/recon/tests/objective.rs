@@ -8,7 +8,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use reveal_nn::{Activation, Mlp};
 use reveal_recon::closed_form::closed_form;
-use reveal_recon::objective::{candidate_labels, evaluate_with, record, Method, ObjectiveConfig};
+use reveal_recon::objective::{evaluate_with, record, Method};
+use reveal_recon::terms::{candidate_labels, ObjectiveConfig};
 use reveal_tape::check::{gradcheck, gradgradcheck, randn};
 use reveal_tape::{Tape, Var};
 

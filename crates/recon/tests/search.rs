@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use reveal_nn::Mlp;
 use reveal_recon::files::load_candidates;
-use reveal_recon::search::{run_search, runs_dir, spearman, RankBy, SearchJob, Tick};
+use reveal_recon::search::{run_search, runs_dir, SearchJob, Tick};
+use reveal_recon::stats::{spearman, RankBy};
 use reveal_recon::{Hyper, RunConfig};
 
 fn model() -> Mlp<f64> {

@@ -7,6 +7,13 @@ use num_traits::Float;
 
 use crate::kernels::Element;
 
+/// The two precisions the tape works in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Precision {
+    F32,
+    F64,
+}
+
 /// A floating-point element type the tape can work in (`f32` or `f64`).
 pub trait Scalar:
     Float + LinalgScalar + ScalarOperand + Element + Debug + Display + Default + Send + Sync + 'static
@@ -17,6 +24,8 @@ pub trait Scalar:
     fn as_f64(self) -> f64;
     /// Short name for messages and file metadata: `"f32"` or `"f64"`.
     const NAME: &'static str;
+    /// Which of the two it is.
+    const PRECISION: Precision;
     /// e^x for x ≤ 0, branch-free so that loops over it vectorise (see [`exp_nonpositive`]).
     #[doc(hidden)]
     fn exp_nonpositive(x: Self) -> Self;
@@ -30,6 +39,7 @@ impl Scalar for f32 {
         self as f64
     }
     const NAME: &'static str = "f32";
+    const PRECISION: Precision = Precision::F32;
     #[inline(always)]
     fn exp_nonpositive(x: f32) -> f32 {
         // Cephes' expf: e^x = 2^n · e^r, n = round(x·log₂e), |r| ≤ ln2/2, e^r by a degree-7
@@ -58,6 +68,7 @@ impl Scalar for f64 {
         self
     }
     const NAME: &'static str = "f64";
+    const PRECISION: Precision = Precision::F64;
     #[inline(always)]
     fn exp_nonpositive(x: f64) -> f64 {
         // e^x = 2^n · e^r, n = round(x·log₂e), |r| ≤ ln2/2, e^r by its Taylor series to r¹³

@@ -10,10 +10,11 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use ndarray::{Array2, Axis};
 use reveal_data::Prepared;
-use reveal_nn::files::{
-    load_checkpoint, parse_model, read_file, read_timing, remove_checkpoints, rotate_checkpoint,
-    save_model, truncate_log, write_timing, ModelFile,
+use reveal_io::{
+    load_checkpoint, read_file, read_timing, remove_checkpoints, rotate_checkpoint, truncate_log,
+    write_timing,
 };
+use reveal_nn::files::{parse_model, save_model, ModelFile};
 use reveal_nn::Mlp;
 use reveal_tape::Scalar;
 use serde::{Deserialize, Serialize};
@@ -47,6 +48,9 @@ pub struct TrainSummary {
     /// Kept beside the model file (`timing_path`), not in it: products carry no clock readings.
     #[serde(skip)]
     pub wall_seconds: f64,
+    /// What the user should hear about (a corrupt checkpoint replaced by the previous one).
+    #[serde(skip)]
+    pub warnings: Vec<String>,
     pub precision: String,
     pub hidden: Vec<usize>,
     pub config: TrainConfig,
@@ -155,7 +159,10 @@ pub fn run<T: Scalar>(
         true => load_checkpoint(&ckpt, |p| parse_checkpoint::<T>(&read_file(p)?, p))?,
         false => None,
     };
-    let (mut state, elapsed_before) = if let Some((file, st)) = resumed {
+    let mut warnings = Vec::new();
+    let (mut state, elapsed_before) = if let Some(loaded) = resumed {
+        warnings.extend(loaded.warning);
+        let (file, st) = loaded.value;
         if file.mlp.input_dim() != d || file.mlp.hidden() != job.hidden {
             bail!(
                 "{}: checkpoint is a {}-{:?} model, this run wants {d}-{:?}",
@@ -266,6 +273,7 @@ pub fn run<T: Scalar>(
         ),
         test_size: data.test.y.len(),
         wall_seconds: elapsed_before + started.elapsed().as_secs_f64(),
+        warnings,
         precision: T::NAME.into(),
         hidden: job.hidden.clone(),
         config: job.config,

@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::{anyhow, Result};
 use image::{ImageBuffer, ImageFormat, Rgb};
 use ndarray::ArrayView1;
-use reveal_nn::write_atomic;
+use reveal_io::write_atomic;
 
 /// Lays out `images` (each C×H×W in [0, 1], C = 1 or 3) in a grid of `cols` columns, each pixel
 /// drawn as a `scale`×`scale` block, with a 1-block gap between images.
@@ -86,7 +86,7 @@ pub fn default_scale(side: usize) -> usize {
 /// their training images.
 pub fn write_pairs_png(
     path: &Path,
-    pairs: &[crate::Pair],
+    pairs: &[reveal_score::Pair],
     recon: &ndarray::Array2<f32>,
     train: &ndarray::Array2<f32>,
     shape: (usize, usize, usize),

@@ -1,0 +1,234 @@
+//! Run planning, in one place for every command: the default setting for a data set, the
+//! number of candidates, each run's hyperparameters and seed, and which runs a shard does.
+//!
+//! Run 0 of a search uses the base setting (a preset, or the data set's default); every later
+//! run i draws the hyperparameters that are not pinned from the reference's search ranges with
+//! its own random stream (stream i of the search seed), so run i is the same whatever the
+//! number of runs or shards, and `reveal reconstruct --runs N` and `reveal experiment` search
+//! the same settings for the same seed. Run i starts its candidates from seed + i.
+
+use anyhow::{bail, Result};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use reveal_data::Source;
+
+use crate::optim::{Hyper, RunConfig};
+
+/// The settings that worked in the reference (n = 500, m = 1000), DESIGN.md §2.
+pub const PRESETS: [(&str, Hyper); 4] = [
+    (
+        "cifar-a",
+        Hyper {
+            init_scale: 8.9e-4,
+            lr: 0.555,
+            lambda_min: 0.498,
+            alpha: 19.1,
+        },
+    ),
+    (
+        "cifar-b",
+        Hyper {
+            init_scale: 4.5e-3,
+            lr: 0.346,
+            lambda_min: 0.494,
+            alpha: 21.7,
+        },
+    ),
+    (
+        "mnist-a",
+        Hyper {
+            init_scale: 3.5e-2,
+            lr: 0.0305,
+            lambda_min: 0.447,
+            alpha: 149.9,
+        },
+    ),
+    (
+        "mnist-b",
+        Hyper {
+            init_scale: 1.7e-3,
+            lr: 0.282,
+            lambda_min: 0.415,
+            alpha: 19.2,
+        },
+    ),
+];
+
+/// A preset by name.
+pub fn preset(name: &str) -> Option<Hyper> {
+    PRESETS.iter().find(|(n, _)| *n == name).map(|(_, h)| *h)
+}
+
+impl Hyper {
+    /// A random draw from the reference's search ranges: init_scale log-uniform 1e-6..0.1,
+    /// lr log-uniform 1e-5..1, λ_min uniform 0.01..0.5, α uniform 10..500.
+    pub fn random(rng: &mut impl Rng) -> Self {
+        let log_uniform =
+            |rng: &mut dyn rand::RngCore, lo: f64, hi: f64| (rng.gen_range(lo.ln()..hi.ln())).exp();
+        Hyper {
+            init_scale: log_uniform(rng, 1e-6, 0.1),
+            lr: log_uniform(rng, 1e-5, 1.0),
+            lambda_min: rng.gen_range(0.01..0.5),
+            alpha: rng.gen_range(10.0..500.0),
+        }
+    }
+}
+
+/// The preset a data set starts from: `mnist-a` for MNIST, `cifar-a` for CIFAR-10 and image
+/// folders (colour photographs, like CIFAR-10), `mnist-b` for the synthetic set (a small
+/// α suits its sharp strokes). Without a known data set (a model from elsewhere), `mnist-b`.
+pub fn default_preset(source: Option<&Source>) -> &'static str {
+    match source {
+        Some(Source::Mnist) => "mnist-a",
+        Some(Source::Cifar10 | Source::Folder { .. }) => "cifar-a",
+        Some(Source::Synthetic { .. }) | None => "mnist-b",
+    }
+}
+
+/// The default number of candidates for a training set of `per_class` images per class:
+/// twice the training set (m = 2n = 4·per_class), as the reference does.
+pub fn default_candidates(per_class: usize) -> usize {
+    4 * per_class
+}
+
+/// Hyperparameters fixed on the command line: they hold for every run of a search.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Pins {
+    pub lr: Option<f64>,
+    pub init_scale: Option<f64>,
+    pub lambda_min: Option<f64>,
+    pub alpha: Option<f64>,
+}
+
+impl Pins {
+    /// `h` with the pinned values put in.
+    fn apply(&self, mut h: Hyper) -> Hyper {
+        h.lr = self.lr.unwrap_or(h.lr);
+        h.init_scale = self.init_scale.unwrap_or(h.init_scale);
+        h.lambda_min = self.lambda_min.unwrap_or(h.lambda_min);
+        h.alpha = self.alpha.unwrap_or(h.alpha);
+        h
+    }
+}
+
+/// What a search is asked to do.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// Run 0's setting: a preset by name.
+    pub preset: String,
+    pub pins: Pins,
+    /// Candidates per run (even).
+    pub m: usize,
+    pub runs: usize,
+    pub iters: usize,
+    /// Seed of the search: run i starts from seed + i and draws from stream i.
+    pub seed: u64,
+    /// Learning rate of λ.
+    pub lambda_lr: f64,
+}
+
+impl Plan {
+    /// The default plan for a data set: its preset, its candidate count, the reference's λ
+    /// learning rate, one run.
+    pub fn new(source: Option<&Source>, m: usize, iters: usize, seed: u64) -> Self {
+        Plan {
+            preset: default_preset(source).to_string(),
+            pins: Pins::default(),
+            m,
+            runs: 1,
+            iters,
+            seed,
+            lambda_lr: 1e-4,
+        }
+    }
+
+    /// Every run's configuration, checked: a known preset, an even m ≥ 2, positive rates.
+    pub fn configs(&self) -> Result<Vec<RunConfig>> {
+        let Some(base) = preset(&self.preset) else {
+            bail!(
+                "--preset {:?}: expected one of {}",
+                self.preset,
+                PRESETS.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
+            )
+        };
+        if self.m < 2 || !self.m.is_multiple_of(2) {
+            bail!(
+                "--candidates {}: must be even and at least 2 (half per class)",
+                self.m
+            );
+        }
+        if self.runs == 0 {
+            bail!("--runs 0: a search needs at least one run");
+        }
+        let pins = [
+            ("--lr", self.pins.lr),
+            ("--init-scale", self.pins.init_scale),
+            ("--min-lambda", self.pins.lambda_min),
+            ("--alpha", self.pins.alpha),
+            ("--lambda-lr", Some(self.lambda_lr)),
+        ];
+        for (flag, v) in pins {
+            if let Some(v) = v.filter(|v| !(v.is_finite() && *v > 0.0)) {
+                bail!("{flag} {v}: must be a positive number");
+            }
+        }
+        Ok((0..self.runs)
+            .map(|i| {
+                let hyper = if i == 0 {
+                    base
+                } else {
+                    let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+                    rng.set_stream(i as u64);
+                    Hyper::random(&mut rng)
+                };
+                RunConfig {
+                    lambda_lr: self.lambda_lr,
+                    ..RunConfig::new(
+                        self.pins.apply(hyper),
+                        self.m,
+                        self.iters,
+                        self.seed + i as u64,
+                    )
+                }
+            })
+            .collect())
+    }
+}
+
+/// The part of a search (or an experiment) one process does, for spreading work over machines:
+/// item k belongs to shard k mod count. Written `I/N` with 1 ≤ I ≤ N.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    /// 0-based.
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// Whether item `k` is this shard's.
+    pub fn owns(&self, k: usize) -> bool {
+        k % self.count == self.index
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parsed = s
+            .split_once('/')
+            .and_then(|(i, n)| Some((i.trim().parse::<usize>().ok()?, n.trim().parse().ok()?)));
+        match parsed {
+            Some((i, n)) if (1..=n).contains(&i) => Ok(Shard {
+                index: i - 1,
+                count: n,
+            }),
+            _ => Err(format!("{s:?}: expected I/N with 1 ≤ I ≤ N, e.g. 2/3")),
+        }
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index + 1, self.count)
+    }
+}

@@ -1,0 +1,58 @@
+//! The parts of the reconstruction objective that every way of computing it shares: its
+//! settings, its terms, the two priors and the candidates' labels.
+//!
+//! ```text
+//! L_x   = Σ relu(x − 1)² + Σ relu(−1 − x)²        (candidates stay in the data's range)
+//! L_λ   = 5 · Σ relu(λ_min − λ_i)²                (multipliers stay above λ_min)
+//! ```
+
+use ndarray::Array2;
+use reveal_nn::Activation;
+use reveal_tape::{Scalar, Var};
+
+/// The hyperparameters of the objective itself (not of the optimiser).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ObjectiveConfig<T> {
+    /// The hidden activation; [`Activation::ModifiedRelu`]`(α)` in a real reconstruction.
+    pub activation: Activation<T>,
+    /// λ_min of the prior L_λ.
+    pub lambda_min: T,
+}
+
+/// The terms of L: L_kkt, L_x, L_λ and their sum.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Terms<V> {
+    pub kkt: V,
+    /// ‖W1 − ∇_{W1} Φ‖², the first layer's share of L_kkt (a label-free ranking signal).
+    pub kkt_w1: V,
+    pub prior_x: V,
+    pub prior_lambda: V,
+    pub total: V,
+}
+
+/// The weight of the λ prior in L_λ.
+pub const LAMBDA_PRIOR_WEIGHT: f64 = 5.0;
+
+/// L_x = Σ relu(x − 1)² + Σ relu(−1 − x)², recorded as Σ (x − clamp(x, −1, 1))² (the same
+/// function and derivative, in one op instead of eight).
+pub fn prior_x<'t, T: Scalar>(x: Var<'t, T>) -> Var<'t, T> {
+    x.excess(-T::one(), T::one()).square().sum()
+}
+
+/// L_λ = 5 · Σ relu(λ_min − λ)²
+pub fn lambda_prior<'t, T: Scalar>(lambda: Var<'t, T>, lambda_min: T) -> Var<'t, T> {
+    (-lambda)
+        .offset(lambda_min)
+        .relu()
+        .square()
+        .sum()
+        .scale(T::from_f64(LAMBDA_PRIOR_WEIGHT))
+}
+
+/// Candidate labels: −1 for the first m/2, +1 for the rest, as a column [m, 1].
+pub fn candidate_labels<T: Scalar>(m: usize) -> Array2<T> {
+    Array2::from_shape_fn(
+        (m, 1),
+        |(i, _)| if i < m / 2 { -T::one() } else { T::one() },
+    )
+}
