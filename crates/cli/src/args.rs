@@ -83,6 +83,10 @@ impl SourceArgs {
 pub struct DataArgs {
     #[command(flatten)]
     pub source: SourceArgs,
+    /// The binary task: odd-even (MNIST's default), vehicles-animals (CIFAR-10's), cat-dog, or
+    /// the classes of class 0 and of class 1 as names or indices, e.g. 3,5,8/0,6.
+    #[arg(long)]
+    pub task: Option<Task>,
     /// For --dataset folder: comma-separated class names forming class 0 (y = −1).
     #[arg(long, value_delimiter = ',')]
     pub class0: Vec<String>,
@@ -131,9 +135,15 @@ impl DataArgs {
     pub fn spec(&self) -> Result<DataSpec> {
         let source = self.source.source()?;
         let mut spec = DataSpec::new(source, self.per_class);
+        if let Some(task) = &self.task {
+            if !self.class0.is_empty() || !self.class1.is_empty() {
+                bail!("--task and --class0/--class1 say the same thing: give one of them");
+            }
+            spec.task = task.clone();
+        }
         if !self.class0.is_empty() || !self.class1.is_empty() {
             if self.source.dataset != DatasetName::Folder {
-                bail!("--class0/--class1 apply to --dataset folder only");
+                bail!("--class0/--class1 apply to --dataset folder only (use --task A,B/C,D)");
             }
             spec.task = Task::Split {
                 class0: self.class0.clone(),

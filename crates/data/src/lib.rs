@@ -84,9 +84,54 @@ pub enum Task {
     },
 }
 
+/// A class of a split, given by its name or, failing that, its index: the label it means.
+fn resolve(entry: &str, names: &[String]) -> Option<usize> {
+    names
+        .iter()
+        .position(|n| n == entry)
+        .or_else(|| entry.parse::<usize>().ok().filter(|&i| i < names.len()))
+}
+
+impl std::str::FromStr for Task {
+    type Err = String;
+
+    /// `odd-even`, `vehicles-animals`, `cat-dog`, or `A,B/C,D`: the classes (names or indices)
+    /// of binary class 0, then of class 1.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let list = |part: &str| -> Vec<String> {
+            part.split(',')
+                .map(|c| c.trim().to_string())
+                .filter(|c| !c.is_empty())
+                .collect()
+        };
+        match s.trim() {
+            "odd-even" => Ok(Task::OddEven),
+            "vehicles-animals" => Ok(Task::VehiclesAnimals),
+            "cat-dog" => Ok(Task::Split {
+                class0: vec!["cat".into()],
+                class1: vec!["dog".into()],
+            }),
+            other => match other.split_once('/') {
+                Some((a, b)) if !list(a).is_empty() && !list(b).is_empty() => Ok(Task::Split {
+                    class0: list(a),
+                    class1: list(b),
+                }),
+                _ => Err(format!(
+                    "{s:?}: expected odd-even, vehicles-animals, cat-dog or class lists A,B/C,D (names or indices)"
+                )),
+            },
+        }
+    }
+}
+
 impl Task {
     /// The binary class of an image with original label `label`, or `None` if not in the task.
     fn binary(&self, label: u8, names: &[String]) -> Option<u8> {
+        let is = |entries: &[String]| {
+            entries
+                .iter()
+                .any(|e| resolve(e, names) == Some(label as usize))
+        };
         match self {
             Task::OddEven => Some(label % 2),
             Task::VehiclesAnimals => Some(if matches!(label, 0 | 1 | 8 | 9) { 0 } else { 1 }),
@@ -94,10 +139,9 @@ impl Task {
                 Some(label.min(1))
             }
             Task::Split { class0, class1 } => {
-                let name = &names[label as usize];
-                if class0.contains(name) {
+                if is(class0) {
                     Some(0)
-                } else if class1.contains(name) {
+                } else if is(class1) {
                     Some(1)
                 } else {
                     None
@@ -117,12 +161,19 @@ impl Task {
                 );
             }
             for n in class0.iter().chain(class1) {
-                if !names.contains(n) {
+                if resolve(n, names).is_none() {
                     bail!(
-                        "{what}: no class named {n:?} (classes: {})",
-                        names.join(", ")
+                        "{what}: no class {n:?} (classes: {}; or their indices 0–{})",
+                        names.join(", "),
+                        names.len().saturating_sub(1)
                     );
                 }
+            }
+            if let Some(n) = class0
+                .iter()
+                .find(|a| class1.iter().any(|b| resolve(a, names) == resolve(b, names)))
+            {
+                bail!("{what}: class {n:?} is in both binary classes");
             }
         }
         Ok(())

@@ -139,3 +139,36 @@ fn cifar_vehicles_animals_and_whole_test_split() {
         assert_eq!(p.train.y[k] < 0.0, [0, 1, 8, 9].contains(&l));
     }
 }
+
+/// `--task`: named tasks and class lists (names or indices) pick any binary split.
+#[test]
+fn tasks_pick_any_binary_split_of_the_classes() {
+    let Some(root) = common::data_root() else {
+        return;
+    };
+    let task = |s: &str| s.parse::<reveal_data::Task>().unwrap();
+    let with = |source: Source, t: &str| {
+        let mut spec = DataSpec::new(source, 20);
+        spec.task = task(t);
+        prepare(&spec, Some(&root))
+    };
+    // MNIST 3,5,8 against 0,6: only those digits, 20 of each binary class, in file order.
+    let p = with(Source::Mnist, "3,5,8/0,6").unwrap();
+    for (l, y) in p.train.label.iter().zip(&p.train.y) {
+        assert!([3, 5, 8, 0, 6].contains(l), "digit {l}");
+        assert_eq!(*y < 0.0, [3, 5, 8].contains(l), "digit {l} has y {y}");
+    }
+    assert_eq!(p.train.class_counts(), [20, 20]);
+    // CIFAR-10 cat-dog by name, and the same by index (cat 3, dog 5).
+    let by_name = with(Source::Cifar10, "cat-dog").unwrap();
+    let by_index = with(Source::Cifar10, "3/5").unwrap();
+    assert_eq!(by_name.train.index, by_index.train.index);
+    assert!(by_name.train.label.iter().all(|&l| l == 3 || l == 5));
+    assert_eq!(by_name.spec.task, task("cat-dog"));
+    // Unknown classes and a class on both sides are refused with the classes listed.
+    let e = with(Source::Cifar10, "cat/zebra").unwrap_err().to_string();
+    assert!(e.contains("zebra") && e.contains("airplane"), "{e}");
+    let e = with(Source::Mnist, "1,2/2").unwrap_err().to_string();
+    assert!(e.contains("both"), "{e}");
+    assert!("odd".parse::<reveal_data::Task>().is_err());
+}
