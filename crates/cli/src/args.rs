@@ -110,6 +110,15 @@ pub struct DataArgs {
     pub test: String,
 }
 
+/// Checks, before any work, that each output path given can be written: it must not be an
+/// existing device, FIFO or folder, which the atomic rename would replace.
+pub fn outputs<'a>(paths: impl IntoIterator<Item = Option<&'a std::path::Path>>) -> Result<()> {
+    paths
+        .into_iter()
+        .flatten()
+        .try_for_each(reveal_io::check_replaceable)
+}
+
 /// Checks that a rate or threshold is a positive finite number.
 pub fn positive(flag: &str, v: f64) -> Result<f64> {
     if v.is_finite() && v > 0.0 {

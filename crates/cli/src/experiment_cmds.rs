@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use reveal_data::{Bias, Source};
+use reveal_experiment::estimate::estimate;
 use reveal_experiment::{report, Budget, ExperimentConfig, Hooks, ModelResult, Stage};
 use reveal_recon::plan::Shard;
 
@@ -30,6 +31,8 @@ pub struct ExperimentArgs {
     /// Seeds (several give mean ± std in the report).
     #[arg(long, value_delimiter = ',', default_value = "0")]
     pub seeds: Vec<u64>,
+    /// How much compute: quick (fast training schedule, one reconstruction run per model) or
+    /// paper (the reference recipe: constant-lr training, a search of 20 runs; hours to days).
     #[arg(long, value_enum, default_value = "quick")]
     pub budget: BudgetArg,
     /// Leave out the null control (a random model with the base model's layer norms).
@@ -50,6 +53,12 @@ pub struct ExperimentArgs {
     /// Do only every N-th model, starting at the I-th, and no report (then `reveal pool --out DIR`).
     #[arg(long, value_name = "I/N")]
     pub shard: Option<Shard>,
+    /// Print the plan, its estimate and the results as JSON (the progress goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// Print the plan and its estimate (from a few timed steps) and stop.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Set by `reveal pool`: every model must be done already.
     #[arg(skip)]
     pub pool: bool,
@@ -95,9 +104,20 @@ pub fn cmd_experiment(args: &ExperimentArgs) -> Result<()> {
     // Checks the preset, the run count and the rates before any work starts.
     plan.configs()?;
     cfg.shard = args.shard;
+    let estimate = estimate(&cfg)?;
+    if args.dry_run {
+        match args.json {
+            true => println!("{}", serde_json::to_string_pretty(&estimate)?),
+            false => println!("{estimate}"),
+        }
+        return Ok(());
+    }
     crate::shard::begin(&args.out, args.shard, args.pool, || {
         reveal_experiment::missing_models(&cfg)
     })?;
+    if !args.pool {
+        eprintln!("{estimate}");
+    }
     let results = execute(&cfg)?;
     if let Some(shard) = args.shard {
         let names: Vec<&str> = results.iter().map(|r| r.name.as_str()).collect();
@@ -108,7 +128,12 @@ pub fn cmd_experiment(args: &ExperimentArgs) -> Result<()> {
         );
         return Ok(());
     }
-    print_summary(&cfg, &results);
+    if args.json {
+        let out = serde_json::json!({ "plan": estimate, "results": results });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print_summary(&cfg, &results);
+    }
     Ok(())
 }
 
@@ -185,6 +210,7 @@ pub fn cmd_demo(out: PathBuf) -> Result<()> {
     );
     let s = reveal_data::synthetic::DEFAULT_SIZE;
     eprintln!("reveal demo: rings vs crosses ({s}×{s}), {} per class; 5 models + a null control; results in {}", cfg.per_class, cfg.out.display());
+    eprintln!("{}", estimate(&cfg)?);
     let started = std::time::Instant::now();
     let results = execute(&cfg)?;
     print_summary(&cfg, &results);

@@ -81,6 +81,7 @@ enum Command {
         /// A, B, C, D or all.
         #[arg(long, default_value = "all")]
         case: String,
+        /// Float precision: f32 (what runs use) or f64 (for checks).
         #[arg(long, value_enum, default_value = "f32")]
         precision: Precision,
         /// Timed steps per case (the median is reported), after 3 warm-up steps.
@@ -92,7 +93,9 @@ enum Command {
     },
     /// SSIM of two images.
     Ssim {
+        /// The first image (PNG or JPEG).
         a: PathBuf,
+        /// The second image, of the same size and channels.
         b: PathBuf,
         /// kornia3 (the paper's) or gauss11 (Wang et al. 2004).
         #[arg(long, default_value = "kornia3")]
@@ -122,6 +125,7 @@ struct TrainArgs {
     /// Stop when the training loss is below this with zero training error.
     #[arg(long, default_value_t = 1e-5)]
     target_loss: f64,
+    /// Float precision: f32 (what runs use) or f64 (for checks).
     #[arg(long, value_enum, default_value = "f32")]
     precision: Precision,
     /// Seed of the initialisation.
@@ -229,6 +233,7 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn cmd_data(args: &DataArgs, preview: Option<PathBuf>, json: bool) -> Result<()> {
+    args::outputs([preview.as_deref()])?;
     let spec = args.spec()?;
     let p = prepare(&spec, args.source.data_dir().as_deref())?;
     let mut hist = vec![0usize; p.class_names.len()];
@@ -293,6 +298,7 @@ fn cmd_data(args: &DataArgs, preview: Option<PathBuf>, json: bool) -> Result<()>
 }
 
 fn cmd_train<T: Scalar>(args: &TrainArgs) -> Result<()> {
+    args::outputs([Some(args.out.as_path())])?;
     let spec = args.data.spec()?;
     if args.hidden.is_empty() || args.hidden.contains(&0) {
         anyhow::bail!("--hidden: widths must be positive, e.g. 1000,1000");
@@ -347,4 +353,29 @@ fn cmd_train<T: Scalar>(args: &TrainArgs) -> Result<()> {
         println!("wall time     {:.1} s", summary.wall_seconds);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every flag of every command says what it does in `--help`.
+    #[test]
+    fn every_flag_has_a_help_line() {
+        let cli = super::Cli::command();
+        let mut missing = Vec::new();
+        for cmd in cli.get_subcommands() {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" || arg.is_hide_set() {
+                    continue;
+                }
+                let text = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                if text.trim().is_empty() {
+                    missing.push(format!("reveal {} --{id}", cmd.get_name()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "flags without a help line: {missing:?}");
+    }
 }

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use reveal_data::{prepare, DataSpec, Prepared};
-use reveal_experiment::scoring::{score_candidates, write_grid};
+use reveal_data::Prepared;
+use reveal_experiment::scoring::{model_data, model_data_spec, score_candidates, score_file};
 use reveal_io::{write_tensors, TensorOut};
 use reveal_nn::files::load_model;
 use reveal_nn::Mlp;
@@ -16,11 +16,10 @@ use reveal_recon::search::{missing_runs, run_search, runs_dir, SearchJob, Search
 use reveal_recon::stats::RankBy;
 use reveal_recon::terms::ObjectiveConfig;
 use reveal_recon::{Hyper, RunConfig};
-use reveal_score::Score;
 use reveal_ssim::Ssim;
 use reveal_tape::Scalar;
 
-use crate::args::{positive, Precision};
+use crate::args::{positive, DataArgs, Precision};
 use crate::progress;
 
 #[derive(clap::Args)]
@@ -65,15 +64,17 @@ pub struct ReconstructArgs {
     /// Rank runs by the label-free layer-1 KKT residual, or by S against the training set.
     #[arg(long, value_enum, default_value = "kkt")]
     pub rank_by: RankByArg,
-    /// Folder of the real data (for --rank-by score; default $REVEAL_DATA).
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
+    /// For --rank-by score, the training set: from the model's metadata; for a model without
+    /// it, these data flags say which it was.
+    #[command(flatten)]
+    pub data: DataArgs,
     /// Seed of the initial candidates and of the search.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Runs at once (default: one per core when several runs).
     #[arg(long)]
     pub parallel: Option<usize>,
+    /// Float precision: f32 (what runs use) or f64 (for checks).
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: Precision,
     /// Checkpoint every N iterations.
@@ -99,38 +100,8 @@ pub enum RankByArg {
     Score,
 }
 
-/// The data set a model was trained on, from its metadata.
-pub fn model_data_spec(path: &Path, meta: &BTreeMap<String, String>) -> Result<DataSpec> {
-    let text = meta.get("data").with_context(|| {
-        format!(
-            "{}: no data description in the metadata (not trained by reveal?)",
-            path.display()
-        )
-    })?;
-    serde_json::from_str(text)
-        .with_context(|| format!("{}: unreadable data description", path.display()))
-}
-
-/// Rebuilds a model's training set, checking it matches the model.
-pub fn model_data(
-    path: &Path,
-    meta: &BTreeMap<String, String>,
-    d: usize,
-    data_dir: Option<&Path>,
-) -> Result<Prepared> {
-    let spec = model_data_spec(path, meta)?;
-    let data = prepare(&spec, reveal_data::data_dir(data_dir).as_deref())?;
-    if data.train.x.ncols() != d {
-        bail!(
-            "{}: the model takes {d} inputs but its data set has {}",
-            path.display(),
-            data.train.x.ncols()
-        );
-    }
-    Ok(data)
-}
-
 pub fn cmd_reconstruct<T: Scalar>(args: &ReconstructArgs) -> Result<()> {
+    crate::args::outputs([Some(args.out.as_path())])?;
     let file = load_model::<T>(&args.model)?;
     let spec = model_data_spec(&args.model, &file.metadata).ok();
     let m = match (args.candidates, &spec) {
@@ -166,7 +137,8 @@ pub fn cmd_reconstruct<T: Scalar>(args: &ReconstructArgs) -> Result<()> {
             &args.model,
             &file.metadata,
             file.mlp.input_dim(),
-            args.data_dir.as_deref(),
+            &args.data.spec()?,
+            args.data.source.data_dir().as_deref(),
         )?),
         RankByArg::Kkt => None,
     };
@@ -297,6 +269,7 @@ fn print_search(s: &SearchSummary, out: &Path) {
 
 #[derive(clap::Args)]
 pub struct KktArgs {
+    /// The trained model (safetensors).
     #[arg(long)]
     pub model: PathBuf,
     /// Candidate file (x, lambda, y).
@@ -308,16 +281,19 @@ pub struct KktArgs {
     /// λ_min (default: from the candidate file).
     #[arg(long)]
     pub min_lambda: Option<f64>,
+    /// Float precision: f64 (the default here, for checks against other implementations) or f32.
     #[arg(long, value_enum, default_value = "f64")]
     pub precision: Precision,
     /// Write the terms and the gradients grad.x, grad.lambda here (safetensors).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Print the terms as JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn cmd_kkt<T: Scalar>(args: &KktArgs) -> Result<()> {
+    crate::args::outputs([args.out.as_deref()])?;
     let model = load_model::<T>(&args.model)?;
     let c = load_candidates::<T>(&args.candidates)?;
     if c.x.ncols() != model.mlp.input_dim() {
@@ -396,13 +372,16 @@ pub fn cmd_kkt<T: Scalar>(args: &KktArgs) -> Result<()> {
 
 #[derive(clap::Args)]
 pub struct ScoreArgs {
+    /// The model the candidates were reconstructed from (its metadata names its training set).
     #[arg(long)]
     pub model: PathBuf,
     /// Candidate file to score.
     #[arg(long)]
     pub recon: PathBuf,
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
+    /// The training set: from the model's metadata; for a model without it (trained
+    /// elsewhere), these data flags say which it was.
+    #[command(flatten)]
+    pub data: DataArgs,
     /// S is the mean SSIM of the best k pairs.
     #[arg(long, default_value_t = 10)]
     pub k: usize,
@@ -412,50 +391,20 @@ pub struct ScoreArgs {
     /// Write the best 30 pairs as a PNG grid (odd rows reconstructions, even rows training images).
     #[arg(long)]
     pub grid: Option<PathBuf>,
+    /// Print the whole score (every pair) as JSON instead of the summary.
     #[arg(long)]
     pub json: bool,
 }
 
-/// Scores a candidate file against the model's training set (and writes the grid).
-pub fn score_file(
-    model_path: &Path,
-    recon: &Path,
-    data_dir: Option<&Path>,
-    k: usize,
-    ssim: &Ssim,
-    grid_png: Option<&Path>,
-) -> Result<(Score, Prepared)> {
-    let model = load_model::<f32>(model_path)?;
-    let data = model_data(model_path, &model.metadata, model.mlp.input_dim(), data_dir)?;
-    let c = load_candidates::<f32>(recon)?;
-    if c.x.ncols() != model.mlp.input_dim() {
-        bail!(
-            "{}: candidates have {} values each, the model takes {}",
-            recon.display(),
-            c.x.ncols(),
-            model.mlp.input_dim()
-        );
-    }
-    if k == 0 || k > data.train.y.len() {
-        bail!(
-            "--k {k}: must be between 1 and the {} training images",
-            data.train.y.len()
-        );
-    }
-    let s = score_candidates(&data, &c.x, Some(&model.mlp), k, ssim);
-    if let Some(path) = grid_png {
-        write_grid(path, &s, &c.x, &data)?;
-    }
-    Ok((s, data))
-}
-
 pub fn cmd_score(args: &ScoreArgs) -> Result<()> {
+    crate::args::outputs([args.grid.as_deref()])?;
     let ssim = Ssim::preset(&args.ssim)
         .with_context(|| format!("--ssim {:?}: expected kornia3 or gauss11", args.ssim))?;
     let (s, data) = score_file(
         &args.model,
         &args.recon,
-        args.data_dir.as_deref(),
+        &args.data.spec()?,
+        args.data.source.data_dir().as_deref(),
         args.k,
         &ssim,
         args.grid.as_deref(),

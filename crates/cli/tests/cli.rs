@@ -439,3 +439,150 @@ fn kkt_command_agrees_with_the_closed_form() {
         );
     }
 }
+
+/// An `--out` that exists and is not a regular file (here a FIFO we make) is refused before
+/// any work, and left as it was: the atomic rename would have replaced it.
+#[test]
+fn output_that_is_not_a_regular_file_is_refused() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let out = fifo.to_string_lossy().to_string();
+    let o = reveal(&[
+        "train",
+        "--per-class",
+        "3",
+        "--hidden",
+        "6,6",
+        "--out",
+        &out,
+    ]);
+    assert_clean_error(&o, &["pipe", "not a regular file"]);
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    // A folder given as --out fails the same way.
+    let o = reveal(&[
+        "train",
+        "--per-class",
+        "3",
+        "--out",
+        &dir.path().to_string_lossy(),
+    ]);
+    assert_clean_error(&o, &["not a regular file"]);
+}
+
+/// A model with a NaN or infinite weight is refused at load, naming the tensor and element.
+#[test]
+fn model_with_non_finite_weights_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nan.safetensors");
+    let mut net = reveal_nn::Mlp::<f32>::init(16, &[4, 4], 0);
+    net.weights[1][[2, 3]] = f32::NAN;
+    reveal_nn::files::save_model(&path, &net, None, &Default::default()).unwrap();
+    let out = dir.path().join("c.safetensors");
+    let o = reveal(&[
+        "reconstruct",
+        "--model",
+        &path.to_string_lossy(),
+        "--out",
+        &out.to_string_lossy(),
+        "--candidates",
+        "4",
+    ]);
+    assert_clean_error(&o, &["nan.safetensors", "layers.1.weight", "NaN", "[2, 3]"]);
+    net.weights[1][[2, 3]] = 0.0;
+    net.bias[[0, 1]] = f32::INFINITY;
+    reveal_nn::files::save_model(&path, &net, None, &Default::default()).unwrap();
+    let o = reveal(&[
+        "kkt",
+        "--model",
+        &path.to_string_lossy(),
+        "--candidates",
+        "x",
+    ]);
+    assert_clean_error(&o, &["layers.0.bias", "inf", "[1]"]);
+}
+
+/// A model without reveal's metadata (as if trained elsewhere) is scored with data flags.
+#[test]
+fn score_takes_data_flags_for_a_model_from_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |f: &str| dir.path().join(f).to_string_lossy().to_string();
+    let run = |args: &[&str]| {
+        let o = reveal(args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        o
+    };
+    run(&[
+        "train",
+        "--per-class",
+        "4",
+        "--hidden",
+        "8,8",
+        "--out",
+        &p("m.safetensors"),
+    ]);
+    let m = reveal_nn::files::load_model::<f32>(Path::new(&p("m.safetensors"))).unwrap();
+    reveal_nn::files::save_model(
+        Path::new(&p("bare.safetensors")),
+        &m.mlp,
+        None,
+        &Default::default(),
+    )
+    .unwrap();
+    let bare = p("bare.safetensors");
+    run(&[
+        "reconstruct",
+        "--model",
+        &bare,
+        "--out",
+        &p("c.safetensors"),
+        "--candidates",
+        "8",
+        "--iters",
+        "5",
+    ]);
+    let o = reveal(&[
+        "score",
+        "--model",
+        &bare,
+        "--recon",
+        &p("c.safetensors"),
+        "--dataset",
+        "mnist",
+    ]);
+    assert_clean_error(&o, &["REVEAL_DATA"]);
+    let o = run(&[
+        "score",
+        "--model",
+        &bare,
+        "--recon",
+        &p("c.safetensors"),
+        "--dataset",
+        "synthetic",
+        "--per-class",
+        "4",
+        "--k",
+        "3",
+        "--json",
+    ]);
+    let score: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        score["pairs"].as_array().unwrap().len(),
+        8,
+        "every training image paired"
+    );
+    // The same data flags on a model with metadata score it exactly as its metadata does.
+    let with_meta = run(&[
+        "score",
+        "--model",
+        &p("m.safetensors"),
+        "--recon",
+        &p("c.safetensors"),
+        "--k",
+        "3",
+        "--json",
+    ]);
+    assert_eq!(o.stdout, with_meta.stdout);
+}

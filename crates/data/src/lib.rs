@@ -169,10 +169,11 @@ impl Task {
                     );
                 }
             }
-            if let Some(n) = class0
-                .iter()
-                .find(|a| class1.iter().any(|b| resolve(a, names) == resolve(b, names)))
-            {
+            if let Some(n) = class0.iter().find(|a| {
+                class1
+                    .iter()
+                    .any(|b| resolve(a, names) == resolve(b, names))
+            }) {
                 bail!("{what}: class {n:?} is in both binary classes");
             }
         }

@@ -10,6 +10,7 @@
 pub mod bench;
 pub mod biasmap;
 pub mod control;
+pub mod estimate;
 pub mod grid;
 pub mod report;
 pub mod scoring;
@@ -210,7 +211,7 @@ fn rel(dir: &Path, p: &Path) -> String {
 }
 
 /// The data set of one bias level.
-fn data_for(cfg: &ExperimentConfig, bias: Bias, seed: u64) -> Result<Prepared> {
+pub(crate) fn data_for(cfg: &ExperimentConfig, bias: Bias, seed: u64) -> Result<Prepared> {
     let mut spec = DataSpec::new(cfg.source.clone(), cfg.per_class);
     spec.bias = bias;
     spec.seed = seed;
@@ -452,7 +453,7 @@ pub fn run(cfg: &ExperimentConfig, hooks: &Hooks) -> Result<Vec<ModelResult>> {
 }
 
 /// The models of an experiment in order: for each seed every bias level, then the control.
-fn models(cfg: &ExperimentConfig) -> Vec<(Option<Bias>, u64)> {
+pub(crate) fn models(cfg: &ExperimentConfig) -> Vec<(Option<Bias>, u64)> {
     let mut out = Vec::new();
     for &seed in &cfg.seeds {
         out.extend(cfg.biases.iter().map(|&b| (Some(b), seed)));

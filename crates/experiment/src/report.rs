@@ -24,6 +24,11 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
 }
 
 /// "0.123" or "0.123 ± 0.004" over seeds.
+/// A count over the seeds: a whole number for one seed, mean ± std with one decimal for more.
+fn count_cell(v: &[f64]) -> String {
+    cell(v, if v.len() > 1 { 1 } else { 0 })
+}
+
 fn cell(v: &[f64], digits: usize) -> String {
     let (m, s) = mean_std(v);
     if v.len() > 1 {
@@ -158,7 +163,9 @@ fn markdown(cfg: &ExperimentConfig, results: &[ModelResult]) -> String {
     let _ = writeln!(md, "| model | bias | test acc. | S best-10 | S margin | SSIM>0.4 | ρ10 | recovered | S / ρ10 mean image | S / ρ10 held-out | train epochs | recon s |");
     let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (name, g) in by_model(results) {
-        let col = |f: &Metric, d: usize| cell(&g.iter().map(|r| f(r)).collect::<Vec<_>>(), d);
+        let values = |f: &Metric| g.iter().map(|r| f(r)).collect::<Vec<_>>();
+        let col = |f: &Metric, d: usize| cell(&values(f), d);
+        let count = |f: &Metric| count_cell(&values(f));
         let bias = g[0]
             .bias
             .map_or("random (norms of M_base)".to_string(), |b| {
@@ -172,14 +179,14 @@ fn markdown(cfg: &ExperimentConfig, results: &[ModelResult]) -> String {
             col(&|r| r.test_accuracy, 3),
             col(&|r| r.score.summary.s, 3),
             col(&|r| r.score.s_margin.unwrap_or(f64::NAN), 3),
-            col(&|r| r.score.summary.above_threshold as f64, 1),
+            count(&|r| r.score.summary.above_threshold as f64),
             col(&|r| r.score.summary.rho10, 3),
-            col(&|r| r.score.recovered.unwrap_or(0) as f64, 1),
+            count(&|r| r.score.recovered.unwrap_or(0) as f64),
             col(&|r| r.score.baseline_mean.map_or(f64::NAN, |b| b.s), 3),
             col(&|r| r.score.baseline_mean.map_or(f64::NAN, |b| b.rho10), 3),
             col(&|r| r.score.baseline_heldout.map_or(f64::NAN, |b| b.s), 3),
             col(&|r| r.score.baseline_heldout.map_or(f64::NAN, |b| b.rho10), 3),
-            col(&|r| r.train.as_ref().map_or(0.0, |t| t.epochs as f64), 0),
+            count(&|r| r.train.as_ref().map_or(0.0, |t| t.epochs as f64)),
             col(&|r| r.recon_seconds, 0),
         );
     }

@@ -62,6 +62,20 @@ fn tiny_experiment_writes_the_report_and_resumes() {
     ] {
         assert!(report.contains(row), "missing {row} in\n{report}");
     }
+    // Counts of one seed are whole numbers: the recovered column reads "k / n", not "k.0 / n".
+    let m1 = report.lines().find(|l| l.starts_with("| M1 |")).unwrap();
+    let cells: Vec<&str> = m1.split('|').map(str::trim).collect();
+    let recovered = cells[8];
+    assert!(
+        recovered.ends_with(" / 12")
+            && recovered
+                .split(" / ")
+                .next()
+                .unwrap()
+                .parse::<usize>()
+                .is_ok(),
+        "recovered cell {recovered:?} in {m1}"
+    );
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("results.json")).unwrap())
             .unwrap();

@@ -68,3 +68,73 @@ fn auto_picks_gram_when_m_is_at_most_half_the_width() {
     assert_eq!(Method::auto(&net.theta(), 5), Method::Gram);
     assert_eq!(Method::auto(&net.theta(), 6), Method::GradOfGrad);
 }
+
+/// In f32 near convergence, where ‖W1‖² − 2⟨Δ, XW1ᵀ⟩ + ⟨ΔΔᵀ, XXᵀ⟩ nearly cancels: the Gram path
+/// must still give L_kkt and the gradients of the f64 reference, as the generic f32 path does.
+#[test]
+fn gram_path_in_f32_holds_near_convergence() {
+    use reveal_data::{prepare, DataSpec, Source};
+    use reveal_recon::optim::{run, RunConfig, RunState};
+    use reveal_train::job::{features, label_column};
+    use reveal_train::{train, Control, Schedule, TrainConfig, TrainState};
+
+    // A trained 256-300-300-1 net (10 synthetic images) and 3000 iterations of a run from it.
+    let spec = DataSpec::new(Source::Synthetic { size: 16 }, 5);
+    let data = prepare(&spec, None).unwrap();
+    let (x, y) = (
+        features::<f32>(&data.train.x),
+        label_column::<f32>(&data.train.y),
+    );
+    let mut state = TrainState::new(Mlp::<f32>::init(256, &[300, 300], 0), Schedule::FAST);
+    let tc = TrainConfig {
+        schedule: Schedule::FAST,
+        target_loss: 1e-5,
+        max_epochs: 10_000,
+    };
+    train(&mut state, &x, &y, &tc, |_| Control::Continue);
+    let model = state.mlp();
+    let cfg = RunConfig::new(reveal_recon::preset("mnist-a").unwrap(), 20, 3000, 0);
+    let mut recon = RunState::<f32>::init(256, &cfg);
+    run(&model, &mut recon, &cfg, |_, _| true).unwrap();
+
+    let ocfg = |alpha: f64| ObjectiveConfig {
+        activation: Activation::ModifiedRelu(alpha),
+        lambda_min: 0.447,
+    };
+    let wide = |a: &Array2<f32>| a.mapv(f64::from);
+    let reference = evaluate_with(
+        Method::GradOfGrad,
+        &model.cast::<f64>().theta(),
+        &wide(&recon.x),
+        &wide(&recon.lambda),
+        &wide(&recon.y),
+        ocfg(cfg.hyper.alpha),
+    );
+    let w1 = model.weights[0]
+        .iter()
+        .map(|v| (*v as f64).powi(2))
+        .sum::<f64>();
+    let residual = reference.terms.kkt_w1 / w1;
+    eprintln!("‖W1 − G1‖² / ‖W1‖² = {residual:.3e}");
+    assert!(residual < 0.05, "not near convergence: {residual:.3e}");
+    let theta = model.theta();
+    let c = ObjectiveConfig {
+        activation: Activation::ModifiedRelu(cfg.hyper.alpha as f32),
+        lambda_min: 0.447,
+    };
+    for method in [Method::Gram, Method::GradOfGrad] {
+        let e = evaluate_with(method, &theta, &recon.x, &recon.lambda, &recon.y, c);
+        let kkt_w1 =
+            (e.terms.kkt_w1 as f64 - reference.terms.kkt_w1).abs() / reference.terms.kkt_w1;
+        let kkt = (e.terms.kkt as f64 - reference.terms.kkt).abs() / reference.terms.kkt;
+        let gx = rel(&wide(&e.grad_x), &reference.grad_x);
+        let gl = rel(&wide(&e.grad_lambda), &reference.grad_lambda);
+        eprintln!(
+            "{method:?} f32: L_kkt {kkt:.1e}, its W1 part {kkt_w1:.1e}, ∇x {gx:.1e}, ∇λ {gl:.1e}"
+        );
+        assert!(
+            kkt_w1 < 1e-3 && kkt < 1e-4 && gx < 1e-3 && gl < 1e-3,
+            "{method:?}: {kkt_w1:e} {kkt:e} {gx:e} {gl:e}"
+        );
+    }
+}

@@ -257,6 +257,16 @@ pub fn run<T: Scalar>(
                 ckpt.display()
             )
         }
+        Outcome::Stalled => {
+            save_checkpoint(&state)?;
+            bail!(
+                "training stalled at epoch {} (loss {:e}, training error {}): no step lowers the loss any more; the net may be too small for the data (try wider --hidden); the model so far is in {}",
+                state.epoch,
+                state.loss,
+                state.error,
+                ckpt.display()
+            )
+        }
         Outcome::Converged | Outcome::EpochCap => {}
     }
     let test_x: Array2<T> = features(&data.test.x);

@@ -183,6 +183,9 @@ pub enum Outcome {
     Stopped,
     /// The loss or a parameter became NaN or infinite (the state keeps the last finite θ).
     Diverged,
+    /// Fast schedule: no step, however small, lowered the loss any more (c fell below 1e-30),
+    /// short of the target: the net cannot fit the data further in this precision.
+    Stalled,
 }
 
 /// θ − step·g as new parameters in one pass, split across threads when large (the current ones
@@ -238,7 +241,7 @@ pub fn train<T: Scalar>(
                     state.c *= 0.5;
                     state.rejected += 1;
                     if state.c < 1e-30 {
-                        return Outcome::Diverged;
+                        return Outcome::Stalled;
                     }
                     continue;
                 }

@@ -127,3 +127,22 @@ fn stopped_and_resumed_equals_uninterrupted() {
     assert_eq!(part.mlp(), whole.mlp());
     assert_eq!((part.epoch, part.c), (whole.epoch, whole.c));
 }
+
+/// A set no net can fit (the same point with both labels): in f32 the fast schedule soon runs
+/// out of step sizes that lower the loss and says it stalled, not that it diverged.
+#[test]
+fn an_unfittable_set_stalls() {
+    let (mut x, y) = separable(4, 3, 6);
+    let row = x.row(0).to_owned();
+    x.row_mut(1).assign(&row); // rows 0 and 1 have labels −1 and +1
+    let (x, y) = (x.mapv(|v| v as f32), y.mapv(|v| v as f32));
+    let mut state = TrainState::new(Mlp::<f32>::init(3, &[8, 8], 7), Schedule::FAST);
+    let cfg = TrainConfig {
+        schedule: Schedule::FAST,
+        target_loss: 1e-5,
+        max_epochs: 100_000,
+    };
+    let outcome = train(&mut state, &x, &y, &cfg, |_| Control::Continue);
+    assert_eq!(outcome, Outcome::Stalled, "loss {}", state.loss);
+    assert!(state.loss.is_finite() && state.loss > 0.1);
+}
