@@ -6,10 +6,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use reveal_data::Prepared;
 use reveal_experiment::scoring::{model_data, model_data_spec, score_candidates, score_file};
-use reveal_io::{write_tensors, TensorOut};
 use reveal_nn::files::load_model;
 use reveal_nn::Mlp;
-use reveal_recon::files::load_candidates;
+use reveal_recon::files::{load_candidates, write_evaluation};
 use reveal_recon::objective::evaluate;
 use reveal_recon::plan::{default_candidates, Pins, Plan, Shard};
 use reveal_recon::search::{missing_runs, run_search, runs_dir, SearchJob, SearchSummary};
@@ -325,39 +324,9 @@ pub fn cmd_kkt<T: Scalar>(args: &KktArgs) -> Result<()> {
         lambda_min: T::from_f64(lambda_min),
     };
     let e = evaluate(&model.mlp, &c.x, &c.lambda, &c.y, cfg);
-    let t = e.terms;
-    let values = [
-        ("loss", t.total),
-        ("loss.kkt", t.kkt),
-        ("loss.prior_x", t.prior_x),
-        ("loss.prior_lambda", t.prior_lambda),
-    ];
+    let values = e.terms.named();
     if let Some(out) = &args.out {
-        let gx = e.grad_x.as_standard_layout().into_owned();
-        let scalars: Vec<[T; 1]> = values.iter().map(|(_, v)| [*v]).collect();
-        let mut tensors: Vec<TensorOut<T>> = values
-            .iter()
-            .zip(&scalars)
-            .map(|((n, _), v)| TensorOut {
-                name: n,
-                shape: vec![1],
-                data: v,
-            })
-            .collect();
-        tensors.push(TensorOut {
-            name: "grad.x",
-            shape: vec![gx.nrows(), gx.ncols()],
-            data: gx.as_slice().expect("standard"),
-        });
-        tensors.push(TensorOut {
-            name: "grad.lambda",
-            shape: vec![e.grad_lambda.len()],
-            data: e.grad_lambda.as_slice().expect("column"),
-        });
-        let mut meta = BTreeMap::new();
-        meta.insert("alpha".into(), alpha.to_string());
-        meta.insert("lambda_min".into(), lambda_min.to_string());
-        write_tensors(out, &tensors, &meta)?;
+        write_evaluation(out, &e, alpha, lambda_min)?;
     }
     if args.json {
         let map: BTreeMap<&str, f64> = values.iter().map(|(n, v)| (*n, v.as_f64())).collect();

@@ -10,6 +10,7 @@ use ndarray::Array2;
 use reveal_io::{parse_tensors, read_file, write_tensors, TensorOut};
 use reveal_tape::Scalar;
 
+use crate::objective::Evaluation;
 use crate::optim::RunState;
 
 /// Candidates as read from a file.
@@ -163,4 +164,41 @@ impl<T: Scalar> CandidateFile<T> {
             last: None,
         }
     }
+}
+
+/// Writes an evaluation of L as `reveal kkt --out` does: the terms (`loss`, `loss.kkt`,
+/// `loss.prior_x`, `loss.prior_lambda`, each [1]), `grad.x` [m, d] and `grad.lambda` [m], with
+/// α and λ_min in the metadata.
+pub fn write_evaluation<T: Scalar>(
+    path: &Path,
+    e: &Evaluation<T>,
+    alpha: f64,
+    lambda_min: f64,
+) -> Result<()> {
+    let named = e.terms.named();
+    let scalars: Vec<[T; 1]> = named.iter().map(|(_, v)| [*v]).collect();
+    let mut tensors: Vec<TensorOut<T>> = named
+        .iter()
+        .zip(&scalars)
+        .map(|((n, _), v)| TensorOut {
+            name: n,
+            shape: vec![1],
+            data: v,
+        })
+        .collect();
+    let (gx, gl) = (std_layout(&e.grad_x), std_layout(&e.grad_lambda));
+    tensors.push(TensorOut {
+        name: "grad.x",
+        shape: vec![gx.nrows(), gx.ncols()],
+        data: gx.as_slice().expect("standard layout"),
+    });
+    tensors.push(TensorOut {
+        name: "grad.lambda",
+        shape: vec![gl.len()],
+        data: gl.as_slice().expect("standard layout"),
+    });
+    let mut meta = BTreeMap::new();
+    meta.insert("alpha".into(), alpha.to_string());
+    meta.insert("lambda_min".into(), lambda_min.to_string());
+    write_tensors(path, &tensors, &meta)
 }

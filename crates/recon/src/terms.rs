@@ -30,6 +30,19 @@ pub struct Terms<V> {
     pub total: V,
 }
 
+impl<V: Copy> Terms<V> {
+    /// The terms under the names `reveal kkt` writes: `loss`, `loss.kkt`, `loss.prior_x`,
+    /// `loss.prior_lambda`.
+    pub fn named(&self) -> [(&'static str, V); 4] {
+        [
+            ("loss", self.total),
+            ("loss.kkt", self.kkt),
+            ("loss.prior_x", self.prior_x),
+            ("loss.prior_lambda", self.prior_lambda),
+        ]
+    }
+}
+
 /// The weight of the λ prior in L_λ.
 pub const LAMBDA_PRIOR_WEIGHT: f64 = 5.0;
 
