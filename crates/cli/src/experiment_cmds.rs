@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use reveal_data::{Bias, Source};
 use reveal_experiment::estimate::estimate;
-use reveal_experiment::{report, Budget, ExperimentConfig, Hooks, ModelResult, Stage};
+use reveal_experiment::{report, Budget, ExperimentConfig, Hooks, ModelResult, ReconPlan, Stage};
 use reveal_recon::plan::Shard;
 
-use crate::args::SourceArgs;
+use crate::args::{OptimFlags, SourceArgs};
 use crate::progress;
 
 #[derive(clap::Args)]
@@ -38,15 +38,15 @@ pub struct ExperimentArgs {
     /// Leave out the null control (a random model with the base model's layer norms).
     #[arg(long)]
     pub no_control: bool,
-    /// Reconstruction iterations per run (default: by budget).
-    #[arg(long)]
-    pub iters: Option<usize>,
     /// Reconstruction runs per model (default: by budget).
     #[arg(long)]
     pub runs: Option<usize>,
-    /// Reconstruction setting of the first run: cifar-a, cifar-b, mnist-a, mnist-b.
+    /// Reconstruction setting of the first run (init scale, λ_min, α, and SGD's lr): cifar-a,
+    /// cifar-b, mnist-a, mnist-b (default: by data set).
     #[arg(long)]
     pub preset: Option<String>,
+    #[command(flatten)]
+    pub optim: OptimFlags,
     /// Hidden widths, comma-separated (default: by budget).
     #[arg(long, value_delimiter = ',')]
     pub hidden: Option<Vec<usize>>,
@@ -90,10 +90,9 @@ pub fn cmd_experiment(args: &ExperimentArgs) -> Result<()> {
         }
         cfg.hidden = h.clone();
     }
+    cfg.recon = ReconPlan::for_budget(&cfg.source, budget, args.optim.optimizer(), cfg.per_class);
     let plan = &mut cfg.recon.plan;
-    if let Some(i) = args.iters {
-        plan.iters = i;
-    }
+    args.optim.apply(plan);
     if let Some(r) = args.runs {
         plan.runs = r;
         cfg.recon.keep = cfg.recon.keep.min(r);

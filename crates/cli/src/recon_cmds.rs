@@ -18,7 +18,7 @@ use reveal_recon::{Hyper, RunConfig};
 use reveal_ssim::Ssim;
 use reveal_tape::Scalar;
 
-use crate::args::{positive, DataArgs, Precision};
+use crate::args::{positive, DataArgs, OptimFlags, Precision};
 use crate::progress;
 
 #[derive(clap::Args)]
@@ -32,18 +32,12 @@ pub struct ReconstructArgs {
     /// Candidates per run, m (default: twice the training-set size in the model's metadata).
     #[arg(long)]
     pub candidates: Option<usize>,
-    /// Iterations per run.
-    #[arg(long, default_value_t = 20_000)]
-    pub iters: usize,
-    /// A reference setting: cifar-a, cifar-b, mnist-a, mnist-b (default: by data set).
+    #[command(flatten)]
+    pub optim: OptimFlags,
+    /// A reference setting for the init scale, λ_min and α (and SGD's lr): cifar-a, cifar-b,
+    /// mnist-a, mnist-b (default: cifar-a for CIFAR-10 and folders, else mnist-a).
     #[arg(long)]
     pub preset: Option<String>,
-    /// Learning rate of x (overrides the preset).
-    #[arg(long)]
-    pub lr: Option<f64>,
-    /// Learning rate of λ.
-    #[arg(long, default_value_t = 1e-4)]
-    pub lambda_lr: f64,
     /// Scale of the initial candidates (overrides the preset).
     #[arg(long)]
     pub init_scale: Option<f64>,
@@ -118,18 +112,19 @@ pub fn cmd_reconstruct<T: Scalar>(args: &ReconstructArgs) -> Result<()> {
             args.keep
         );
     }
-    let mut plan = Plan::new(spec.as_ref().map(|s| &s.source), m, args.iters, args.seed);
+    let source = spec.as_ref().map(|s| &s.source);
+    let mut plan = Plan::for_optimizer(args.optim.optimizer(), source, m, args.seed);
     if let Some(p) = &args.preset {
         plan.preset = p.clone();
     }
     plan.pins = Pins {
-        lr: args.lr,
         init_scale: args.init_scale,
         lambda_min: args.min_lambda,
         alpha: args.alpha,
+        ..plan.pins
     };
+    args.optim.apply(&mut plan);
     plan.runs = args.runs;
-    plan.lambda_lr = args.lambda_lr;
     let runs = plan.configs()?;
     let data = match args.rank_by {
         RankByArg::Score => Some(model_data(

@@ -83,7 +83,9 @@ fn experiment_prints_its_plan_and_estimate_first() {
     let paper = plan(&["--budget", "paper", "--seeds", "1,2"]);
     assert_eq!(paper["models"], 12);
     assert_eq!(paper["runs_per_model"], 20);
-    assert_eq!(paper["iterations_per_run"], 50_000);
+    assert_eq!(paper["iterations_per_run"], 5_000);
+    let reference = plan(&["--budget", "paper", "--optimizer", "sgd"]);
+    assert_eq!(reference["iterations_per_run"], 50_000);
     assert_eq!(paper["max_epochs"], 1_000_000);
     let secs = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap();
     assert!(secs(&paper, "iteration_seconds") > 0.0 && secs(&paper, "epoch_seconds") > 0.0);

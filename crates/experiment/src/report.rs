@@ -137,15 +137,14 @@ pub fn write(cfg: &ExperimentConfig, results: &[ModelResult]) -> Result<()> {
     )?;
     plot(&dir.join("accuracy_vs_s.png"), results, true)?;
     plot(&dir.join("accuracy_vs_s.svg"), results, false)?;
-    write_atomic(&dir.join("report.md"), markdown(cfg, results).as_bytes())
+    write_atomic(&dir.join("report.md"), markdown(cfg, results)?.as_bytes())
 }
 
-fn markdown(cfg: &ExperimentConfig, results: &[ModelResult]) -> String {
+fn markdown(cfg: &ExperimentConfig, results: &[ModelResult]) -> Result<String> {
     let mut md = String::new();
     let seeds: Vec<String> = cfg.seeds.iter().map(|s| s.to_string()).collect();
     let plan = &cfg.recon.plan;
-    let first = reveal_recon::preset(&plan.preset)
-        .unwrap_or_else(|| panic!("checked preset {}", plan.preset));
+    let first = plan.configs()?[0];
     let _ = writeln!(
         md,
         "# reveal: did the models learn the concept or a shortcut?\n"
@@ -153,9 +152,10 @@ fn markdown(cfg: &ExperimentConfig, results: &[ModelResult]) -> String {
     let _ = writeln!(
         md,
         "Data set **{}**, {} training images per class, seeds {}; hidden widths {:?}; training {:?} (target loss {:e}); \
-         reconstruction: {} run(s) of {} iterations, best {} pooled, first run at init {:.2e}, lr {:.3e}, λ_min {:.3}, α {:.1}.\n",
+         reconstruction: {} run(s) of {} iterations ({:?}, {:?} rates, λ lr {:.1e}), best {} pooled, first run at init {:.2e}, lr {:.3e}, λ_min {:.3}, α {:.1}.\n",
         cfg.source.name(), cfg.per_class, seeds.join(", "), cfg.hidden, cfg.train.schedule, cfg.train.target_loss,
-        plan.runs, plan.iters, cfg.recon.keep, first.init_scale, first.lr, first.lambda_min, first.alpha
+        plan.runs, plan.iters, first.optimizer, first.schedule, first.lambda_lr, cfg.recon.keep,
+        first.hyper.init_scale, first.hyper.lr, first.hyper.lambda_min, first.hyper.alpha
     );
     let _ = writeln!(md, "S = mean kornia-SSIM of the best 10 (training image, nearest reconstruction) pairs; ρ10 = mean Pearson correlation of the best 10 pairs; \
         recovered = training images matched better by a reconstruction than by their nearest held-out real image. \
@@ -247,7 +247,7 @@ fn markdown(cfg: &ExperimentConfig, results: &[ModelResult]) -> String {
     for (b, f) in previews {
         let _ = writeln!(md, "- {b}: ![](previews/{f}.png)");
     }
-    md
+    Ok(md)
 }
 
 /// Test accuracy against S, one labelled point per model and seed, on any plotters backend.

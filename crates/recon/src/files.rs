@@ -1,6 +1,7 @@
 //! Candidate files: safetensors `x` [m, d], `lambda` [m], `y` [m] (±1), hyperparameters in the
-//! metadata. A checkpoint is the same file plus the momentum buffers `vx`, `vlambda` and the
-//! iteration count, so a run continues exactly where it stopped.
+//! metadata. A checkpoint is the same file plus the optimiser's state — first moments (or
+//! momentum) `vx`, `vlambda`, Adam's second moments `sx` [1], `slambda` [m] — and the iteration
+//! count, so a run continues exactly where it stopped.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -20,9 +21,20 @@ pub struct CandidateFile<T> {
     pub lambda: Array2<T>,
     /// [m, 1]
     pub y: Array2<T>,
-    /// Momentum buffers and iteration, present in checkpoints.
-    pub resume: Option<(Array2<T>, Array2<T>, usize)>,
+    /// The optimiser's state, present in checkpoints.
+    pub resume: Option<Resume<T>>,
     pub metadata: BTreeMap<String, String>,
+}
+
+/// The optimiser's state in a checkpoint (see [`RunState`]).
+pub struct Resume<T> {
+    pub vx: Array2<T>,
+    pub vlambda: Array2<T>,
+    pub sx: Array2<T>,
+    pub slambda: Array2<T>,
+    /// The stopping rule's reference candidates (`xref`), when the run has one.
+    pub anchor: Option<Array2<T>>,
+    pub iter: usize,
 }
 
 fn std_layout<T: Scalar>(a: &Array2<T>) -> Array2<T> {
@@ -37,7 +49,17 @@ pub fn save_candidates<T: Scalar>(
     metadata: &BTreeMap<String, String>,
 ) -> Result<()> {
     let (m, d) = state.x.dim();
-    let arrays = [&state.x, &state.lambda, &state.y, &state.vx, &state.vlambda].map(std_layout);
+    let arrays = [
+        &state.x,
+        &state.lambda,
+        &state.y,
+        &state.vx,
+        &state.vlambda,
+        &state.sx,
+        &state.slambda,
+    ]
+    .map(std_layout);
+    let anchor = state.anchor.as_ref().map(std_layout);
     let slice = |i: usize| arrays[i].as_slice().expect("standard layout");
     let mut tensors = vec![
         TensorOut {
@@ -69,6 +91,23 @@ pub fn save_candidates<T: Scalar>(
             shape: vec![m],
             data: slice(4),
         });
+        tensors.push(TensorOut {
+            name: "sx",
+            shape: vec![1],
+            data: slice(5),
+        });
+        tensors.push(TensorOut {
+            name: "slambda",
+            shape: vec![m],
+            data: slice(6),
+        });
+        if let Some(a) = &anchor {
+            tensors.push(TensorOut {
+                name: "xref",
+                shape: vec![m, d],
+                data: a.as_slice().expect("standard layout"),
+            });
+        }
         meta.insert("iter".into(), state.iter.to_string());
     }
     write_tensors(path, &tensors, &meta)
@@ -98,7 +137,19 @@ pub fn parse_candidates<T: Scalar>(bytes: &[u8], path: &Path) -> Result<Candidat
     }
     let resume = if f.tensors.contains_key("vx") {
         let vx = f.take_matrix(path, "vx", &[Some(m), Some(x.ncols())])?;
-        let vl = col(f.take_matrix(path, "vlambda", &[Some(m)])?);
+        let vlambda = col(f.take_matrix(path, "vlambda", &[Some(m)])?);
+        // Checkpoints of SGD runs from before Adam carry no second moments: they are zero.
+        let (sx, slambda) = match f.tensors.contains_key("sx") {
+            true => (
+                f.take_matrix(path, "sx", &[Some(1)])?,
+                col(f.take_matrix(path, "slambda", &[Some(m)])?),
+            ),
+            false => (Array2::zeros((1, 1)), Array2::zeros((m, 1))),
+        };
+        let anchor = match f.tensors.contains_key("xref") {
+            true => Some(f.take_matrix(path, "xref", &[Some(m), Some(x.ncols())])?),
+            false => None,
+        };
         let iter = f.metadata.get("iter").and_then(|s| s.parse().ok());
         let Some(iter) = iter else {
             bail!(
@@ -106,7 +157,14 @@ pub fn parse_candidates<T: Scalar>(bytes: &[u8], path: &Path) -> Result<Candidat
                 path.display()
             );
         };
-        Some((vx, vl, iter))
+        Some(Resume {
+            vx,
+            vlambda,
+            sx,
+            slambda,
+            anchor,
+            iter,
+        })
     } else {
         None
     };
@@ -147,20 +205,24 @@ pub fn parse_run_checkpoint<T: Scalar>(
 impl<T: Scalar> CandidateFile<T> {
     /// The run state these candidates describe (fresh momentum unless a checkpoint).
     pub fn into_state(self) -> RunState<T> {
-        let (vx, vlambda, iter) = self.resume.unwrap_or_else(|| {
-            (
-                Array2::zeros(self.x.dim()),
-                Array2::zeros(self.lambda.dim()),
-                0,
-            )
+        let r = self.resume.unwrap_or_else(|| Resume {
+            vx: Array2::zeros(self.x.dim()),
+            vlambda: Array2::zeros(self.lambda.dim()),
+            sx: Array2::zeros((1, 1)),
+            slambda: Array2::zeros(self.lambda.dim()),
+            anchor: None,
+            iter: 0,
         });
         RunState {
             x: self.x,
             lambda: self.lambda,
             y: self.y,
-            vx,
-            vlambda,
-            iter,
+            vx: r.vx,
+            vlambda: r.vlambda,
+            sx: r.sx,
+            slambda: r.slambda,
+            anchor: r.anchor,
+            iter: r.iter,
             last: None,
         }
     }

@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use reveal_data::Source;
 
-use crate::optim::{Hyper, RunConfig};
+use crate::optim::{Hyper, LrSchedule, Optimizer, RunConfig, StopRule};
 
 /// The settings that worked in the reference (n = 500, m = 1000), DESIGN.md §2.
 pub const PRESETS: [(&str, Hyper); 4] = [
@@ -61,27 +61,32 @@ pub fn preset(name: &str) -> Option<Hyper> {
 
 impl Hyper {
     /// A random draw from the reference's search ranges: init_scale log-uniform 1e-6..0.1,
-    /// lr log-uniform 1e-5..1, λ_min uniform 0.01..0.5, α uniform 10..500.
-    pub fn random(rng: &mut impl Rng) -> Self {
+    /// λ_min uniform 0.01..0.5, α uniform 10..500, and lr log-uniform 1e-5..1 for SGD or
+    /// 1e-3..3e-2 (pixel units) for Adam.
+    pub fn random(rng: &mut impl Rng, optimizer: Optimizer) -> Self {
         let log_uniform =
             |rng: &mut dyn rand::RngCore, lo: f64, hi: f64| (rng.gen_range(lo.ln()..hi.ln())).exp();
+        let init_scale = log_uniform(rng, 1e-6, 0.1);
+        let lr = match optimizer {
+            Optimizer::Sgd => log_uniform(rng, 1e-5, 1.0),
+            Optimizer::Adam => log_uniform(rng, 1e-3, 3e-2),
+        };
         Hyper {
-            init_scale: log_uniform(rng, 1e-6, 0.1),
-            lr: log_uniform(rng, 1e-5, 1.0),
+            init_scale,
+            lr,
             lambda_min: rng.gen_range(0.01..0.5),
             alpha: rng.gen_range(10.0..500.0),
         }
     }
 }
 
-/// The preset a data set starts from: `mnist-a` for MNIST, `cifar-a` for CIFAR-10 and image
-/// folders (colour photographs, like CIFAR-10), `mnist-b` for the synthetic set (a small
-/// α suits its sharp strokes). Without a known data set (a model from elsewhere), `mnist-b`.
+/// The preset a data set starts from: `cifar-a` for CIFAR-10 and image folders (colour
+/// photographs, like CIFAR-10), `mnist-a` for MNIST, the synthetic set and a model without a
+/// known data set.
 pub fn default_preset(source: Option<&Source>) -> &'static str {
     match source {
-        Some(Source::Mnist) => "mnist-a",
         Some(Source::Cifar10 | Source::Folder { .. }) => "cifar-a",
-        Some(Source::Synthetic { .. }) | None => "mnist-b",
+        Some(Source::Mnist | Source::Synthetic { .. }) | None => "mnist-a",
     }
 }
 
@@ -111,46 +116,97 @@ impl Pins {
     }
 }
 
+/// Adam's defaults (see [`crate::optim`]): x moves lr·m̂/√ŝ in pixel units, λ by Adam.
+pub const ADAM_LR: f64 = 1e-2;
+pub const ADAM_LAMBDA_LR: f64 = 3e-3;
+pub const ADAM_ITERS: usize = 2500;
+/// The reference's λ learning rate under SGD.
+pub const SGD_LAMBDA_LR: f64 = 1e-4;
+
+/// The reference's iteration count for a data set under SGD (quick budget): 10,000 for
+/// CIFAR-10 and image folders, 20,000 otherwise.
+pub fn sgd_iters(source: Option<&Source>) -> usize {
+    match source {
+        Some(Source::Cifar10 | Source::Folder { .. }) => 10_000,
+        _ => 20_000,
+    }
+}
+
 /// What a search is asked to do.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
-    /// Run 0's setting: a preset by name.
+    pub optimizer: Optimizer,
+    /// Run 0's init scale, λ_min and α (and, under SGD, lr): a preset by name.
     pub preset: String,
     pub pins: Pins,
     /// Candidates per run (even).
     pub m: usize,
     pub runs: usize,
+    /// Iterations per run (the cap when `stop` is set).
     pub iters: usize,
     /// Seed of the search: run i starts from seed + i and draws from stream i.
     pub seed: u64,
     /// Learning rate of λ.
     pub lambda_lr: f64,
+    pub schedule: LrSchedule,
+    pub stop: Option<StopRule>,
 }
 
 impl Plan {
-    /// The default plan for a data set: its preset, its candidate count, the reference's λ
-    /// learning rate, one run.
-    pub fn new(source: Option<&Source>, m: usize, iters: usize, seed: u64) -> Self {
+    /// The default plan for a data set: Adam with its rates and a cosine decay over
+    /// [`ADAM_ITERS`] iterations, the data set's preset for init scale, λ_min and α, one run.
+    pub fn new(source: Option<&Source>, m: usize, seed: u64) -> Self {
         Plan {
+            optimizer: Optimizer::Adam,
             preset: default_preset(source).to_string(),
             pins: Pins::default(),
             m,
             runs: 1,
-            iters,
+            iters: ADAM_ITERS,
             seed,
-            lambda_lr: 1e-4,
+            lambda_lr: ADAM_LAMBDA_LR,
+            schedule: LrSchedule::Cosine,
+            stop: None,
+        }
+    }
+
+    /// The reference's recipe for a data set: SGD with momentum at the preset's rates,
+    /// constant, for [`sgd_iters`] iterations.
+    pub fn reference(source: Option<&Source>, m: usize, seed: u64) -> Self {
+        Plan {
+            optimizer: Optimizer::Sgd,
+            iters: sgd_iters(source),
+            lambda_lr: SGD_LAMBDA_LR,
+            schedule: LrSchedule::Constant,
+            ..Plan::new(source, m, seed)
+        }
+    }
+
+    /// The plan for an optimizer: [`Plan::new`] or [`Plan::reference`].
+    pub fn for_optimizer(
+        optimizer: Optimizer,
+        source: Option<&Source>,
+        m: usize,
+        seed: u64,
+    ) -> Self {
+        match optimizer {
+            Optimizer::Adam => Plan::new(source, m, seed),
+            Optimizer::Sgd => Plan::reference(source, m, seed),
         }
     }
 
     /// Every run's configuration, checked: a known preset, an even m ≥ 2, positive rates.
     pub fn configs(&self) -> Result<Vec<RunConfig>> {
-        let Some(base) = preset(&self.preset) else {
+        let Some(mut base) = preset(&self.preset) else {
             bail!(
                 "--preset {:?}: expected one of {}",
                 self.preset,
                 PRESETS.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
             )
         };
+        if self.optimizer == Optimizer::Adam {
+            base.lr = ADAM_LR; // the presets' rates are SGD's
+        }
         if self.m < 2 || !self.m.is_multiple_of(2) {
             bail!(
                 "--candidates {}: must be even and at least 2 (half per class)",
@@ -160,12 +216,16 @@ impl Plan {
         if self.runs == 0 {
             bail!("--runs 0: a search needs at least one run");
         }
+        if self.iters == 0 {
+            bail!("--iters 0: a run needs at least one iteration");
+        }
         let pins = [
             ("--lr", self.pins.lr),
             ("--init-scale", self.pins.init_scale),
             ("--min-lambda", self.pins.lambda_min),
             ("--alpha", self.pins.alpha),
             ("--lambda-lr", Some(self.lambda_lr)),
+            ("--stop-tol", self.stop.map(|s| s.tol)),
         ];
         for (flag, v) in pins {
             if let Some(v) = v.filter(|v| !(v.is_finite() && *v > 0.0)) {
@@ -179,10 +239,13 @@ impl Plan {
                 } else {
                     let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
                     rng.set_stream(i as u64);
-                    Hyper::random(&mut rng)
+                    Hyper::random(&mut rng, self.optimizer)
                 };
                 RunConfig {
                     lambda_lr: self.lambda_lr,
+                    optimizer: self.optimizer,
+                    schedule: self.schedule,
+                    stop: self.stop,
                     ..RunConfig::new(
                         self.pins.apply(hyper),
                         self.m,

@@ -24,7 +24,7 @@ use reveal_tape::Scalar;
 use serde::{Deserialize, Serialize};
 
 use crate::files::{load_candidates, parse_run_checkpoint, save_candidates};
-use crate::optim::{layer1_residual, run, RunConfig, RunState, Stop};
+use crate::optim::{layer1_residual, run, Finish, RunConfig, RunState, Stop};
 use crate::plan::Shard;
 use crate::stats::{rank, spearman, RankBy};
 use crate::terms::Terms;
@@ -64,6 +64,9 @@ pub struct RunSummary {
     pub layer1_residual: f64,
     /// S when ranked (or scored) against the training set.
     pub score: Option<f64>,
+    /// How it ended, when it did not fail: all iterations, or settled early.
+    #[serde(default)]
+    pub finish: Option<Finish>,
     /// Why it stopped early, if it did.
     pub failure: Option<String>,
     /// Kept beside the run's file (`timing_path`), not in it: products carry no clock readings.
@@ -224,13 +227,13 @@ fn one_run<T: Scalar>(
     if let Some(e) = io_error {
         return Err(e);
     }
-    let failure = match result {
-        Ok(()) => None,
+    let (finish, failure) = match result {
+        Ok(finish) => (Some(finish), None),
         Err(Stop::Interrupted) => {
             save_checkpoint(&state)?;
             return Err(anyhow!("interrupted at iteration {} of run {i}: checkpoint {} written; rerun the same command to resume", state.iter, ckpt.display()));
         }
-        Err(e @ Stop::Diverged { .. }) => Some(e.to_string()),
+        Err(e @ Stop::Diverged { .. }) => (None, Some(e.to_string())),
     };
     let t = state.last.unwrap_or(Terms {
         kkt: f64::NAN,
@@ -249,6 +252,7 @@ fn one_run<T: Scalar>(
         loss_prior_lambda: t.prior_lambda,
         layer1_residual: layer1_residual(model, &t),
         score: None,
+        finish,
         failure,
         wall_seconds: elapsed_before + started.elapsed().as_secs_f64(),
         warnings,
@@ -351,6 +355,10 @@ pub fn run_search<T: Scalar>(
         y: cat(&|s| &s.y),
         vx: cat(&|s| &s.vx),
         vlambda: cat(&|s| &s.vlambda),
+        // A pooled file is no checkpoint: its optimiser state is not continued.
+        sx: Array2::zeros((1, 1)),
+        slambda: cat(&|s| &s.slambda),
+        anchor: None,
         iter: pooled.iter().map(|&i| states[i].iter).max().unwrap_or(0),
         last: None,
     };

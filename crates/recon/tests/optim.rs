@@ -3,7 +3,10 @@
 use ndarray::{array, Array2};
 use reveal_nn::Mlp;
 use reveal_recon::files::{load_candidates, save_candidates};
-use reveal_recon::optim::{momentum_step, run, step, Hyper, RunConfig, RunState, Stop};
+use reveal_recon::optim::{
+    adam_step, adam_step_shared, momentum_step, run, step, Finish, Hyper, LrSchedule, Optimizer,
+    RunConfig, RunState, Stop, StopRule,
+};
 
 /// Two steps by hand, lr 0.1, μ 0.9, p₀ = 1:
 /// g₁ = 0.5: v₁ = 0.5, p₁ = 1 − 0.1·0.5 = 0.95;
@@ -98,6 +101,29 @@ fn candidate_files_round_trip_and_reject_bad_input() {
     let path = dir.path().join("c.safetensors");
     save_candidates(&path, &s, true, &Default::default()).unwrap();
     let back = load_candidates::<f64>(&path).unwrap().into_state();
+    // The whole state comes back, Adam's moments and the stopping rule's anchor included.
+    let mut adam = s.clone();
+    let acfg = RunConfig {
+        optimizer: Optimizer::Adam,
+        stop: Some(StopRule {
+            window: 1,
+            tol: 1e-12,
+        }),
+        ..cfg
+    };
+    run(
+        &model,
+        &mut adam,
+        &RunConfig { iters: 3, ..acfg },
+        |_, _| true,
+    )
+    .unwrap();
+    assert!(adam.sx[[0, 0]] > 0.0 && adam.anchor.is_some());
+    save_candidates(&path, &adam, true, &Default::default()).unwrap();
+    assert_eq!(
+        load_candidates::<f64>(&path).unwrap().into_state(),
+        RunState { last: None, ..adam }
+    );
     assert_eq!(
         (
             back.x,
@@ -124,4 +150,131 @@ fn candidate_files_round_trip_and_reject_bad_input() {
     assert!(e.contains("c.safetensors") && e.contains("±1"), "{e}");
     std::fs::write(&path, b"\x08\x00\x00\x00\x00\x00\x00\x00{}").unwrap();
     assert!(load_candidates::<f64>(&path).is_err());
+}
+
+/// Adam per coordinate, two steps by hand (lr 0.1, β₁ 0.9, β₂ 0.999, ε 1e-8), p₀ = (1, −2),
+/// g₁ = (0.5, 1.5), g₂ = (−0.5, 0.5): the first step is lr·sign(g) (m̂ = g, ŝ = g²), the
+/// second (0.905263160, −2.187106394) as computed by hand in f64.
+#[test]
+fn adam_matches_a_hand_computed_example() {
+    let (mut p, mut m, mut v): (Array2<f64>, Array2<f64>, Array2<f64>) = (
+        array![[1.0, -2.0]],
+        Array2::zeros((1, 2)),
+        Array2::zeros((1, 2)),
+    );
+    adam_step(
+        &mut p,
+        &mut m,
+        &mut v,
+        &array![[0.5, 1.5]],
+        0.1,
+        1,
+        0.9,
+        1e-8,
+    );
+    assert!(
+        (p[[0, 0]] - 0.900000002).abs() < 1e-12 && (p[[0, 1]] + 2.0999999993333334).abs() < 1e-12,
+        "{p}"
+    );
+    adam_step(
+        &mut p,
+        &mut m,
+        &mut v,
+        &array![[-0.5, 0.5]],
+        0.1,
+        2,
+        0.9,
+        1e-8,
+    );
+    assert!((p[[0, 0]] - 0.9052631597894736).abs() < 1e-12, "{p}");
+    assert!((p[[0, 1]] + 2.187106393626508).abs() < 1e-12, "{p}");
+}
+
+/// Adam with one second moment for all of p (the x optimiser), same example: s is the running
+/// mean of mean(g²) = 1.25 then 0.25, so both coordinates share one step size.
+#[test]
+fn shared_second_moment_adam_matches_a_hand_computed_example() {
+    let (mut p, mut m, mut s): (Array2<f64>, Array2<f64>, Array2<f64>) = (
+        array![[1.0, -2.0]],
+        Array2::zeros((1, 2)),
+        Array2::zeros((1, 1)),
+    );
+    adam_step_shared(
+        &mut p,
+        &mut m,
+        &mut s,
+        &array![[0.5, 1.5]],
+        0.1,
+        1,
+        0.9,
+        1e-12,
+    );
+    assert!((p[[0, 0]] - 0.9552786404500442).abs() < 1e-12, "{p}");
+    assert!((p[[0, 1]] + 2.1341640786498672).abs() < 1e-12, "{p}");
+    assert!((s[[0, 0]] - 0.00125).abs() < 1e-15);
+    adam_step_shared(
+        &mut p,
+        &mut m,
+        &mut s,
+        &array![[-0.5, 0.5]],
+        0.1,
+        2,
+        0.9,
+        1e-12,
+    );
+    assert!((p[[0, 0]] - 0.9583178329050833).abs() < 1e-12, "{p}");
+    assert!((p[[0, 1]] + 2.246614199486316).abs() < 1e-12, "{p}");
+}
+
+#[test]
+fn cosine_schedule_goes_from_one_to_zero() {
+    let f = |t| LrSchedule::Cosine.factor(t, 100);
+    assert!((f(0) - 1.0).abs() < 1e-15 && (f(50) - 0.5).abs() < 1e-15 && f(100).abs() < 1e-15);
+    assert!((f(25) - (0.5 + 0.5 * std::f64::consts::FRAC_1_SQRT_2)).abs() < 1e-15);
+    assert_eq!(LrSchedule::Constant.factor(37, 100), 1.0);
+}
+
+/// The stopping rule: a run whose rates decay to zero settles before its cap and says when and
+/// why; a run that keeps moving (constant rates) goes to the cap.
+#[test]
+fn stopping_rule_ends_a_settled_run_and_not_a_moving_one() {
+    let model = small_model();
+    let rule = StopRule {
+        window: 20,
+        tol: 1e-3,
+    };
+    let adam = RunConfig {
+        optimizer: Optimizer::Adam,
+        lambda_lr: 1e-3,
+        iters: 400,
+        stop: Some(rule),
+        ..config(1e-2)
+    };
+    let cosine = RunConfig {
+        schedule: LrSchedule::Cosine,
+        ..adam
+    };
+    let mut s = RunState::init(6, &cosine);
+    let finish = run(&model, &mut s, &cosine, |_, _| true).unwrap();
+    let Finish::Settled {
+        iter,
+        window,
+        change,
+    } = finish
+    else {
+        panic!("a decaying run did not settle: {finish:?}")
+    };
+    assert!(
+        iter < 400 && iter % 20 == 0 && window == 20 && change < 1e-3,
+        "{finish:?}"
+    );
+    assert_eq!(s.iter, iter);
+    assert!(finish
+        .to_string()
+        .contains(&format!("settled at iteration {iter}")));
+
+    let mut s = RunState::init(6, &adam);
+    let finish = run(&model, &mut s, &adam, |_, _| true).unwrap();
+    assert_eq!(finish, Finish::Cap { iters: 400 });
+    assert_eq!(s.iter, 400);
 }
