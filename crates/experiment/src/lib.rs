@@ -380,23 +380,21 @@ fn one_model(
     let grid_path = dir.join("grids").join(format!("{tag}.png"));
     write_grid(&grid_path, &score, &cand.x, data)?;
     let cand_y: Vec<f32> = cand.y.iter().copied().collect();
-    let map = biasmap::bias_map(
-        &cand.x,
-        &cand_y,
-        &data.train.x,
-        data.train.y.as_slice().expect("contiguous"),
+    let map = biasmap::residual_map(
+        &biasmap::class_difference(&cand.x, &cand_y),
+        &biasmap::class_difference(&data.test.x, data.test.y.as_slice().expect("contiguous")),
         data.shape,
     );
     let map_path = dir.join("maps").join(format!("{tag}.png"));
     let (_, h, w) = data.shape;
     grid::write_png(
         &map_path,
-        &[biasmap::heat_image(&map).view()],
+        &[biasmap::heat_image(&map, 10.0).view()],
         (3, h, w),
         1,
         8,
     )?;
-    let trigger = biasmap::check(&map, &data.triggers, data.shape);
+    let trigger = biasmap::check(&map, None, &data.triggers, data.shape);
     let result = ModelResult {
         name: name.to_string(),
         bias,

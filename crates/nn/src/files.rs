@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 use ndarray::Array2;
-use reveal_io::{parse_tensors, read_file, write_tensors, TensorOut};
+use reveal_io::{parse_tensors, read_file, write_tensors, TensorFile, TensorOut};
 use reveal_tape::Scalar;
 
 use crate::mlp::Mlp;
@@ -57,45 +57,159 @@ pub fn save_model<T: Scalar>(
     write_tensors(path, &tensors, metadata)
 }
 
+/// Which tensors hold the layers of a model file.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LayerNames {
+    /// reveal's names when the file has them (`layers.0.weight`, `layers.0.bias`, …), else
+    /// the `NAME.weight` tensors in natural order of NAME (`fc1` < `fc2` < `fc10`, `0` < `2`),
+    /// as a PyTorch `state_dict` of Linear layers has them.
+    Auto,
+    /// The Linear layers' names in order, e.g. `fc1, fc2, fc3`: tensors `fc1.weight`,
+    /// `fc1.bias`, `fc2.weight`, …
+    Given(Vec<String>),
+}
+
 /// Loads a model saved by [`save_model`] or a PyTorch `state_dict` saved with safetensors.
 pub fn load_model<T: Scalar>(path: &Path) -> Result<ModelFile<T>> {
-    parse_model(&read_file(path)?, path)
+    load_model_with(path, &LayerNames::Auto)
+}
+
+/// [`load_model`] with the layers' tensor names given.
+pub fn load_model_with<T: Scalar>(path: &Path, names: &LayerNames) -> Result<ModelFile<T>> {
+    parse_model_with(&read_file(path)?, path, names)
 }
 
 /// Parses the bytes of a model file (`path` only names it in errors).
 pub fn parse_model<T: Scalar>(bytes: &[u8], path: &Path) -> Result<ModelFile<T>> {
+    parse_model_with(bytes, path, &LayerNames::Auto)
+}
+
+/// Compares names with their digit runs as numbers: `fc2` < `fc10`.
+fn natural_key(name: &str) -> Vec<(String, u64)> {
+    let mut key = Vec::new();
+    let mut text = String::new();
+    let mut chars = name.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c.is_ascii_digit() {
+            let mut n = String::new();
+            while let Some(&d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                n.push(d);
+                chars.next();
+            }
+            key.push((std::mem::take(&mut text), n.parse().unwrap_or(u64::MAX)));
+        } else {
+            text.push(c);
+            chars.next();
+        }
+    }
+    key.push((text, 0));
+    key
+}
+
+/// The layer names of a file: given, reveal's, or every `NAME.weight` in natural order.
+fn layer_names<T>(file: &TensorFile<T>, path: &Path, names: &LayerNames) -> Result<Vec<String>> {
+    let found = match names {
+        LayerNames::Given(n) => n.clone(),
+        LayerNames::Auto if file.tensors.contains_key("layers.0.weight") => (0..)
+            .map(|i| format!("layers.{i}"))
+            .take_while(|n| file.tensors.contains_key(&format!("{n}.weight")))
+            .collect(),
+        LayerNames::Auto => {
+            let mut n: Vec<String> = file
+                .tensors
+                .keys()
+                .filter_map(|k| k.strip_suffix(".weight"))
+                .map(str::to_string)
+                .collect();
+            n.sort_by_key(|a| natural_key(a));
+            n
+        }
+    };
+    if found.is_empty() {
+        let have: Vec<&str> = file.tensors.keys().map(String::as_str).collect();
+        bail!(
+            "{}: no layer weights found (tensors: {}); name the Linear layers with --layers, e.g. --layers fc1,fc2,fc3",
+            path.display(),
+            have.join(", ")
+        );
+    }
+    Ok(found)
+}
+
+/// Parses a model file with the layers' tensor names as `names` says.
+pub fn parse_model_with<T: Scalar>(
+    bytes: &[u8],
+    path: &Path,
+    names: &LayerNames,
+) -> Result<ModelFile<T>> {
     let mut file = parse_tensors::<T>(bytes, path)?;
-    let w1 = file.take_matrix(path, "layers.0.weight", &[None, None])?;
+    let layers = layer_names(&file, path, names)?;
+    let shapes: Vec<String> = layers
+        .iter()
+        .map(|n| {
+            let w = format!("{n}.weight");
+            file.tensors
+                .get(&w)
+                .map_or(format!("{w} missing"), |t| format!("{w} {:?}", t.shape))
+        })
+        .collect();
+    let order_hint = || {
+        format!(
+            "layers in the order read: {}; if that order is wrong, pass --layers NAME,NAME,… in the network's order",
+            shapes.join(", ")
+        )
+    };
+    let w1_name = format!("{}.weight", layers[0]);
+    let w1 = file.take_matrix(path, &w1_name, &[None, None])?;
     let (h1, d) = w1.dim();
-    let bias = file.take_matrix(path, "layers.0.bias", &[Some(h1)])?;
+    let b1_name = format!("{}.bias", layers[0]);
+    if !file.tensors.contains_key(&b1_name) {
+        bail!(
+            "{}: missing tensor {b1_name}, the first layer's bias ({})",
+            path.display(),
+            order_hint()
+        );
+    }
+    let bias = file.take_matrix(path, &b1_name, &[Some(h1)])?;
     let mut weights = vec![w1];
     let mut fan_in = h1;
-    for i in 1.. {
-        let name = format!("layers.{i}.weight");
-        if !file.tensors.contains_key(&name) {
-            break;
+    for n in &layers[1..] {
+        let name = format!("{n}.weight");
+        let fits = file
+            .tensors
+            .get(&name)
+            .is_some_and(|t| t.shape.len() == 2 && t.shape[1] == fan_in);
+        if !fits {
+            bail!(
+                "{}: {name} does not take the previous layer's {fan_in} outputs ({})",
+                path.display(),
+                order_hint()
+            );
         }
         let w = file.take_matrix(path, &name, &[None, Some(fan_in)])?;
         fan_in = w.nrows();
         weights.push(w);
+        if file.tensors.contains_key(&format!("{n}.bias")) {
+            bail!("{}: {n}.bias is a bias after the first layer; reveal reconstructs homogeneous nets, with a bias in the first layer only", path.display());
+        }
     }
     if weights.len() < 2 || fan_in != 1 {
         bail!(
-            "{}: the last layer must have one output; layers are {:?}",
+            "{}: the last layer must have one output; {}",
             path.display(),
-            weights.iter().map(|w| w.dim()).collect::<Vec<_>>()
+            order_hint()
         );
     }
     let mean = match file.tensors.contains_key("data.mean") {
         true => Some(file.take_matrix(path, "data.mean", &[Some(d)])?),
         false => None,
     };
-    for (i, w) in weights.iter().enumerate() {
-        finite(path, &format!("layers.{i}.weight"), w)?;
+    for (n, w) in layers.iter().zip(&weights) {
+        finite(path, &format!("{n}.weight"), w)?;
     }
-    finite(path, "layers.0.bias", &bias)?;
+    finite(path, &b1_name, &bias)?;
     if let Some(extra) = file.tensors.keys().next() {
-        bail!("{}: unexpected tensor {extra} (a bias on a layer after the first? the model must be homogeneous)", path.display());
+        bail!("{}: unexpected tensor {extra} (a bias on a layer after the first? the model must be homogeneous; or pass --layers)", path.display());
     }
     Ok(ModelFile {
         mlp: Mlp { weights, bias },

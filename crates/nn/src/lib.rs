@@ -8,5 +8,5 @@
 pub mod files;
 pub mod mlp;
 
-pub use files::{load_model, parse_model, save_model, ModelFile};
+pub use files::{load_model, load_model_with, parse_model, save_model, LayerNames, ModelFile};
 pub use mlp::{forward, Activation, Mlp, Theta};

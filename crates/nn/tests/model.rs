@@ -6,7 +6,7 @@ use ndarray::Array2;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use reveal_io::{write_tensors, TensorOut};
-use reveal_nn::files::{load_model, save_model};
+use reveal_nn::files::{load_model, load_model_with, save_model, LayerNames};
 use reveal_nn::{forward, Activation, Mlp};
 use reveal_tape::check::randn;
 use reveal_tape::Tape;
@@ -97,6 +97,14 @@ fn save_load_round_trip_is_bit_exact_in_both_precisions() {
 
 /// Writes a PyTorch-like state dict with one thing changed and returns the load error.
 fn load_error(edit: impl Fn(&mut Vec<(String, Vec<usize>, Vec<f32>)>)) -> String {
+    load_error_with(&LayerNames::Auto, edit)
+}
+
+/// [`load_error`] read with the given layer names.
+fn load_error_with(
+    names: &LayerNames,
+    edit: impl Fn(&mut Vec<(String, Vec<usize>, Vec<f32>)>),
+) -> String {
     let dir = tempfile::tempdir().unwrap();
     let m: Mlp<f32> = trained_like(6).cast();
     let flat = |a: &Array2<f32>| a.iter().copied().collect::<Vec<_>>();
@@ -129,10 +137,62 @@ fn load_error(edit: impl Fn(&mut Vec<(String, Vec<usize>, Vec<f32>)>)) -> String
         })
         .collect();
     write_tensors(&p, &outs, &BTreeMap::new()).unwrap();
-    match load_model::<f32>(&p) {
-        Ok(_) => String::new(),
+    match load_model_with::<f32>(&p, names) {
+        Ok(f) => {
+            assert_eq!(f.mlp, m, "the layers in the right order");
+            String::new()
+        }
         Err(e) => e.to_string(),
     }
+}
+
+/// Renames reveal's `layers.i` to other names.
+fn rename(t: &mut [(String, Vec<usize>, Vec<f32>)], names: [&str; 3]) {
+    for (name, _, _) in t.iter_mut() {
+        for (i, n) in names.iter().enumerate() {
+            if let Some(rest) = name.strip_prefix(&format!("layers.{i}.")) {
+                *name = format!("{n}.{rest}");
+                break;
+            }
+        }
+    }
+}
+
+/// State dicts of PyTorch modules: `fc1, fc2, fc3` attributes, and `nn.Sequential` indices
+/// with the ReLUs between (`0, 2, 4`), found by name in natural order; other names with
+/// `--layers`; an order that does not chain, or a bias after the first layer, refused.
+#[test]
+fn pytorch_layer_names_are_found_or_given() {
+    assert_eq!(load_error(|t| rename(t, ["fc1", "fc2", "fc3"])), "");
+    assert_eq!(load_error(|t| rename(t, ["net.0", "net.2", "net.4"])), "");
+    assert_eq!(
+        load_error(|t| rename(t, ["l9", "l10", "l11"])),
+        "",
+        "l10 after l9"
+    );
+    // Names whose natural order is not the network's: refused with the order read, then
+    // loaded with --layers.
+    let e = load_error(|t| rename(t, ["c", "b", "a"]));
+    assert!(e.contains("a.weight") && e.contains("--layers"), "{e}");
+    let given = LayerNames::Given(vec!["c".into(), "b".into(), "a".into()]);
+    assert_eq!(load_error_with(&given, |t| rename(t, ["c", "b", "a"])), "");
+    let e = load_error(|t| {
+        rename(t, ["fc1", "fc2", "fc3"]);
+        t.push(("fc2.bias".into(), vec![4], vec![0.0; 4]));
+    });
+    assert!(e.contains("fc2") && e.contains("homogeneous"), "{e}");
+    let e = load_error_with(&LayerNames::Given(vec!["fc1".into()]), |t| {
+        rename(t, ["fc1", "fc2", "fc3"])
+    });
+    assert!(
+        e.contains("one output") || e.contains("unexpected tensor"),
+        "{e}"
+    );
+    let e = load_error(|t| t.retain(|(n, _, _)| n.ends_with(".bias")));
+    assert!(
+        e.contains("no layer weights") && e.contains("--layers"),
+        "{e}"
+    );
 }
 
 #[test]
