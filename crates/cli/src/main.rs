@@ -3,6 +3,7 @@
 //! A thin binary over the library crates: it parses flags, draws progress bars and prints.
 
 mod args;
+mod audit_cmd;
 mod experiment_cmds;
 mod progress;
 mod recon_cmds;
@@ -30,6 +31,8 @@ Examples:
   reveal train --dataset cifar10 --per-class 250 --schedule reference --epochs 20000 --out c.safetensors
   reveal reconstruct --model mnist.safetensors --out r.safetensors --runs 8 --shard 2/4   # one of 4 shards
   reveal pool --out r.safetensors                # after all 4 shards: pool them as one run would
+  reveal audit --model m.safetensors --out audit/  # one model: verdict, evidence, report.html
+  reveal audit --model torch.safetensors --layers fc1,fc2,fc3 --dataset mnist --out a/
 
 Real data: pass --data-dir DIR or set REVEAL_DATA to a folder holding mnist/ and cifar10/.";
 
@@ -63,6 +66,9 @@ enum Command {
     Score(recon_cmds::ScoreArgs),
     /// The paper's experiment: train unbiased and biased models, reconstruct, score, report.
     Experiment(experiment_cmds::ExperimentArgs),
+    /// Audit one model (reveal's or PyTorch's): did it learn the concept or a shortcut, and
+    /// where? Reconstruction, null models, a calibrated bias map, an HTML report.
+    Audit(audit_cmd::AuditArgs),
     /// Merge the shards of a search or an experiment run with --shard I/N into the output one
     /// unsharded run would write (run it from the folder the shards ran in).
     Pool {
@@ -220,6 +226,7 @@ fn run(cli: Cli) -> Result<()> {
         },
         Command::Score(args) => recon_cmds::cmd_score(&args),
         Command::Experiment(args) => experiment_cmds::cmd_experiment(&args),
+        Command::Audit(args) => audit_cmd::cmd_audit(&args),
         Command::Pool { out } => cmd_pool(&out),
         Command::Demo { out } => experiment_cmds::cmd_demo(out),
         Command::Bench {

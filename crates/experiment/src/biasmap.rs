@@ -10,10 +10,14 @@
 //! R = D_rec − β·D_clean,   β = ⟨D_rec, D_clean⟩ / ⟨D_clean, D_clean⟩   (least squares)
 //! ```
 //!
-//! is what the reconstructions separate beyond the concept. Per pixel, r(p) = √(Σ_c R(c, p)²),
-//! standardised robustly over the image, z(p) = (r(p) − median r) / (1.4826·MAD r): the map.
-//! (Dividing by the *training* set's class difference, as an earlier map did, cancels exactly a
-//! trigger the training set carries; the clean reference does not carry it.)
+//! is what the reconstructions separate beyond the concept. Per pixel, with |·| the length over
+//! channels, the residual is weighed against how much the clean classes differ there,
+//! r(p) = |R(p)| / max(|D_clean(p)|, median_q |D_clean(q)|), so that a difference where the
+//! concept has none (a corner of an MNIST digit, a patch of sky) counts for more than one
+//! along the strokes of the digits; then standardised robustly over the image,
+//! z(p) = (r(p) − median r) / (1.4826·MAD r): the map. (Dividing by the *training* set's class
+//! difference, as an earlier map did, cancels exactly a trigger the training set carries; the
+//! clean reference does not carry it.)
 //!
 //! A shortcut shows as a compact spot of large z. The hotspot search scores every k×k window,
 //! k = 2…6, as Σ z / k (the window's mean z times its side, so that windows of every size are on
@@ -82,28 +86,33 @@ pub fn residual_map(
     );
     let beta = d_rec.dot(d_clean) / d_clean.dot(d_clean).max(f64::MIN_POSITIVE);
     let residual = d_rec - &(d_clean * beta);
-    let r = Array1::from_shape_fn(h * w, |p| {
-        (0..c)
-            .map(|ch| residual[ch * h * w + p].powi(2))
-            .sum::<f64>()
-            .sqrt()
-    });
+    let length = |d: &Array1<f64>| {
+        Array1::from_shape_fn(h * w, |p| {
+            (0..c)
+                .map(|ch| d[ch * h * w + p].powi(2))
+                .sum::<f64>()
+                .sqrt()
+        })
+    };
+    let clean = length(d_clean);
+    let floor = median(clean.to_vec()).max(f64::MIN_POSITIVE);
+    let r = &length(&residual) / &clean.mapv(|v| v.max(floor));
     robust_z(&r)
+}
+
+/// The median of some values (0 for none).
+fn median(mut a: Vec<f64>) -> f64 {
+    a.sort_by(f64::total_cmp);
+    let n = a.len();
+    match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => a[n / 2],
+        _ => 0.5 * (a[n / 2 - 1] + a[n / 2]),
+    }
 }
 
 /// (v − median) / (1.4826·MAD): a z-score that a few extreme pixels cannot inflate.
 fn robust_z(v: &Array1<f64>) -> Array1<f64> {
-    let median = |mut a: Vec<f64>| {
-        a.sort_by(f64::total_cmp);
-        let n = a.len();
-        if n == 0 {
-            0.0
-        } else if n % 2 == 1 {
-            a[n / 2]
-        } else {
-            0.5 * (a[n / 2 - 1] + a[n / 2])
-        }
-    };
     let med = median(v.to_vec());
     let mad = median(v.iter().map(|x| (x - med).abs()).collect());
     let scale = (1.4826 * mad).max(1e-12 * med.abs().max(f64::MIN_POSITIVE));
@@ -156,8 +165,9 @@ pub fn hotspot(z: &Array1<f64>, h: usize, w: usize) -> Hotspot {
 }
 
 /// Hotspot scores of maps with no shortcut in them, from the clean images alone: `draws`
-/// class-difference maps of random class-balanced subsets of `per_class` images per class,
-/// each against the full clean class difference.
+/// class-difference maps of random class-balanced subsets of `per_class` images per class
+/// (the training set's size: what reconstructions of a concept-learning model would give if
+/// they were the real training images), each against the full clean class difference.
 pub fn clean_null_scores(
     clean: &Array2<f32>,
     labels: &[f32],

@@ -7,11 +7,13 @@
 //! Every step writes its result into the output folder and is skipped when that result is
 //! already there, so re-running the same command finishes an interrupted experiment.
 
+pub mod audit;
 pub mod bench;
 pub mod biasmap;
 pub mod control;
 pub mod estimate;
 pub mod grid;
+pub mod html;
 pub mod report;
 pub mod scoring;
 
@@ -177,6 +179,10 @@ pub struct ModelResult {
     pub score: Score,
     /// How well the bias map finds the planted trigger (corner, diag3, diag5).
     pub trigger: Option<TriggerCheck>,
+    /// The bias map's verdict: its best window against clean-image maps of the training
+    /// set's size.
+    #[serde(default)]
+    pub verdict: Option<audit::Verdict>,
     pub files: ResultFiles,
 }
 
@@ -380,21 +386,19 @@ fn one_model(
     let grid_path = dir.join("grids").join(format!("{tag}.png"));
     write_grid(&grid_path, &score, &cand.x, data)?;
     let cand_y: Vec<f32> = cand.y.iter().copied().collect();
-    let map = biasmap::residual_map(
-        &biasmap::class_difference(&cand.x, &cand_y),
-        &biasmap::class_difference(&data.test.x, data.test.y.as_slice().expect("contiguous")),
-        data.shape,
-    );
+    let (map, hotspot, clean_scores, _) =
+        audit::bias_map(&cand.x, &cand_y, &[], data, cfg.per_class, seed);
+    let verdict = audit::verdict(hotspot, audit::threshold(&clean_scores, &[]), None);
     let map_path = dir.join("maps").join(format!("{tag}.png"));
     let (_, h, w) = data.shape;
     grid::write_png(
         &map_path,
-        &[biasmap::heat_image(&map, 10.0).view()],
+        &[biasmap::heat_image(&map, audit::MAP_SCALE).view()],
         (3, h, w),
         1,
         8,
     )?;
-    let trigger = biasmap::check(&map, None, &data.triggers, data.shape);
+    let trigger = biasmap::check(&map, verdict.region, &data.triggers, data.shape);
     let result = ModelResult {
         name: name.to_string(),
         bias,
@@ -405,6 +409,7 @@ fn one_model(
         recon_seconds,
         score,
         trigger,
+        verdict: Some(verdict),
         files: ResultFiles {
             model: rel(dir, &model_path),
             candidates: rel(dir, &cand_path),

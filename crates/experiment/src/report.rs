@@ -108,6 +108,26 @@ pub fn findings(results: &[ModelResult]) -> Vec<String> {
             ));
         }
     }
+    // The bias map's verdicts against what was planted.
+    for (name, g) in &groups {
+        let judged: Vec<_> = g
+            .iter()
+            .filter_map(|r| r.verdict.as_ref().map(|v| (r, v)))
+            .collect();
+        if judged.is_empty() {
+            continue;
+        }
+        let suspected = judged.iter().filter(|(_, v)| v.shortcut_suspected).count();
+        let on_square = judged
+            .iter()
+            .filter(|(r, _)| r.trigger.as_ref().and_then(|t| t.region_overlaps) == Some(true))
+            .count();
+        let planted = g[0].trigger.is_some();
+        out.push(match planted {
+            true => format!("{name}: shortcut suspected in {suspected} of {} seed(s), the region on a planted square in {on_square}", judged.len()),
+            false => format!("{name} (no localised trigger planted): shortcut suspected in {suspected} of {} seed(s)", judged.len()),
+        });
+    }
     out
 }
 
@@ -137,7 +157,21 @@ pub fn write(cfg: &ExperimentConfig, results: &[ModelResult]) -> Result<()> {
     )?;
     plot(&dir.join("accuracy_vs_s.png"), results, true)?;
     plot(&dir.join("accuracy_vs_s.svg"), results, false)?;
-    write_atomic(&dir.join("report.md"), markdown(cfg, results)?.as_bytes())
+    write_atomic(&dir.join("report.md"), markdown(cfg, results)?.as_bytes())?;
+    let summary = format!(
+        "Data set {}, {} training images per class, seeds {:?}. Findings: {}",
+        cfg.source.name(),
+        cfg.per_class,
+        cfg.seeds,
+        findings(results).join("; ")
+    );
+    let page = crate::html::experiment_page(
+        "reveal: did the models learn the concept or a shortcut?",
+        &summary,
+        results,
+        dir,
+    )?;
+    write_atomic(&dir.join("report.html"), page.as_bytes())
 }
 
 fn markdown(cfg: &ExperimentConfig, results: &[ModelResult]) -> Result<String> {
@@ -196,28 +230,47 @@ fn markdown(cfg: &ExperimentConfig, results: &[ModelResult]) -> Result<String> {
     }
     let _ = writeln!(md, "\n![test accuracy against S](accuracy_vs_s.png)\n");
     let _ = writeln!(md, "## Bias maps\n");
-    let _ = writeln!(md, "B(p) = log of the ratio between the share of the reconstructions' class difference (mean of the +1 candidates minus \
-        mean of the −1 candidates, squared) at pixel p and the training images' share there: red where the recovered samples' classes \
-        differ more than the training classes do, so a shortcut shows without being told where it is. \
-        Checked against the planted squares: precision of the top-K pixels (K = trigger area) against chance.\n");
+    let _ = writeln!(md, "The map: where the reconstructions' classes differ (mean of the +1 candidates minus mean of the −1 \
+        candidates) beyond what the clean held-out images' class difference explains, weighed against how much the clean classes \
+        differ at each pixel, as a robust z over the image (see `crates/experiment/src/biasmap.rs`). Its best compact window (k×k, \
+        k = 2…6) is held against the best windows of {} maps made from random subsets of the clean images, as many per class as \
+        the training set: above all of them, a shortcut is suspected there. Checked against the planted squares: the region's \
+        overlap, and the precision of the top-K map pixels (K = trigger area) against chance.\n", crate::audit::CLEAN_DRAWS);
     let _ = writeln!(
         md,
-        "| model | seed | trigger pixels | precision | chance | squares hit | map |"
+        "| model | seed | verdict | region (rows, cols) | score / threshold | precision | chance | squares hit | region on a square | map |"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
     for r in results {
-        let (k, p, c, hit) = match &r.trigger {
+        let (k, p, c, hit, on) = match &r.trigger {
             Some(t) => (
-                t.trigger_pixels.to_string(),
+                t.trigger_pixels,
                 format!("{:.2}", t.precision),
                 format!("{:.3}", t.chance),
                 format!("{} / {}", t.squares_hit, t.squares),
+                t.region_overlaps
+                    .map_or("-".into(), |o| yes_no(o).to_string()),
             ),
-            None => ("-".into(), "-".into(), "-".into(), "-".into()),
+            None => (0, "-".into(), "-".into(), "-".into(), "-".into()),
+        };
+        let _ = k;
+        let (verdict, region, score) = match &r.verdict {
+            Some(v) => (
+                if v.shortcut_suspected {
+                    "shortcut suspected"
+                } else {
+                    "none found"
+                },
+                v.region.map_or("-".into(), |[r0, c0, r1, c1]| {
+                    format!("{r0}–{r1}, {c0}–{c1}")
+                }),
+                format!("{:.1} / {:.1}", v.score, v.threshold),
+            ),
+            None => ("-", "-".into(), "-".into()),
         };
         let _ = writeln!(
             md,
-            "| {} | {} | {k} | {p} | {c} | {hit} | ![]({}) |",
+            "| {} | {} | {verdict} | {region} | {score} | {p} | {c} | {hit} | {on} | ![]({}) |",
             r.name, r.seed, r.files.bias_map
         );
     }

@@ -1,0 +1,116 @@
+//! `reveal audit`: one model, from reveal or from PyTorch.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use reveal_data::Selection;
+use reveal_experiment::audit::{audit, AuditBudget, AuditConfig};
+use reveal_nn::LayerNames;
+
+use crate::args::DataArgs;
+use crate::progress;
+
+#[derive(clap::Args)]
+pub struct AuditArgs {
+    /// The model (safetensors): reveal's, or a PyTorch state_dict of a ReLU MLP with a bias in
+    /// its first layer only.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The model's Linear layers in order, e.g. fc1,fc2,fc3 (default: reveal's names, else
+    /// every NAME.weight in natural order of NAME).
+    #[arg(long, value_delimiter = ',')]
+    pub layers: Option<Vec<String>>,
+    /// Output folder: results.json, report.html, pictures (rerunning resumes).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The task: its held-out images are the clean reference. Read from the model's metadata
+    /// when it has it; for a model from elsewhere, give the data flags.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// The model was trained on this selection of the data flags' training split (first, or
+    /// random:SEED, with --per-class): S, ρ10 and the recovered count are then computed too.
+    #[arg(long)]
+    pub train_selection: Option<String>,
+    /// quick (one run, one null model) or standard (two runs, three null models).
+    #[arg(long, value_enum, default_value = "quick")]
+    pub budget: BudgetArg,
+    /// Candidates per run (default: twice the training set, or 200 when it is unknown).
+    #[arg(long)]
+    pub candidates: Option<usize>,
+    /// Iterations per reconstruction run (default: the default plan's 2,500).
+    #[arg(long)]
+    pub iters: Option<usize>,
+    /// Seed of the reconstruction and of the null models.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print results.json instead of the verdict.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum BudgetArg {
+    Quick,
+    Standard,
+}
+
+pub fn cmd_audit(args: &AuditArgs) -> Result<()> {
+    crate::args::outputs([Some(args.out.join("results.json").as_path())])?;
+    let mut spec = args.data.spec()?;
+    let train_known = match args.train_selection.as_deref() {
+        None => false,
+        Some("first") => {
+            spec.selection = Selection::First;
+            true
+        }
+        Some(s) => match s.strip_prefix("random:").map(str::parse::<u64>) {
+            Some(Ok(seed)) => {
+                spec.selection = Selection::Random { seed };
+                true
+            }
+            _ => bail!("--train-selection {s:?}: expected first or random:SEED"),
+        },
+    };
+    let cfg = AuditConfig {
+        model: args.model.clone(),
+        layers: args
+            .layers
+            .clone()
+            .map_or(LayerNames::Auto, LayerNames::Given),
+        data: Some(spec),
+        train_known,
+        data_dir: args.data.source.data_dir(),
+        out: args.out.clone(),
+        budget: match args.budget {
+            BudgetArg::Quick => AuditBudget::Quick,
+            BudgetArg::Standard => AuditBudget::Standard,
+        },
+        candidates: args.candidates,
+        iters: args.iters,
+        seed: args.seed,
+    };
+    let (runs, nulls) = cfg.budget.sizes();
+    let total = runs * (1 + nulls) * args.iters.unwrap_or(reveal_recon::plan::ADAM_ITERS);
+    let bar = progress::bar(total as u64, "iterations", args.json);
+    let tick = |_: reveal_recon::search::Tick| {
+        bar.inc(1);
+        !progress::interrupted()
+    };
+    let report = audit(&cfg, &tick);
+    bar.finish_and_clear();
+    let report = report?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("{}", report.verdict.text);
+    for (name, f) in &report.evidence {
+        let z = f.z.map_or(String::new(), |z| format!(", z {z:.1}"));
+        println!("  {name:<14} {:.3} (null models {:.3}{z})", f.value, f.null);
+    }
+    for n in &report.notes {
+        println!("  note: {n}");
+    }
+    println!("report: {}", args.out.join("report.html").display());
+    Ok(())
+}
