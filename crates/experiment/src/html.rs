@@ -125,13 +125,23 @@ pub fn audit_page(r: &AuditReport, dir: &Path) -> Result<String> {
 /// every grid and bias map.
 pub fn experiment_page(
     title: &str,
-    summary: &str,
+    intro: &str,
+    findings: &[String],
     results: &[ModelResult],
     dir: &Path,
 ) -> Result<String> {
     let mut h = String::new();
     let _ = write!(h, "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head><body>", escape(title));
-    let _ = write!(h, "<h1>{}</h1><p>{}</p>", escape(title), escape(summary));
+    let _ = write!(
+        h,
+        "<h1>{}</h1><p>{}</p><h2>Findings</h2><ul>",
+        escape(title),
+        escape(intro)
+    );
+    for f in findings {
+        let _ = write!(h, "<li>{}</li>", escape(f));
+    }
+    h.push_str("</ul><h2>Models</h2>");
     let _ = write!(h, "<table><tr><th>model</th><th>seed</th><th>planted</th><th>verdict</th><th>region</th><th>score / threshold</th><th>precision</th><th>test acc.</th><th>S</th><th>ρ10</th><th>recovered</th></tr>");
     for r in results {
         let planted = r

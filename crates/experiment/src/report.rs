@@ -158,19 +158,14 @@ pub fn write(cfg: &ExperimentConfig, results: &[ModelResult]) -> Result<()> {
     plot(&dir.join("accuracy_vs_s.png"), results, true)?;
     plot(&dir.join("accuracy_vs_s.svg"), results, false)?;
     write_atomic(&dir.join("report.md"), markdown(cfg, results)?.as_bytes())?;
-    let summary = format!(
-        "Data set {}, {} training images per class, seeds {:?}. Findings: {}",
+    let intro = format!(
+        "Data set {}, {} training images per class, seeds {:?}; details in report.md.",
         cfg.source.name(),
         cfg.per_class,
-        cfg.seeds,
-        findings(results).join("; ")
+        cfg.seeds
     );
-    let page = crate::html::experiment_page(
-        "reveal: did the models learn the concept or a shortcut?",
-        &summary,
-        results,
-        dir,
-    )?;
+    let title = "reveal: did the models learn the concept or a shortcut?";
+    let page = crate::html::experiment_page(title, &intro, &findings(results), results, dir)?;
     write_atomic(&dir.join("report.html"), page.as_bytes())
 }
 
