@@ -348,15 +348,14 @@ fn bad_input_gives_one_line_errors() {
 /// `reveal kkt` agrees with the independent closed form: to 1e-8 relative in f64, 1e-4 in f32.
 #[test]
 fn kkt_command_agrees_with_the_closed_form() {
-    use rand::SeedableRng;
     use reveal_nn::{Activation, Mlp};
     use reveal_recon::closed_form::closed_form;
     use reveal_recon::optim::{Hyper, RunConfig, RunState};
-    use reveal_tape::check::randn;
+    use reveal_tape::check::{randn, Rng};
 
     let dir = tempfile::tempdir().unwrap();
     let p = |f: &str| dir.path().join(f);
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let mut rng = Rng::seed(1);
     let mut net = Mlp::<f64>::init(20, &[16, 16], 0);
     for w in net.params_mut() {
         *w = randn(w.dim(), &mut rng) * 0.5;

@@ -2,12 +2,10 @@
 //! activation, for m below and above the width, and for deeper nets.
 
 use ndarray::Array2;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use reveal_nn::{Activation, Mlp};
 use reveal_recon::objective::{evaluate_with, Method};
 use reveal_recon::terms::{candidate_labels, ObjectiveConfig};
-use reveal_tape::check::randn;
+use reveal_tape::check::{randn, Rng};
 
 fn rel(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
     (a - b).mapv(|v| v * v).sum().sqrt() / b.mapv(|v| v * v).sum().sqrt().max(1e-300)
@@ -22,7 +20,7 @@ fn gram_path_equals_grad_of_grad() {
         (11, &[4], 6),
     ];
     for (case, &(d, hidden, m)) in cases.iter().enumerate() {
-        let mut rng = ChaCha8Rng::seed_from_u64(case as u64);
+        let mut rng = Rng::seed(case as u64);
         let mut net = Mlp::<f64>::init(d, hidden, case as u64);
         for p in net.params_mut() {
             *p = randn(p.dim(), &mut rng) * 0.6;

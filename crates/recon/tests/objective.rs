@@ -4,18 +4,16 @@
 //! modified ReLU, whose x-gradient is a surrogate — the checks (b) and (c) of DESIGN.md §2.
 
 use ndarray::Array2;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use reveal_nn::{Activation, Mlp};
 use reveal_recon::closed_form::closed_form;
 use reveal_recon::objective::{evaluate_with, record, Method};
 use reveal_recon::terms::{candidate_labels, ObjectiveConfig};
-use reveal_tape::check::{gradcheck, gradgradcheck, randn};
+use reveal_tape::check::{gradcheck, gradgradcheck, randn, Rng};
 use reveal_tape::{Tape, Var};
 
 /// A small d-h-h-1 model with weights large enough that every term matters.
 fn model(d: usize, h: usize, seed: u64) -> Mlp<f64> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut rng = Rng::seed(seed);
     Mlp {
         weights: vec![
             randn((h, d), &mut rng) * 0.5,
@@ -28,7 +26,7 @@ fn model(d: usize, h: usize, seed: u64) -> Mlp<f64> {
 
 /// Candidates with some entries beyond ±1 (so L_x is active) and λ around λ_min.
 fn candidates(m: usize, d: usize, seed: u64) -> (Array2<f64>, Array2<f64>) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut rng = Rng::seed(seed);
     let x = randn((m, d), &mut rng) * 0.9;
     let lambda = randn((m, 1), &mut rng).mapv(|t| 0.4 + 0.3 * t);
     (x, lambda)

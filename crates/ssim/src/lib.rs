@@ -1,10 +1,11 @@
+#![warn(missing_docs)]
 //! # reveal-ssim
 //!
 //! The structural similarity index (SSIM) and the NCC distance for images with values in [0, 1],
 //! stored as `&[f32]` in C×H×W (channel-major) order.
 //!
-//! SSIM of images x and y, with Gaussian-weighted local means μ, variances σ² = E[x²] − μ² and
-//! covariance σxy = E[xy] − μxμy:
+//! SSIM of images x and y, with Gaussian-weighted local means μ, variances σ² = E\[x²\] − μ² and
+//! covariance σxy = E\[xy\] − μxμy:
 //!
 //! ```text
 //! SSIM = (2μxμy + C1)(2σxy + C2) / ((μx² + μy² + C1)(σx² + σy² + C2) + ε)
@@ -42,8 +43,11 @@ pub enum Padding {
 pub struct Ssim {
     /// The normalised 1-D Gaussian; the window is its outer product (separable filtering).
     pub kernel: Vec<f64>,
+    /// How the image is extended past its edges.
     pub padding: Padding,
+    /// C1 = (0.01·data range)².
     pub c1: f64,
+    /// C2 = (0.03·data range)².
     pub c2: f64,
     /// Added to the denominator.
     pub eps: f64,

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! # reveal-tape
 //!
 //! A small reverse-mode automatic differentiation tape of whole-matrix ops, with gradients of

@@ -306,7 +306,7 @@ fn transpose_rule<'t, T: Scalar>(r: &mut Rule<'_, 't, T>, a: Var<'t, T>) {
 // ── broadcasts and sums: each the other's rule ────────────────────────────────────────────
 
 impl<'t, T: Scalar> Var<'t, T> {
-    /// [1,c] → [n,c]: the row repeated n times
+    /// `[1, c]` → `[n, c]`: the row repeated n times
     pub fn broadcast_rows(self, n: usize) -> Var<'t, T> {
         let a = self.value();
         assert_eq!(
@@ -319,7 +319,7 @@ impl<'t, T: Scalar> Var<'t, T> {
         self.tape.push(Op::BroadcastRows(self.id), value)
     }
 
-    /// [r,1] → [r,n]: the column repeated n times
+    /// `[r, 1]` → `[r, n]`: the column repeated n times
     pub fn broadcast_cols(self, n: usize) -> Var<'t, T> {
         let a = self.value();
         assert_eq!(
@@ -332,7 +332,7 @@ impl<'t, T: Scalar> Var<'t, T> {
         self.tape.push(Op::BroadcastCols(self.id), value)
     }
 
-    /// [1,1] → [r,c]
+    /// `[1, 1]` → `[r, c]`
     pub fn broadcast_scalar(self, r: usize, c: usize) -> Var<'t, T> {
         let value = Array2::from_elem((r, c), self.item());
         self.tape.push(Op::BroadcastScalar(self.id), value)
@@ -344,13 +344,13 @@ impl<'t, T: Scalar> Var<'t, T> {
         self.tape.push(Op::SumAll(self.id), value)
     }
 
-    /// [r,c] → [1,c]: the sum of the rows
+    /// `[r, c]` → `[1, c]`: the sum of the rows
     pub fn sum_rows(self) -> Var<'t, T> {
         let value = self.value().sum_axis(Axis(0)).insert_axis(Axis(0));
         self.tape.push(Op::SumRows(self.id), value)
     }
 
-    /// [r,c] → [r,1]: the sum of the columns
+    /// `[r, c]` → `[r, 1]`: the sum of the columns
     pub fn sum_cols(self) -> Var<'t, T> {
         let value = self.value().sum_axis(Axis(1)).insert_axis(Axis(1));
         self.tape.push(Op::SumCols(self.id), value)
@@ -407,21 +407,21 @@ impl<'t, T: Scalar> Var<'t, T> {
         assert!(ok, "{what}: shapes {a:?} and {b:?} do not fit");
     }
 
-    /// y = a + 1·row: adds a [1,c] row to every row of a.
+    /// y = a + 1·row: adds a `[1, c]` row to every row of a.
     pub fn add_row(self, row: Var<'t, T>) -> Var<'t, T> {
         self.fits(&row, false, "add_row");
         let value = &*self.value() + &*row.value();
         self.tape.push(Op::AddRow(self.id, row.id), value)
     }
 
-    /// y = a·diag(row): multiplies column j of a by row[j] for a [1,c] row.
+    /// y = a·diag(row): multiplies column j of a by row\[j\] for a `[1, c]` row.
     pub fn mul_row(self, row: Var<'t, T>) -> Var<'t, T> {
         self.fits(&row, false, "mul_row");
         let value = &*self.value() * &*row.value();
         self.tape.push(Op::MulRow(self.id, row.id), value)
     }
 
-    /// y = diag(col)·a: multiplies row i of a by col[i] for an [r,1] column.
+    /// y = diag(col)·a: multiplies row i of a by col\[i\] for an `[r, 1]` column.
     pub fn mul_col(self, col: Var<'t, T>) -> Var<'t, T> {
         self.fits(&col, true, "mul_col");
         let value = &*self.value() * &*col.value();

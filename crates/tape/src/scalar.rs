@@ -10,7 +10,9 @@ use crate::kernels::Element;
 /// The two precisions the tape works in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Precision {
+    /// `f32`
     F32,
+    /// `f64`
     F64,
 }
 

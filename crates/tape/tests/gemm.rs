@@ -2,9 +2,7 @@
 //! transposed operands, pre-packed right-hand operands, edge sizes, and thread counts.
 
 use ndarray::{Array2, ArrayView2};
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
-use reveal_tape::check::randn;
+use reveal_tape::check::{randn, Rng};
 use reveal_tape::kernels::gemm::{matmul_with, with_backend, Backend, PackedB};
 use reveal_tape::kernels::Isa;
 use reveal_tape::{Constant, Scalar, Tape};
@@ -42,7 +40,7 @@ fn check_product<T: Scalar>(
     tb: bool,
     seed: u64,
 ) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut rng = Rng::seed(seed);
     let a64 = randn(if ta { (k, m) } else { (m, k) }, &mut rng);
     let b64 = randn(if tb { (n, k) } else { (k, n) }, &mut rng);
     let want = view(&a64, ta).dot(&view(&b64, tb));
@@ -107,7 +105,7 @@ fn every_transpose_combination_at_a_threaded_size() {
 /// or A is taller, columns otherwise).
 #[test]
 fn results_do_not_depend_on_the_thread_count() {
-    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let mut rng = Rng::seed(3);
     let run = |threads: usize, backend: Backend, a: &Array2<f32>, b: &Array2<f32>, pre: bool| {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -148,7 +146,7 @@ fn results_do_not_depend_on_the_thread_count() {
 /// A [`Constant`] on the tape is packed once and its products equal those of a plain leaf.
 #[test]
 fn products_with_a_shared_constant_equal_plain_ones() {
-    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let mut rng = Rng::seed(4);
     let w = randn((120, 90), &mut rng).mapv(|v| v as f32);
     let x = randn((200, 90), &mut rng).mapv(|v| v as f32);
     let g = randn((200, 120), &mut rng).mapv(|v| v as f32);

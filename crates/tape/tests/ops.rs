@@ -3,9 +3,7 @@
 
 use ndarray::{array, Array2};
 use proptest::prelude::*;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
-use reveal_tape::check::{gradcheck, gradgradcheck, randn, Mismatch};
+use reveal_tape::check::{gradcheck, gradgradcheck, randn, Mismatch, Rng};
 use reveal_tape::scalar::sigmoid;
 use reveal_tape::{grad, Tape, Var};
 
@@ -68,7 +66,7 @@ proptest! {
 
     #[test]
     fn matmul_all_transposes(m in side(), k in side(), n in side(), seed in any::<u64>()) {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut rng = Rng::seed(seed);
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
             let a = randn(if ta { (k, m) } else { (m, k) }, &mut rng);
             let b = randn(if tb { (n, k) } else { (k, n) }, &mut rng);
@@ -81,7 +79,7 @@ proptest! {
 
     #[test]
     fn broadcasts(r in side(), c in side(), n in side(), seed in any::<u64>()) {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut rng = Rng::seed(seed);
         check_op!(randn((1, c), &mut rng); |v| v[0].broadcast_rows(n));
         check_op!(randn((r, 1), &mut rng); |v| v[0].broadcast_cols(n));
         check_op!(randn((1, 1), &mut rng); |v| v[0].broadcast_scalar(r, c));
@@ -97,7 +95,7 @@ proptest! {
     /// The fused broadcasts: a row or a column applied to every row or column.
     #[test]
     fn row_and_column_ops(r in side(), c in side(), seed in any::<u64>()) {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut rng = Rng::seed(seed);
         let a = randn((r, c), &mut rng);
         let (row, col) = (randn((1, c), &mut rng), randn((r, 1), &mut rng));
         check_op!(a, row; |v| v[0].add_row(v[1]));
@@ -207,7 +205,7 @@ proptest! {
     /// Hessian symmetry through double backward: uᵀ(Hv) = vᵀ(Hu) for a smooth scalar function.
     #[test]
     fn hessian_is_symmetric(n in side(), k in side(), seed in any::<u64>()) {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut rng = Rng::seed(seed);
         let (w, x0) = (randn((k, n), &mut rng), randn((n, 1), &mut rng));
         let (u, v) = (randn((n, 1), &mut rng), randn((n, 1), &mut rng));
         let hvp = |dir: &Array2<f64>| {
@@ -228,7 +226,7 @@ proptest! {
 
 /// A matrix away from the kink, from a seed.
 fn kinkless(r: usize, c: usize, seed: u64) -> Array2<f64> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut rng = Rng::seed(seed);
     randn((r, c), &mut rng).mapv(|t| {
         if t.abs() < 0.1 {
             t.signum() * 0.1 + t
@@ -368,7 +366,7 @@ fn gradcheck_rejects_a_wrong_derivative() {
 /// every transpose combination.
 #[test]
 fn large_matmul_matches_ndarray() {
-    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let mut rng = Rng::seed(11);
     let (m, k, n) = (70, 130, 150); // 1.4M multiply-adds: above the parallel threshold
     for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
         let a = randn(if ta { (k, m) } else { (m, k) }, &mut rng);
@@ -393,7 +391,7 @@ fn large_matmul_matches_ndarray() {
 /// same ops written with ndarray.
 #[test]
 fn large_elementwise_ops_match_ndarray() {
-    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let mut rng = Rng::seed(12);
     let (a, b) = (randn((300, 200), &mut rng), randn((300, 200), &mut rng)); // 60,000 ≥ the threshold
     let tape = Tape::new();
     let (x, y) = (tape.var(a.clone()), tape.var(b.clone()));
@@ -432,4 +430,28 @@ fn fast_exponential_matches_libm() {
     assert_eq!((sigmoid(0.0f64), sigmoid(800.0f64)), (0.5, 1.0));
     let s = sigmoid(-30.0f64);
     assert!((s - 1.0 / (1.0 + 30.0f64.exp())).abs() < 1e-28, "{s:e}");
+}
+
+/// A hand-written gradient of a function off the tape: right passes, wrong is reported with the
+/// input, the element, and both values.
+#[test]
+fn check_gradient_reports_a_wrong_hand_written_gradient() {
+    use reveal_tape::check::{check_gradient, Tolerance};
+    // f(a, b) = Σ a ⊙ b²: ∂a = b², ∂b = 2a ⊙ b.
+    let f = |v: &[Array2<f64>]| (&v[0] * &v[1].mapv(|t| t * t)).sum();
+    let (a, b) = (array![[1.0, 2.0]], array![[3.0, -1.0]]);
+    let right = |v: &[Array2<f64>]| vec![v[1].mapv(|t| t * t), &v[0] * &v[1] * 2.0];
+    assert!(check_gradient(f, right, &[a.clone(), b.clone()], Tolerance::default()).is_ok());
+    let wrong = |v: &[Array2<f64>]| vec![v[1].mapv(|t| t * t), &v[0] * &v[1]];
+    let m = check_gradient(f, wrong, &[a, b], Tolerance::default()).unwrap_err();
+    assert_eq!((m.input, m.index), (1, (0, 0)), "{m}");
+    assert!(
+        (m.analytic - 3.0).abs() < 1e-12 && (m.numeric - 6.0).abs() < 1e-6,
+        "{m}"
+    );
+    let text = m.to_string();
+    assert!(
+        text.contains("input 1") && text.contains("(0, 0)") && text.contains("analytic"),
+        "{text}"
+    );
 }

@@ -2,15 +2,13 @@
 //! both schedules, resume.
 
 use ndarray::Array2;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use reveal_nn::{forward, Activation, Mlp};
-use reveal_tape::check::{gradcheck, randn};
+use reveal_tape::check::{gradcheck, randn, Rng};
 use reveal_train::{evaluate, train, Control, Outcome, Schedule, TrainConfig, TrainState};
 
 /// A separable set: the label is the sign of the first coordinate (kept away from 0).
 fn separable(n: usize, d: usize, seed: u64) -> (Array2<f64>, Array2<f64>) {
-    let mut x = randn((n, d), &mut ChaCha8Rng::seed_from_u64(seed));
+    let mut x = randn((n, d), &mut Rng::seed(seed));
     let y = Array2::from_shape_fn((n, 1), |(i, _)| if i % 2 == 0 { -1.0 } else { 1.0 });
     for i in 0..n {
         x[[i, 0]] = y[[i, 0]] * (0.5 + x[[i, 0]].abs());

@@ -262,9 +262,13 @@ pub fn cache_sizes() -> (usize, usize) {
 /// The blocking of one micro-kernel: tile MR×NR, KC steps of k, MC rows of A per block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Blocking {
+    /// Rows of a tile of C (and of a packed panel of A).
     pub mr: usize,
+    /// Columns of a tile of C (and of a packed panel of B).
     pub nr: usize,
+    /// Steps of k per block.
     pub kc: usize,
+    /// Rows of A per block.
     pub mc: usize,
 }
 

@@ -1,6 +1,6 @@
 //! The compute kernels under the tape: elementwise passes and matrix products.
 //!
-//! Nothing here knows about derivatives; the ops in [`crate::ops`] call these to compute values,
+//! Nothing here knows about derivatives; the ops (`ops.rs`) call these to compute values,
 //! so the kernels can be replaced (threaded, fused, vectorised) without touching a rule.
 //!
 //! - [`map`], [`zip`], [`zip3`], [`update`]: elementwise work, split across rayon threads when
