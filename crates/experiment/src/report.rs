@@ -341,11 +341,16 @@ where
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSansMono.ttf");
 
 /// Writes the plot as PNG or SVG (a temporary file, then rename).
-fn plot(path: &Path, results: &[ModelResult], png: bool) -> Result<()> {
+/// Makes the bundled font plotters' "sans-serif" (once per process).
+pub fn register_font() {
     static REGISTER: std::sync::Once = std::sync::Once::new();
     REGISTER.call_once(|| {
         let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
     });
+}
+
+fn plot(path: &Path, results: &[ModelResult], png: bool) -> Result<()> {
+    register_font();
     let tmp = path.with_extension(format!("tmp.{}", if png { "png" } else { "svg" }));
     let result = if png {
         draw(

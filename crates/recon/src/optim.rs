@@ -241,6 +241,8 @@ impl std::fmt::Display for Stop {
     }
 }
 
+impl std::error::Error for Stop {}
+
 /// v ← μ·v + g;  p ← p − lr·v  (PyTorch's SGD with momentum).
 pub fn momentum_step<T: Scalar>(
     p: &mut Array2<T>,
