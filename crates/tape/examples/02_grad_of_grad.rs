@@ -23,14 +23,15 @@ fn main() {
 
     // First sweep, recorded: G = ∂Φ/∂θ = x ⊙ σ(θ ⊙ x). The rules used are
     //   sum      → broadcast the seed 1,
-    //   softplus → ∂t = g ⊙ σ(t)   (σ recorded as a new node),
+    //   softplus → ∂t = g ⊙ σ(t)   (recorded as one node, g ⊙ σ(α·t) with α = 1),
     //   mul      → ∂θ = g ⊙ x.
     // G is a variable on the tape, built from θ and x by recorded ops.
     let g_theta = grad(phi, &[theta], true)[0];
     println!("G = ∂Φ/∂θ = {}", g_theta.value());
 
     // The KKT-style residual and its gradient with respect to x: the second sweep goes back
-    // through the nodes the first sweep recorded (the σ node's rule gives σ(1 − σ)).
+    // through the nodes the first sweep recorded (the rule of g ⊙ σ(α·t) gives, for t,
+    // g ⊙ α·σ(1 − σ)).
     let residual = (theta - g_theta).square().sum();
     let dx = grad(residual, &[x], false)[0];
     println!("L = ‖θ − G‖² = {:.6}", residual.item());
