@@ -159,13 +159,17 @@ enum ScheduleName {
 /// A tape allocates fresh arrays for every op and drops them all after the step; by default
 /// glibc serves large arrays with `mmap` and unmaps them on free, so every step pays page faults
 /// on memory it just gave back. Raising the mmap and trim thresholds keeps that memory in the
-/// heap for the next step. A no-op on other platforms.
+/// heap for the next step. One arena for all threads: a step runs on the thread pool, and with
+/// an arena per thread each would keep a step's worth of memory (case A: 850 MB peak against
+/// 520 MB with one; the arena lock costs nothing measurable, allocations are few and large).
+/// A no-op on other platforms.
 fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator tuning parameters; it is called with valid options.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20); // glibc's maximum: larger values are ignored
         libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
 
