@@ -1,4 +1,4 @@
-//! The planted biases of DESIGN.md §2, applied to training images in [0, 1].
+//! The planted biases of docs/DESIGN.md §2, applied to training images in [0, 1].
 //!
 //! - `corner`: a 3×3 square at rows 0..3, cols 0..3, all channels, 0 for class 0 and 1 for class 1;
 //! - `diag3` / `diag5`: k = 3 or 5 positions per class, drawn once from a seeded RNG among

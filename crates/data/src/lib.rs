@@ -2,7 +2,7 @@
 //!
 //! Everything the experiments feed on: loaders for MNIST (IDX), CIFAR-10 (binary batches) and
 //! image folders; the binary tasks; the selection of training and test images; the planted
-//! biases; the built-in synthetic set; and the preprocessing of DESIGN.md §2 (pixels in [0, 1],
+//! biases; the built-in synthetic set; and the preprocessing of docs/DESIGN.md §2 (pixels in [0, 1],
 //! C×H×W rows, the per-pixel training mean subtracted from train and test).
 
 pub mod bias;

@@ -1,5 +1,5 @@
 //! The loaders against the real MNIST and CIFAR-10 files, with the known values of
-//! `shared/data/README.md`.
+//! the data sets' own README (checksums and known values, see `data/README.md`).
 
 mod common;
 

@@ -1,8 +1,8 @@
 //! `reveal bench`: time per reconstruction step and per training step at the peer benchmark's
-//! cases (`shared/bench/peer_kkt.py`), so the two print comparable lines.
+//! cases (docs/DESIGN.md §6), so the two print comparable lines.
 //!
 //! Cases (d, h, m candidates, n training samples): A 3072-1000-1000/500, B 3072-1000-200/100,
-//! C 784-1000-1000/500, D 784-100-200/100. GEMM FLOPs per step (DESIGN.md §4):
+//! C 784-1000-1000/500, D 784-100-200/100. GEMM FLOPs per step (docs/DESIGN.md §4):
 //! reconstruction 10·m·h·d + 14·m·h², training 4·n·h·d + 6·n·h².
 
 use std::time::Instant;

@@ -1,5 +1,5 @@
 //! An independent closed-form implementation of L and ∂L/∂(x, λ) for a d-h-h-1 net, written out
-//! by hand with ndarray (no tape), following the GEMM list of `shared/bench/README.md`. It is the
+//! by hand with ndarray (no tape), following the GEMM list of docs/DESIGN.md §6. It is the
 //! reference the tape's grad-of-grad path, the Gram path and `reveal kkt` are tested against, and a
 //! readable account of what the second backward pass computes.
 

@@ -15,7 +15,7 @@
 //! ‖W_k − Δ_kᵀ A_{k−1}‖² = ‖W_k‖² − 2⟨Δ_k, A_{k−1}W_kᵀ⟩ + ⟨Δ_kΔ_kᵀ, A_{k−1}A_{k−1}ᵀ⟩
 //! ```
 //!
-//! For m < h this is about half the GEMM work of the generic grad-of-grad path (DESIGN.md §4) and
+//! For m < h this is about half the GEMM work of the generic grad-of-grad path (docs/DESIGN.md §4) and
 //! skips all h×d elementwise passes. Its gradient w.r.t. (x, λ) is a plain first-order backward.
 //! The derivative rules enter exactly as in the generic path (the modified ReLU's activation
 //! `mrelu` has derivative σ(αz); S_k = σ(αZ_k) differentiates to α·σ·(1−σ)), so the two agree

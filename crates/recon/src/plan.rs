@@ -14,7 +14,7 @@ use reveal_data::Source;
 
 use crate::optim::{Hyper, LrSchedule, Optimizer, RunConfig, StopRule};
 
-/// The settings that worked in the reference (n = 500, m = 1000), DESIGN.md §2.
+/// The settings that worked in the reference (n = 500, m = 1000), docs/DESIGN.md §2.
 pub const PRESETS: [(&str, Hyper); 4] = [
     (
         "cifar-a",

@@ -1,7 +1,7 @@
 //! The KKT objective through the tape's grad-of-grad, checked three ways:
 //! against an independent closed-form implementation written by hand in ndarray, against finite
 //! differences where the objective is a true function (exact ReLU, softplus_α), and — for the
-//! modified ReLU, whose x-gradient is a surrogate — the checks (b) and (c) of DESIGN.md §2.
+//! modified ReLU, whose x-gradient is a surrogate — the checks (b) and (c) of docs/DESIGN.md §2.
 
 use ndarray::Array2;
 use reveal_nn::{Activation, Mlp};
@@ -150,7 +150,7 @@ fn lambda_gradient_under_modified_relu_passes_gradcheck() {
     assert!(r.is_ok(), "{}", r.unwrap_err());
 }
 
-/// The surrogate really differs from the true derivative in x (DESIGN.md: by 2–180 %), so a
+/// The surrogate really differs from the true derivative in x (docs/DESIGN.md: by 2–180 %), so a
 /// finite-difference check in x would be the wrong test for it.
 #[test]
 fn modified_relu_x_gradient_is_a_surrogate() {

@@ -161,7 +161,7 @@ proptest! {
         check_op!(a, b; |v| v[0].relu() * v[1] * v[1]);
     }
 
-    /// The modified ReLU, check (a) of DESIGN.md §2: its forward value is relu(z) exactly and the
+    /// The modified ReLU, check (a) of docs/DESIGN.md §2: its forward value is relu(z) exactly and the
     /// gradient of Σ r⊙mrelu(z) is exactly r⊙σ(αz); that rule is differentiable and its own
     /// derivative, α·σ·(1−σ), passes gradcheck (in z and in r).
     #[test]
