@@ -23,12 +23,11 @@ use ndarray::{Array2, ArrayView1};
 use plotters::prelude::*;
 use reveal_data::{prepare, DataSpec, Source, TestSelection};
 use reveal_experiment::grid;
-use reveal_nn::Mlp;
 use reveal_recon::optim::{layer1_residual, run, RunState};
 use reveal_recon::Plan;
 use reveal_score::score::to_pixels;
 use reveal_train::job::{features, label_column};
-use reveal_train::{train, Control, Schedule, TrainConfig, TrainState};
+use reveal_train::{train_new, TrainConfig};
 
 /// Pearson correlation of two images.
 fn correlation(a: ArrayView1<f32>, b: ArrayView1<f32>) -> f32 {
@@ -51,13 +50,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         features::<f32>(&data.train.x),
         label_column::<f32>(&data.train.y),
     );
-    let mut state = TrainState::new(Mlp::<f32>::init(256, &[300, 300], 0), Schedule::FAST);
-    let tc = TrainConfig {
-        schedule: Schedule::FAST,
-        target_loss: 1e-5,
-        max_epochs: 10_000,
-    };
-    train(&mut state, &x, &y, &tc, |_| Control::Continue);
+    let (state, _) = train_new(&x, &y, &[300, 300], 0, &TrainConfig::fast(1e-5, 10_000));
     let model = state.mlp();
     println!("trained: {} epochs, loss {:.2e}", state.epoch, state.loss);
 

@@ -91,11 +91,7 @@ impl ExperimentConfig {
             Budget::Paper => (250, vec![1000, 1000]),
         };
         let train = match budget {
-            Budget::Quick | Budget::Demo => TrainConfig {
-                schedule: Schedule::FAST,
-                target_loss: 1e-5,
-                max_epochs: 100_000,
-            },
+            Budget::Quick | Budget::Demo => TrainConfig::fast(1e-5, 100_000),
             Budget::Paper => TrainConfig {
                 schedule: Schedule::REFERENCE,
                 target_loss: 4e-6,

@@ -9,11 +9,10 @@
 
 use ndarray::{concatenate, Array2, ArrayView1, Axis};
 use reveal_data::{prepare, DataSpec, Source, TestSelection};
-use reveal_nn::Mlp;
 use reveal_recon::optim::{run, Optimizer, RunState};
 use reveal_recon::Plan;
 use reveal_train::job::{features, label_column};
-use reveal_train::{train, Control, Outcome, Schedule, TrainConfig, TrainState};
+use reveal_train::{train_new, Outcome, TrainConfig};
 
 /// Pearson correlation of two images.
 fn correlation(a: ArrayView1<f32>, b: ArrayView1<f32>) -> f32 {
@@ -58,13 +57,7 @@ fn recovers(optimizer: Optimizer) {
     );
 
     // Train as `reveal train` does: fast schedule to loss 1e-5 with zero error.
-    let mut state = TrainState::new(Mlp::<f32>::init(d, &[h, h], 0), Schedule::FAST);
-    let cfg = TrainConfig {
-        schedule: Schedule::FAST,
-        target_loss: 1e-5,
-        max_epochs: 10_000,
-    };
-    let outcome = train(&mut state, &x, &y, &cfg, |_| Control::Continue);
+    let (state, outcome) = train_new(&x, &y, &[h, h], 0, &TrainConfig::fast(1e-5, 10_000));
     assert_eq!(outcome, Outcome::Converged, "training did not converge");
     let model = state.mlp();
 

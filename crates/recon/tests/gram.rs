@@ -74,7 +74,7 @@ fn gram_path_in_f32_holds_near_convergence() {
     use reveal_data::{prepare, DataSpec, Source};
     use reveal_recon::optim::{run, RunConfig, RunState};
     use reveal_train::job::{features, label_column};
-    use reveal_train::{train, Control, Schedule, TrainConfig, TrainState};
+    use reveal_train::{train_new, TrainConfig};
 
     // A trained 256-300-300-1 net (10 synthetic images) and 3000 iterations of a run from it.
     let spec = DataSpec::new(Source::Synthetic { size: 16 }, 5);
@@ -83,13 +83,7 @@ fn gram_path_in_f32_holds_near_convergence() {
         features::<f32>(&data.train.x),
         label_column::<f32>(&data.train.y),
     );
-    let mut state = TrainState::new(Mlp::<f32>::init(256, &[300, 300], 0), Schedule::FAST);
-    let tc = TrainConfig {
-        schedule: Schedule::FAST,
-        target_loss: 1e-5,
-        max_epochs: 10_000,
-    };
-    train(&mut state, &x, &y, &tc, |_| Control::Continue);
+    let (state, _) = train_new(&x, &y, &[300, 300], 0, &TrainConfig::fast(1e-5, 10_000));
     let model = state.mlp();
     let cfg = RunConfig::new(reveal_recon::preset("mnist-a").unwrap(), 20, 3000, 0);
     let mut recon = RunState::<f32>::init(256, &cfg);

@@ -46,6 +46,31 @@ pub struct TrainConfig {
     pub max_epochs: usize,
 }
 
+impl TrainConfig {
+    /// The fast schedule to `target_loss` (with zero training error), at most `max_epochs`.
+    pub fn fast(target_loss: f64, max_epochs: usize) -> Self {
+        TrainConfig {
+            schedule: Schedule::FAST,
+            target_loss,
+            max_epochs,
+        }
+    }
+}
+
+/// A fresh model of the reference init (inputs of x, `hidden` widths, `seed`) trained on
+/// (x, y) as `cfg` says: the state it ends in and how.
+pub fn train_new<T: Scalar>(
+    x: &Array2<T>,
+    y: &Array2<T>,
+    hidden: &[usize],
+    seed: u64,
+    cfg: &TrainConfig,
+) -> (TrainState<T>, Outcome) {
+    let mut state = TrainState::new(Mlp::<T>::init(x.ncols(), hidden, seed), cfg.schedule);
+    let outcome = train(&mut state, x, y, cfg, |_| Control::Continue);
+    (state, outcome)
+}
+
 /// Loss, error and gradient at one point.
 pub struct Evaluation<T> {
     /// L(θ).
