@@ -106,7 +106,11 @@ pub fn cmd_audit(args: &AuditArgs) -> Result<()> {
     println!("{}", report.verdict.text);
     for (name, f) in &report.evidence {
         let z = f.z.map_or(String::new(), |z| format!(", z {z:.1}"));
-        println!("  {name:<14} {:.3} (null models {:.3}{z})", f.value, f.null);
+        let digits = if name == "recovered" { 0 } else { 3 };
+        println!(
+            "  {name:<14} {:.digits$} (null models {:.digits$}{z})",
+            f.value, f.null
+        );
     }
     for n in &report.notes {
         println!("  note: {n}");
