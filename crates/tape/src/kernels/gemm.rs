@@ -148,12 +148,12 @@ pub trait Element: Sized + Copy + Send + Sync + 'static {
 }
 
 macro_rules! element {
-    ($t:ty, $gemm:path, $avx512:path, $avx2:path, $nr512:literal, $nr2:literal) => {
+    ($t:ty, $gemm:path, $avx512:path, $avx2:path, $mr512:literal, $nr512:literal, $nr2:literal) => {
         impl Element for $t {
             fn micro(isa: Isa) -> (usize, usize, MicroFn<$t>) {
                 #[cfg(target_arch = "x86_64")]
                 match isa {
-                    Isa::Avx512 => (12, $nr512, $avx512),
+                    Isa::Avx512 => ($mr512, $nr512, $avx512),
                     Isa::Avx2 => (6, $nr2, $avx2),
                 }
                 #[cfg(not(target_arch = "x86_64"))]
@@ -179,6 +179,7 @@ element!(
     matrixmultiply::sgemm,
     super::micro::f32_avx512,
     super::micro::f32_avx2,
+    12,
     32,
     16
 );
@@ -187,6 +188,7 @@ element!(
     matrixmultiply::dgemm,
     super::micro::f64_avx512,
     super::micro::f64_avx2,
+    12,
     16,
     8
 );
