@@ -3,7 +3,7 @@
 //! Nothing here knows about derivatives; the ops (`ops.rs`) call these to compute values,
 //! so the kernels can be replaced (threaded, fused, vectorised) without touching a rule.
 //!
-//! - [`map`], [`zip`], [`zip3`], [`update`]: elementwise work, split across rayon threads when
+//! - [`map`], [`zip`], [`update`]: elementwise work, split across rayon threads when
 //!   an array holds at least [`PARALLEL_ELEMENTWISE`] values. Each element is computed alone,
 //!   so results do not depend on the thread count.
 //! - [`gemm`]: C = A·B by our packed GEMM (AVX-512 or AVX2 micro-kernels, chosen at run time)
@@ -80,7 +80,7 @@ struct Shared<T>(*mut T);
 // SAFETY: passes hand disjoint ranges to the threads.
 unsafe impl<T> Sync for Shared<T> {}
 
-/// The pass of [`map`], [`zip`] and [`zip3`]: out[i] = f(ins[0][i], …) for K inputs.
+/// The pass of [`map`] and [`zip`]: out[i] = f(ins[0][i], …) for K inputs.
 struct Apply<'a, T, F, const K: usize> {
     ins: [&'a [T]; K],
     out: Shared<MaybeUninit<T>>,
@@ -144,32 +144,6 @@ pub fn zip<T: Element>(
     match (a.as_slice(), b.as_slice()) {
         (Some(x), Some(y)) => apply_new(a.dim(), [x, y], |[u, v]| f(u, v)),
         _ => Zip::from(a).and(b).map_collect(|&x, &y| f(x, y)),
-    }
-}
-
-/// f applied to every triple of elements of three equally shaped arrays.
-///
-/// # Panics
-/// If the shapes differ.
-pub fn zip3<T: Element>(
-    a: &Array2<T>,
-    b: &Array2<T>,
-    c: &Array2<T>,
-    f: impl Fn(T, T, T) -> T + Sync + Send,
-) -> Array2<T> {
-    assert!(
-        a.dim() == b.dim() && b.dim() == c.dim(),
-        "zip3: shapes {:?}, {:?} and {:?} differ",
-        a.dim(),
-        b.dim(),
-        c.dim()
-    );
-    match (a.as_slice(), b.as_slice(), c.as_slice()) {
-        (Some(x), Some(y), Some(z)) => apply_new(a.dim(), [x, y, z], |[u, v, w]| f(u, v, w)),
-        _ => Zip::from(a)
-            .and(b)
-            .and(c)
-            .map_collect(|&x, &y, &z| f(x, y, z)),
     }
 }
 
