@@ -85,8 +85,9 @@ impl SourceArgs {
 pub struct DataArgs {
     #[command(flatten)]
     pub source: SourceArgs,
-    /// The binary task: odd-even (MNIST's default), vehicles-animals (CIFAR-10's), cat-dog, or
-    /// the classes of class 0 and of class 1 as names or indices, e.g. 3,5,8/0,6.
+    /// The task: odd-even (MNIST's default), vehicles-animals (CIFAR-10's), cat-dog, the classes
+    /// of class 0 and of class 1 as names or indices, e.g. 3,5,8/0,6, or all (every class its
+    /// own: a multiclass model with one output per class).
     #[arg(long)]
     pub task: Option<Task>,
     /// For --dataset folder: comma-separated class names forming class 0 (y = −1).
@@ -95,7 +96,7 @@ pub struct DataArgs {
     /// For --dataset folder: comma-separated class names forming class 1 (y = +1).
     #[arg(long, value_delimiter = ',')]
     pub class1: Vec<String>,
-    /// Training images per binary class (n = 2 × this).
+    /// Training images per class of the task (n = 2 × this for a binary task).
     #[arg(long, default_value_t = 50)]
     pub per_class: usize,
     /// Planted bias of the training images: none, corner, diag3, diag5, contrast.

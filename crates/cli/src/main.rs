@@ -28,6 +28,7 @@ Examples:
   reveal demo                                   # the whole experiment on built-in synthetic data
   reveal data --dataset mnist --per-class 50 --bias corner --preview corner.png
   reveal train --dataset mnist --per-class 50 --out mnist.safetensors
+  reveal train --dataset mnist --task all --per-class 10 --out mnist10.safetensors   # 10 classes
   reveal train --dataset cifar10 --per-class 250 --schedule reference --epochs 20000 --out c.safetensors
   reveal reconstruct --model mnist.safetensors --out r.safetensors --runs 8 --shard 2/4   # one of 4 shards
   reveal pool --out r.safetensors                # after all 4 shards: pool them as one run would
@@ -131,6 +132,10 @@ struct TrainArgs {
     /// Stop when the training loss is below this with zero training error.
     #[arg(long, default_value_t = 1e-5)]
     target_loss: f64,
+    /// Weight decay wd: adds (wd/2)·‖θ‖² to the loss (0: none, as in the papers' binary runs).
+    /// The loss then has a floor: training ends at --epochs or at the stationary point.
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f64,
     /// Float precision: f32 (what runs use) or f64 (for checks).
     #[arg(long, value_enum, default_value = "f32")]
     precision: Precision,
@@ -258,8 +263,8 @@ fn cmd_data(args: &DataArgs, preview: Option<PathBuf>, json: bool) -> Result<()>
     let summary = serde_json::json!({
         "spec": spec,
         "shape": p.shape,
-        "train": {"count": p.train.y.len(), "per_binary_class": p.train.class_counts()},
-        "test": {"count": p.test.y.len(), "per_binary_class": p.test.class_counts()},
+        "train": {"count": p.train.y.len(), "per_binary_class": p.train.class_counts(p.classes())},
+        "test": {"count": p.test.y.len(), "per_binary_class": p.test.class_counts(p.classes())},
         "label_histogram": p.class_names.iter().zip(&hist).map(|(n, c)| (n.clone(), *c)).collect::<std::collections::BTreeMap<_, _>>(),
         "triggers": p.triggers,
         "preview": preview,
@@ -275,18 +280,15 @@ fn cmd_data(args: &DataArgs, preview: Option<PathBuf>, json: bool) -> Result<()>
             p.shape.2,
             spec.bias
         );
-        println!(
-            "train         {} images: {} class 0, {} class 1",
-            p.train.y.len(),
-            p.train.class_counts()[0],
-            p.train.class_counts()[1]
-        );
-        println!(
-            "test          {} images: {} class 0, {} class 1",
-            p.test.y.len(),
-            p.test.class_counts()[0],
-            p.test.class_counts()[1]
-        );
+        for (name, split) in [("train", &p.train), ("test", &p.test)] {
+            let counts: Vec<String> = split
+                .class_counts(p.classes())
+                .iter()
+                .enumerate()
+                .map(|(c, n)| format!("{n} class {c}"))
+                .collect();
+            println!("{name:<13} {} images: {}", split.y.len(), counts.join(", "));
+        }
         let h: Vec<String> = p
             .class_names
             .iter()
@@ -316,6 +318,12 @@ fn cmd_train<T: Scalar>(args: &TrainArgs) -> Result<()> {
     }
     args::positive("--lr", args.lr)?;
     args::positive("--target-loss", args.target_loss)?;
+    if !(args.weight_decay.is_finite() && args.weight_decay >= 0.0) {
+        anyhow::bail!(
+            "--weight-decay: expected a number ≥ 0, got {}",
+            args.weight_decay
+        );
+    }
     let data = prepare(&spec, args.data.source.data_dir().as_deref())?;
     let schedule = match args.schedule {
         ScheduleName::Fast => Schedule::FAST,
@@ -327,6 +335,7 @@ fn cmd_train<T: Scalar>(args: &TrainArgs) -> Result<()> {
             schedule,
             target_loss: args.target_loss,
             max_epochs: args.epochs,
+            weight_decay: args.weight_decay,
         },
         seed: args.seed,
         out: args.out.clone(),

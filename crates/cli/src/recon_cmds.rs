@@ -8,7 +8,7 @@ use reveal_data::Prepared;
 use reveal_experiment::scoring::{model_data, model_data_spec, score_candidates, score_file};
 use reveal_nn::files::load_model;
 use reveal_nn::Mlp;
-use reveal_recon::files::{load_candidates, write_evaluation};
+use reveal_recon::files::{check_labels, load_candidates, write_evaluation};
 use reveal_recon::objective::evaluate;
 use reveal_recon::plan::{default_candidates, Pins, Plan, Shard};
 use reveal_recon::search::{missing_runs, run_search, runs_dir, SearchJob, SearchSummary};
@@ -99,7 +99,7 @@ pub fn cmd_reconstruct<T: Scalar>(args: &ReconstructArgs) -> Result<()> {
     let spec = model_data_spec(&args.model, &file.metadata).ok();
     let m = match (args.candidates, &spec) {
         (Some(m), _) => m,
-        (None, Some(s)) => default_candidates(s.per_class),
+        (None, Some(s)) => default_candidates(s.per_class, file.mlp.outputs()),
         (None, None) => bail!(
             "{}: no training-set size in the metadata; pass --candidates M",
             args.model.display()
@@ -266,7 +266,7 @@ pub struct KktArgs {
     /// The trained model (safetensors).
     #[arg(long)]
     pub model: PathBuf,
-    /// Candidate file (x, lambda, y).
+    /// Candidate file (x, lambda, y: ±1 for a binary model, class indices 0…C−1 for C outputs).
     #[arg(long)]
     pub candidates: PathBuf,
     /// α (default: from the candidate file; for pooled runs, the best run's).
@@ -298,6 +298,7 @@ pub fn cmd_kkt<T: Scalar>(args: &KktArgs) -> Result<()> {
             model.mlp.input_dim()
         );
     }
+    check_labels(&c.y, model.mlp.outputs(), &args.candidates)?;
     let from_file: Option<RunConfig> = c
         .metadata
         .get("config")
@@ -387,6 +388,17 @@ pub fn cmd_score(args: &ScoreArgs) -> Result<()> {
     if let (Some(sm), Some(c)) = (s.s_margin, s.margin_count) {
         println!("S on the margin   {sm:.4} ({c} samples)");
     }
+    for c in s.per_class.iter().flatten() {
+        let name = data.class_names.get(c.class).map_or("", String::as_str);
+        println!(
+            "class {:<3} {name:<10} recovered {:>3} of {:<3}  S {:.4}, ρ10 {:.4}",
+            c.class,
+            c.recovered.unwrap_or(0),
+            c.count,
+            c.summary.s,
+            c.summary.rho10
+        );
+    }
     for (name, b) in [
         ("mean image", s.baseline_mean),
         ("held-out images", s.baseline_heldout),
@@ -397,6 +409,10 @@ pub fn cmd_score(args: &ScoreArgs) -> Result<()> {
     }
     if let Some(g) = &args.grid {
         println!("grid              {}", g.display());
+        if s.per_class.is_some() {
+            let rows = reveal_experiment::scoring::class_rows_path(g);
+            println!("one row per class {}", rows.display());
+        }
     }
     Ok(())
 }

@@ -345,9 +345,17 @@ fn bad_input_gives_one_line_errors() {
     );
 }
 
-/// `reveal kkt` agrees with the independent closed form: to 1e-8 relative in f64, 1e-4 in f32.
+/// `reveal kkt` agrees with the independent closed form: to 1e-8 relative in f64, 1e-4 in f32,
+/// for a binary model (labels ±1) and a 3-class one (labels = class indices); labels that do
+/// not fit the model are refused in one line.
 #[test]
 fn kkt_command_agrees_with_the_closed_form() {
+    for outputs in [1, 3] {
+        kkt_agrees_for(outputs);
+    }
+}
+
+fn kkt_agrees_for(outputs: usize) {
     use reveal_nn::{Activation, Mlp};
     use reveal_recon::closed_form::closed_form;
     use reveal_recon::optim::{Hyper, RunConfig, RunState};
@@ -356,7 +364,7 @@ fn kkt_command_agrees_with_the_closed_form() {
     let dir = tempfile::tempdir().unwrap();
     let p = |f: &str| dir.path().join(f);
     let mut rng = Rng::seed(1);
-    let mut net = Mlp::<f64>::init(20, &[16, 16], 0);
+    let mut net = Mlp::<f64>::init_classes(20, &[16, 16], outputs, 0);
     for w in net.params_mut() {
         *w = randn(w.dim(), &mut rng) * 0.5;
     }
@@ -372,7 +380,7 @@ fn kkt_command_agrees_with_the_closed_form() {
         1,
         3,
     );
-    let mut state = RunState::<f64>::init(20, &cfg);
+    let mut state = RunState::<f64>::init_for(20, outputs, &cfg);
     state.lambda.mapv_inplace(|l| 0.2 + 0.5 * l); // some below λ_min
     let mut meta = std::collections::BTreeMap::new();
     meta.insert("config".to_string(), serde_json::to_string(&cfg).unwrap());
@@ -437,6 +445,20 @@ fn kkt_command_agrees_with_the_closed_form() {
             "{precision}: relative error ∂x {ex:e}, ∂λ {el:e}"
         );
     }
+    // The other kind of labels: ±1 for a 3-output model, 2 for a binary one.
+    state.y = reveal_recon::candidate_labels_for(10, if outputs == 1 { 3 } else { 1 });
+    reveal_recon::files::save_candidates(&p("c.safetensors"), &state, false, &meta).unwrap();
+    let o = reveal(&[
+        "kkt",
+        "--model",
+        &p("m.safetensors").display().to_string(),
+        "--candidates",
+        &p("c.safetensors").display().to_string(),
+    ]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("c.safetensors") && e.contains("label"), "{e}");
+    assert_eq!(e.trim().lines().count(), 1, "{e}");
 }
 
 /// An `--out` that exists and is not a regular file (here a FIFO we make) is refused before

@@ -69,7 +69,8 @@ impl Source {
     }
 }
 
-/// A binary task: which original classes form class 0 (y = −1) and class 1 (y = +1).
+/// A task: which original classes form class 0 (y = −1) and class 1 (y = +1) of a binary
+/// task, or every class its own (`All`: y = the class index, a C-output model).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Task {
@@ -82,6 +83,8 @@ pub enum Task {
         class0: Vec<String>,
         class1: Vec<String>,
     },
+    /// Every class of the data set, each its own (ten for MNIST and CIFAR-10).
+    All,
 }
 
 /// A class of a split, given by its name or, failing that, its index: the label it means.
@@ -95,8 +98,8 @@ fn resolve(entry: &str, names: &[String]) -> Option<usize> {
 impl std::str::FromStr for Task {
     type Err = String;
 
-    /// `odd-even`, `vehicles-animals`, `cat-dog`, or `A,B/C,D`: the classes (names or indices)
-    /// of binary class 0, then of class 1.
+    /// `odd-even`, `vehicles-animals`, `cat-dog`, `all`, or `A,B/C,D`: the classes (names or
+    /// indices) of binary class 0, then of class 1.
     fn from_str(s: &str) -> Result<Self, String> {
         let list = |part: &str| -> Vec<String> {
             part.split(',')
@@ -106,6 +109,7 @@ impl std::str::FromStr for Task {
         };
         match s.trim() {
             "odd-even" => Ok(Task::OddEven),
+            "all" => Ok(Task::All),
             "vehicles-animals" => Ok(Task::VehiclesAnimals),
             "cat-dog" => Ok(Task::Split {
                 class0: vec!["cat".into()],
@@ -117,7 +121,7 @@ impl std::str::FromStr for Task {
                     class1: list(b),
                 }),
                 _ => Err(format!(
-                    "{s:?}: expected odd-even, vehicles-animals, cat-dog or class lists A,B/C,D (names or indices)"
+                    "{s:?}: expected odd-even, vehicles-animals, cat-dog, all or class lists A,B/C,D (names or indices)"
                 )),
             },
         }
@@ -125,8 +129,16 @@ impl std::str::FromStr for Task {
 }
 
 impl Task {
-    /// The binary class of an image with original label `label`, or `None` if not in the task.
-    fn binary(&self, label: u8, names: &[String]) -> Option<u8> {
+    /// How many classes the task has: 2, or every class of the data set for `All`.
+    pub fn classes(&self, names: &[String]) -> usize {
+        match self {
+            Task::All => names.len(),
+            _ => 2,
+        }
+    }
+
+    /// The task's class of an image with original label `label`, or `None` if not in the task.
+    fn class_of(&self, label: u8, names: &[String]) -> Option<u8> {
         let is = |entries: &[String]| {
             entries
                 .iter()
@@ -134,6 +146,7 @@ impl Task {
         };
         match self {
             Task::OddEven => Some(label % 2),
+            Task::All => Some(label),
             Task::VehiclesAnimals => Some(if matches!(label, 0 | 1 | 8 | 9) { 0 } else { 1 }),
             Task::Split { class0, class1 } if class0.is_empty() && class1.is_empty() => {
                 Some(label.min(1))
@@ -185,9 +198,9 @@ impl Task {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Selection {
-    /// The first n/2 of each binary class, in file order (the reference).
+    /// The first n/C of each class, in file order (the reference).
     First,
-    /// n/2 of each class drawn with a seed, kept in file order.
+    /// n/C of each class drawn with a seed, kept in file order.
     Random { seed: u64 },
 }
 
@@ -195,7 +208,7 @@ pub enum Selection {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TestSelection {
-    /// The first k of each binary class (the reference uses 500).
+    /// The first k of each class (the reference uses 500).
     PerClass(usize),
     /// The whole test split.
     All,
@@ -206,7 +219,7 @@ pub enum TestSelection {
 pub struct DataSpec {
     pub source: Source,
     pub task: Task,
-    /// Training images per binary class (n = 2 · per_class).
+    /// Training images per class of the task (n = classes · per_class).
     pub per_class: usize,
     pub selection: Selection,
     pub test: TestSelection,
@@ -238,7 +251,7 @@ pub struct Split {
     pub pixels: Array2<f32>,
     /// `pixels` minus the training mean: what the model sees.
     pub x: Array2<f32>,
-    /// Labels ±1 (−1 for binary class 0).
+    /// Labels: ±1 in a binary task (−1 for class 0), else the task's class index 0…C−1.
     pub y: Array1<f32>,
     /// Position of each image in its source split.
     pub index: Vec<usize>,
@@ -247,10 +260,13 @@ pub struct Split {
 }
 
 impl Split {
-    /// Number of images in each binary class.
-    pub fn class_counts(&self) -> [usize; 2] {
-        let neg = self.y.iter().filter(|&&v| v < 0.0).count();
-        [neg, self.y.len() - neg]
+    /// Number of images in each class of the task (`classes` of them).
+    pub fn class_counts(&self, classes: usize) -> Vec<usize> {
+        let mut counts = vec![0; classes];
+        for &v in &self.y {
+            counts[class_of_label(v, classes)] += 1;
+        }
+        counts
     }
 }
 
@@ -266,6 +282,29 @@ pub struct Prepared {
     pub mean: Array1<f32>,
     pub triggers: Triggers,
     pub class_names: Vec<String>,
+}
+
+/// The task class of a label as [`Split::y`] stores it (±1 for 2 classes, else the index).
+pub fn class_of_label(y: f32, classes: usize) -> usize {
+    match classes {
+        2 => (y > 0.0) as usize,
+        _ => y as usize,
+    }
+}
+
+impl Prepared {
+    /// Classes of the task (2 for a binary task).
+    pub fn classes(&self) -> usize {
+        self.spec.task.classes(&self.class_names)
+    }
+
+    /// Outputs of a model of this task: 1 for a binary task (labels ±1), else one per class.
+    pub fn outputs(&self) -> usize {
+        match self.classes() {
+            2 => 1,
+            c => c,
+        }
+    }
 }
 
 /// The data folder: `--data-dir`, else `$REVEAL_DATA`.
@@ -338,26 +377,24 @@ pub fn load_source(
 }
 
 /// Indices of the training images: per class `per_class` of them, first or seeded-random.
+/// `class[i]` is image i's class in the task (of `classes`), or `None` outside it.
 fn select_train(
-    binary: &[Option<u8>],
+    class: &[Option<u8>],
+    classes: usize,
     per_class: usize,
     selection: Selection,
 ) -> Result<Vec<usize>> {
-    let mut chosen = Vec::with_capacity(2 * per_class);
-    for class in 0..2u8 {
-        let mut members: Vec<usize> = (0..binary.len())
-            .filter(|&i| binary[i] == Some(class))
-            .collect();
+    let mut chosen = Vec::with_capacity(classes * per_class);
+    for c in 0..classes as u8 {
+        let mut members: Vec<usize> = (0..class.len()).filter(|&i| class[i] == Some(c)).collect();
         if members.len() < per_class {
             bail!(
-                "binary class {class} has {} images, {per_class} were asked for",
+                "class {c} of the task has {} images, {per_class} were asked for",
                 members.len()
             );
         }
         if let Selection::Random { seed } = selection {
-            members.shuffle(&mut ChaCha8Rng::seed_from_u64(
-                seed.wrapping_add(class as u64),
-            ));
+            members.shuffle(&mut ChaCha8Rng::seed_from_u64(seed.wrapping_add(c as u64)));
         }
         chosen.extend_from_slice(&members[..per_class]);
     }
@@ -366,15 +403,20 @@ fn select_train(
 }
 
 /// Indices of the test images in file order, skipping `exclude` (sorted).
-fn select_test(binary: &[Option<u8>], test: TestSelection, exclude: &[usize]) -> Vec<usize> {
-    let mut taken = [0usize; 2];
+fn select_test(
+    class: &[Option<u8>],
+    classes: usize,
+    test: TestSelection,
+    exclude: &[usize],
+) -> Vec<usize> {
+    let mut taken = vec![0usize; classes];
     let cap = match test {
         TestSelection::PerClass(k) => k,
         TestSelection::All => usize::MAX,
     };
-    (0..binary.len())
+    (0..class.len())
         .filter(|i| exclude.binary_search(i).is_err())
-        .filter(|&i| match binary[i] {
+        .filter(|&i| match class[i] {
             Some(c) if taken[c as usize] < cap => {
                 taken[c as usize] += 1;
                 true
@@ -392,11 +434,20 @@ fn to_rows(images: &Images, index: &[usize]) -> Array2<f32> {
     })
 }
 
-fn split_of(images: &Images, index: Vec<usize>, binary: &[Option<u8>]) -> Split {
+/// The label a model trains on for task class `c`: ±1 in a binary task, the index otherwise.
+fn label_value(c: u8, classes: usize) -> f32 {
+    match classes {
+        2 if c == 0 => -1.0,
+        2 => 1.0,
+        _ => c as f32,
+    }
+}
+
+fn split_of(images: &Images, index: Vec<usize>, class: &[Option<u8>], classes: usize) -> Split {
     let pixels = to_rows(images, &index);
     let y = index
         .iter()
-        .map(|&i| if binary[i] == Some(0) { -1.0 } else { 1.0 })
+        .map(|&i| label_value(class[i].expect("selected images are in the task"), classes))
         .collect();
     let label = index.iter().map(|&i| images.labels[i]).collect();
     Split {
@@ -418,20 +469,27 @@ pub fn prepare(spec: &DataSpec, dir: Option<&Path>) -> Result<Prepared> {
     spec.bias.check_fits(train_images.shape)?;
     let names = train_images.class_names.clone();
     spec.task.check(&names, spec.source.name())?;
-    let binary_of = |imgs: &Images| -> Vec<Option<u8>> {
+    let classes = spec.task.classes(&names);
+    if classes != 2 && spec.bias != Bias::None {
+        bail!(
+            "{}: planted biases are for binary tasks; the task has {classes} classes",
+            spec.source.name()
+        );
+    }
+    let class_of = |imgs: &Images| -> Vec<Option<u8>> {
         imgs.labels
             .iter()
-            .map(|&l| spec.task.binary(l, &imgs.class_names))
+            .map(|&l| spec.task.class_of(l, &imgs.class_names))
             .collect()
     };
-    let train_binary = binary_of(&train_images);
-    let train_index = select_train(&train_binary, spec.per_class, spec.selection)?;
-    let mut train = split_of(&train_images, train_index, &train_binary);
-    let classes: Vec<u8> = train.y.iter().map(|&v| (v > 0.0) as u8).collect();
+    let train_class = class_of(&train_images);
+    let train_index = select_train(&train_class, classes, spec.per_class, spec.selection)?;
+    let mut train = split_of(&train_images, train_index, &train_class, classes);
+    let binary: Vec<u8> = train.y.iter().map(|&v| (v > 0.0) as u8).collect();
     let triggers = bias::apply(
         spec.bias,
         &mut train.pixels,
-        &classes,
+        &binary,
         train_images.shape,
         spec.seed,
     )?;
@@ -441,13 +499,14 @@ pub fn prepare(spec: &DataSpec, dir: Option<&Path>) -> Result<Prepared> {
             if t.shape != train_images.shape || t.class_names != names {
                 bail!("the test images ({:?}, {} classes) do not match the training images ({:?}, {} classes)", t.shape, t.class_names.len(), train_images.shape, names.len());
             }
-            let b = binary_of(t);
-            split_of(t, select_test(&b, spec.test, &[]), &b)
+            let c = class_of(t);
+            split_of(t, select_test(&c, classes, spec.test, &[]), &c, classes)
         }
         None => split_of(
             &train_images,
-            select_test(&train_binary, spec.test, &train.index),
-            &train_binary,
+            select_test(&train_class, classes, spec.test, &train.index),
+            &train_class,
+            classes,
         ),
     };
 

@@ -102,7 +102,7 @@ fn mnist_binary_selection_takes_the_first_of_each_class() {
     let mut expected: Vec<usize> = [first(0), first(1)].concat();
     expected.sort();
     assert_eq!(p.train.index, expected);
-    assert_eq!(p.train.class_counts(), [250, 250]);
+    assert_eq!(p.train.class_counts(2), [250, 250]);
     for (k, &i) in p.train.index.iter().enumerate() {
         assert_eq!(
             p.train.y[k],
@@ -113,7 +113,7 @@ fn mnist_binary_selection_takes_the_first_of_each_class() {
             }
         );
     }
-    assert_eq!(p.test.class_counts(), [500, 500]);
+    assert_eq!(p.test.class_counts(2), [500, 500]);
     // The training mean is subtracted from both splits.
     let col_mean = p.train.x.mean_axis(ndarray::Axis(0)).unwrap();
     assert!(col_mean.iter().all(|v| v.abs() < 1e-5));
@@ -133,8 +133,8 @@ fn cifar_vehicles_animals_and_whole_test_split() {
     spec.test = TestSelection::All;
     let p = prepare(&spec, Some(&root)).unwrap();
     assert_eq!(p.shape, (3, 32, 32));
-    assert_eq!(p.train.class_counts(), [50, 50]);
-    assert_eq!(p.test.class_counts(), [4000, 6000]);
+    assert_eq!(p.train.class_counts(2), [50, 50]);
+    assert_eq!(p.test.class_counts(2), [4000, 6000]);
     for (k, &l) in p.train.label.iter().enumerate() {
         assert_eq!(p.train.y[k] < 0.0, [0, 1, 8, 9].contains(&l));
     }
@@ -158,7 +158,7 @@ fn tasks_pick_any_binary_split_of_the_classes() {
         assert!([3, 5, 8, 0, 6].contains(l), "digit {l}");
         assert_eq!(*y < 0.0, [3, 5, 8].contains(l), "digit {l} has y {y}");
     }
-    assert_eq!(p.train.class_counts(), [20, 20]);
+    assert_eq!(p.train.class_counts(2), [20, 20]);
     // CIFAR-10 cat-dog by name, and the same by index (cat 3, dog 5).
     let by_name = with(Source::Cifar10, "cat-dog").unwrap();
     let by_index = with(Source::Cifar10, "3/5").unwrap();

@@ -159,7 +159,7 @@ pub fn run_case<T: Scalar>(case: Case, steps: usize, peak: f64) -> BenchResult {
     let (x, y) = (std::sync::Arc::new(x), std::sync::Arc::new(y));
     let mut theta = model.theta();
     let (train_step, _, _) = time(3, steps, || {
-        let e = reveal_train::evaluate_shared(&theta, &x, &y);
+        let e = reveal_train::evaluate_shared(&theta, &x, &y, 0.0);
         theta = reveal_train::stepped(&theta, &e.grads, 0.01);
     });
     let (d, h, m, n) = (case.d as f64, case.h as f64, case.m as f64, case.n as f64);

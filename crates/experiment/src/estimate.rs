@@ -68,11 +68,11 @@ pub fn estimate(cfg: &ExperimentConfig) -> Result<Estimate> {
     let model = Mlp::<f32>::init(x.ncols(), &cfg.hidden, 0);
     let theta = model.theta();
     let epoch_seconds = median_seconds(3, || {
-        let e = reveal_train::evaluate_shared(&theta, &x, &y);
+        let e = reveal_train::evaluate_shared(&theta, &x, &y, 0.0);
         let _ = reveal_train::stepped(&theta, &e.grads, 1e-3);
     });
     let plan = reveal_recon::Plan {
-        m: default_candidates(cfg.per_class),
+        m: default_candidates(cfg.per_class, 1),
         ..cfg.recon.plan.clone()
     };
     let run = plan.configs()?[0];

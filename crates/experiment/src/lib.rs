@@ -96,6 +96,7 @@ impl ExperimentConfig {
                 schedule: Schedule::REFERENCE,
                 target_loss: 4e-6,
                 max_epochs: 1_000_000,
+                weight_decay: 0.0,
             },
         };
         let recon = ReconPlan::for_budget(&source, budget, Optimizer::Adam, per_class);
@@ -128,7 +129,7 @@ impl ReconPlan {
         per_class: usize,
     ) -> Self {
         let mut plan =
-            Plan::for_optimizer(optimizer, Some(source), default_candidates(per_class), 0);
+            Plan::for_optimizer(optimizer, Some(source), default_candidates(per_class, 1), 0);
         (plan.runs, plan.iters) = match (budget, optimizer) {
             (Budget::Paper, Optimizer::Adam) => (20, 2 * ADAM_ITERS),
             (Budget::Paper, Optimizer::Sgd) => (20, 50_000),
@@ -292,7 +293,7 @@ fn reconstruct(
     hooks: &Hooks,
 ) -> Result<SearchSummary> {
     let plan = Plan {
-        m: default_candidates(cfg.per_class),
+        m: default_candidates(cfg.per_class, 1),
         seed,
         ..cfg.recon.plan.clone()
     };

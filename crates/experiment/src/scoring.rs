@@ -6,10 +6,10 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use ndarray::Array2;
-use reveal_data::{prepare, DataSpec, Prepared};
+use reveal_data::{class_of_label, prepare, DataSpec, Prepared};
 use reveal_nn::files::load_model;
-use reveal_nn::Mlp;
-use reveal_recon::files::load_candidates;
+use reveal_nn::{margins, Mlp};
+use reveal_recon::files::{check_labels, load_candidates};
 use reveal_score::score::{heldout_like_recon, margin_mask, score, to_pixels, ScoreInput};
 use reveal_score::Score;
 use reveal_ssim::Ssim;
@@ -25,9 +25,14 @@ pub fn score_candidates(
 ) -> Score {
     let recon = to_pixels(candidates, data.mean.view());
     let heldout = heldout_like_recon(&data.test.x, data.mean.view(), candidates.nrows());
+    let y = data.train.y.view().insert_axis(ndarray::Axis(1));
     let mask = model.map(|m| {
-        let f = m.predict(data.train.x.view()).column(0).to_owned();
-        margin_mask(&(&f * &data.train.y), 0.1)
+        let f = m.predict(data.train.x.view());
+        margin_mask(&margins(f.view(), y).column(0).to_owned(), 0.1)
+    });
+    let classes: Option<Vec<usize>> = (data.classes() > 2).then(|| {
+        let c = data.classes();
+        data.train.y.iter().map(|&v| class_of_label(v, c)).collect()
     });
     let input = ScoreInput {
         train: &data.train.pixels,
@@ -36,8 +41,55 @@ pub fn score_candidates(
         heldout: Some(&heldout),
         mean: Some(data.mean.view()),
         on_margin: mask.as_deref(),
+        classes: classes.as_deref(),
     };
     score(&input, k, ssim)
+}
+
+/// Writes the reconstructions of a multiclass model as a PNG grid with one row per class
+/// (candidate labels `y` are class indices): in each row, the class's candidates that best match
+/// a training image first (by the SSIM of their pairs), up to `cols`.
+pub fn write_class_rows(
+    path: &Path,
+    s: &Score,
+    candidates: &Array2<f32>,
+    y: &[f32],
+    data: &Prepared,
+    cols: usize,
+) -> Result<()> {
+    let recon = to_pixels(candidates, data.mean.view());
+    let mut best = vec![f64::NEG_INFINITY; y.len()];
+    for p in &s.pairs {
+        best[p.candidate] = best[p.candidate].max(p.ssim);
+    }
+    let mut rows = Vec::new();
+    for class in 0..data.classes() {
+        let mut mine: Vec<usize> = (0..y.len()).filter(|&i| y[i] as usize == class).collect();
+        mine.sort_by(|&a, &b| best[b].total_cmp(&best[a]));
+        mine.resize(cols, usize::MAX);
+        // A class with fewer candidates than columns is padded with blank cells.
+        let blank = ndarray::Array1::zeros(recon.ncols());
+        rows.extend(mine.iter().map(|&i| match i {
+            usize::MAX => blank.clone(),
+            i => recon.row(i).to_owned(),
+        }));
+    }
+    let views: Vec<_> = rows.iter().map(|r| r.view()).collect();
+    crate::grid::write_png(
+        path,
+        &views,
+        data.shape,
+        cols,
+        crate::grid::default_scale(data.shape.2),
+    )
+}
+
+/// Where the one-row-per-class grid goes beside a pairs grid `x.png`: `x-classes.png`.
+pub fn class_rows_path(grid: &Path) -> std::path::PathBuf {
+    let stem = grid
+        .file_stem()
+        .map_or("grid".into(), |s| s.to_string_lossy());
+    grid.with_file_name(format!("{stem}-classes.png"))
 }
 
 /// Writes the best 30 pairs of a score as a PNG grid of 10 columns: odd rows the
@@ -125,9 +177,23 @@ pub fn score_file(
             data.train.y.len()
         );
     }
+    check_labels(&c.y, model.mlp.outputs(), recon)?;
+    if model.mlp.outputs() != data.outputs() {
+        bail!(
+            "{}: the model has {} outputs, a model of its task ({} classes) has {}",
+            model_path.display(),
+            model.mlp.outputs(),
+            data.classes(),
+            data.outputs()
+        );
+    }
     let s = score_candidates(&data, &c.x, Some(&model.mlp), k, ssim);
     if let Some(path) = grid_png {
         write_grid(path, &s, &c.x, &data)?;
+        if data.outputs() > 1 {
+            let y: Vec<f32> = c.y.iter().copied().collect();
+            write_class_rows(&class_rows_path(path), &s, &c.x, &y, &data, 10)?;
+        }
     }
     Ok((s, data))
 }

@@ -193,9 +193,12 @@ pub fn parse_model_with<T: Scalar>(
             bail!("{}: {n}.bias is a bias after the first layer; reveal reconstructs homogeneous nets, with a bias in the first layer only", path.display());
         }
     }
-    if weights.len() < 2 || fan_in != 1 {
+    // The head: one output (binary) or C outputs (C classes). A last layer with as many outputs
+    // as inputs is taken for a hidden layer whose head is missing.
+    let head_inputs = weights.last().map_or(0, |w| w.ncols());
+    if weights.len() < 2 || (fan_in > 1 && fan_in >= head_inputs) {
         bail!(
-            "{}: the last layer must have one output; {}",
+            "{}: the last layer must be the classifier head, with one output (binary) or fewer outputs than inputs (one per class); {}",
             path.display(),
             order_hint()
         );

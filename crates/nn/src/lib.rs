@@ -9,4 +9,4 @@ pub mod files;
 pub mod mlp;
 
 pub use files::{load_model, load_model_with, parse_model, save_model, LayerNames, ModelFile};
-pub use mlp::{forward, Activation, Mlp, Theta};
+pub use mlp::{class_index, forward, margin_signs, margins, Activation, Mlp, Theta};

@@ -1,7 +1,10 @@
-//! The homogeneous ReLU MLP: f(x) = w_L · relu(W_{L−1} ··· relu(W1 x + b1)).
+//! The homogeneous ReLU MLP: f(x) = W_L · relu(W_{L−1} ··· relu(W1 x + b1)).
 //!
 //! Bias only in the first layer, so f is homogeneous in its parameters: f(cθ) = c^L f(θ)
 //! for L weight layers (c³ for the default d-h-h-1 net).
+//!
+//! One output is the binary classifier (labels y = ±1, margin y·f(x)); C ≥ 2 outputs
+//! Φ_1…Φ_C classify C classes (labels y = class index, margin Φ_y(x) − max_{j≠y} Φ_j(x)).
 
 use std::sync::Arc;
 
@@ -65,7 +68,7 @@ impl<T: Scalar> Activation<T> {
 /// `bias` is `layers.0.bias` stored as a row [1, h1].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Mlp<T> {
-    /// `layers.i.weight`, shape [out_i, in_i]; the last one is [1, h].
+    /// `layers.i.weight`, shape [out_i, in_i]; the last one is [C, h] (C = 1: binary).
     pub weights: Vec<Array2<T>>,
     /// `layers.0.bias` as a row [1, h1].
     pub bias: Array2<T>,
@@ -75,6 +78,12 @@ impl<T: Scalar> Mlp<T> {
     /// The reference init for a d-h1-…-hk-1 net: W1, b1 ~ N(0,1)·1e-4; later layers
     /// ~ U(−1/√fan_in, 1/√fan_in) (PyTorch's default nn.Linear init).
     pub fn init(input: usize, hidden: &[usize], seed: u64) -> Self {
+        Self::init_classes(input, hidden, 1, seed)
+    }
+
+    /// [`Mlp::init`] with `outputs` outputs (1: binary; C ≥ 2: C classes).
+    pub fn init_classes(input: usize, hidden: &[usize], outputs: usize, seed: u64) -> Self {
+        assert!(outputs >= 1, "init: at least one output is needed");
         assert!(
             !hidden.is_empty(),
             "init: at least one hidden layer is needed"
@@ -89,7 +98,7 @@ impl<T: Scalar> Mlp<T> {
         let w1 = small((hidden[0], input), &mut rng);
         let bias = small((1, hidden[0]), &mut rng);
         let mut weights = vec![w1];
-        let outs = hidden[1..].iter().copied().chain([1]);
+        let outs = hidden[1..].iter().copied().chain([outputs]);
         for (fan_in, out) in hidden.iter().copied().zip(outs) {
             let bound = 1.0 / (fan_in as f64).sqrt();
             weights.push(Array2::from_shape_simple_fn((out, fan_in), || {
@@ -102,6 +111,11 @@ impl<T: Scalar> Mlp<T> {
     /// Input size d.
     pub fn input_dim(&self) -> usize {
         self.weights[0].ncols()
+    }
+
+    /// Outputs C (1 for a binary classifier).
+    pub fn outputs(&self) -> usize {
+        self.weights.last().expect("at least two layers").nrows()
     }
 
     /// Hidden widths h1, …, hk.
@@ -147,7 +161,7 @@ impl<T: Scalar> Mlp<T> {
         }
     }
 
-    /// Plain forward pass, no tape: f(x) for each row of x [m, d], as [m, 1].
+    /// Plain forward pass, no tape: f(x) for each row of x [m, d], as [m, C].
     pub fn predict(&self, x: ArrayView2<T>) -> Array2<T> {
         assert_eq!(
             x.ncols(),
@@ -219,7 +233,7 @@ impl<T: Scalar> Theta<T> {
     }
 }
 
-/// Records f(x) for x [m, d] given the parameters on the tape (order of [`Mlp::params`]): [m, 1].
+/// Records f(x) for x [m, d] given the parameters on the tape (order of [`Mlp::params`]): [m, C].
 pub fn forward<'t, T: Scalar>(
     params: &[Var<'t, T>],
     x: Var<'t, T>,
@@ -239,4 +253,54 @@ pub fn forward<'t, T: Scalar>(
         a = act.apply(a.matmul_t(w, false, true));
     }
     a.matmul_t(*last, false, true)
+}
+
+/// The margin as signs on the outputs, so that margin_i = Σ_j S_ij f_ij(x_i):
+/// one output (labels ±1): S = y; C outputs (labels class indices): S_{i,yᵢ} = +1 and
+/// S_{i,j*} = −1 at the runner-up j* = argmax_{j≠yᵢ} f_ij. S is piecewise constant in x (it
+/// changes only where the runner-up does), so it enters the tape as a constant, like the ReLU
+/// step. `f` [m, C], `y` [m, 1].
+pub fn margin_signs<T: Scalar>(f: ArrayView2<T>, y: ArrayView2<T>) -> Array2<T> {
+    let (m, classes) = f.dim();
+    assert_eq!(
+        y.dim(),
+        (m, 1),
+        "margin: labels have shape {:?}, outputs {:?}",
+        y.dim(),
+        f.dim()
+    );
+    if classes == 1 {
+        return y.to_owned();
+    }
+    let mut s = Array2::zeros((m, classes));
+    for i in 0..m {
+        let label = class_index(y[(i, 0)], classes);
+        let runner_up = (0..classes)
+            .filter(|&j| j != label)
+            .fold(None, |best: Option<usize>, j| match best {
+                Some(b) if f[(i, b)] >= f[(i, j)] => Some(b),
+                _ => Some(j),
+            })
+            .expect("at least two classes");
+        s[(i, label)] = T::one();
+        s[(i, runner_up)] = -T::one();
+    }
+    s
+}
+
+/// The margins Σ_j S_ij f_ij of [`margin_signs`], as a column [m, 1].
+pub fn margins<T: Scalar>(f: ArrayView2<T>, y: ArrayView2<T>) -> Array2<T> {
+    (&margin_signs(f, y) * &f)
+        .sum_axis(ndarray::Axis(1))
+        .insert_axis(ndarray::Axis(1))
+}
+
+/// A class label stored as a float (as candidate and training files do) → its index.
+pub fn class_index<T: Scalar>(label: T, classes: usize) -> usize {
+    let v = label.as_f64();
+    assert!(
+        v >= 0.0 && v.fract() == 0.0 && (v as usize) < classes,
+        "margin: label {v} is not a class index below {classes}"
+    );
+    v as usize
 }

@@ -1,7 +1,10 @@
-//! An independent closed-form implementation of L and ∂L/∂(x, λ) for a d-h-h-1 net, written out
+//! An independent closed-form implementation of L and ∂L/∂(x, λ) for a d-h-h-C net, written out
 //! by hand with ndarray (no tape), following the GEMM list of docs/DESIGN.md §6. It is the
 //! reference the tape's grad-of-grad path, the Gram path and `reveal kkt` are tested against, and a
 //! readable account of what the second backward pass computes.
+//!
+//! The margin of candidate i is Σ_j S_ij f_ij(x_i): S = y (±1) for one output; for C outputs
+//! S_{i,y_i} = +1 and S_{i,j*} = −1 at the runner-up j* = argmax_{j≠y_i} f_ij, held constant.
 
 use ndarray::{Array2, Axis};
 use reveal_nn::{Activation, Mlp};
@@ -31,7 +34,28 @@ fn pieces(act: Activation<f64>) -> (Rule, Rule, Rule) {
     }
 }
 
-/// L and ∂L/∂(x, λ) in closed form for a d-h-h-1 net with λ_min `lambda_min`.
+/// The margin signs S [m, C], computed here on their own (not with `reveal_nn::margin_signs`).
+fn signs(f: &Array2<f64>, y: &Array2<f64>) -> Array2<f64> {
+    if f.ncols() == 1 {
+        return y.clone();
+    }
+    let mut s = Array2::zeros(f.dim());
+    for (i, row) in f.rows().into_iter().enumerate() {
+        let label = y[(i, 0)] as usize;
+        let mut runner_up = if label == 0 { 1 } else { 0 };
+        for j in 0..row.len() {
+            if j != label && row[j] > row[runner_up] {
+                runner_up = j;
+            }
+        }
+        s[(i, label)] = 1.0;
+        s[(i, runner_up)] = -1.0;
+    }
+    s
+}
+
+/// L and ∂L/∂(x, λ) in closed form for a d-h-h-C net with λ_min `lambda_min`; labels y [m, 1]
+/// are ±1 for C = 1, class indices otherwise.
 pub fn closed_form(
     net: &Mlp<f64>,
     x: &Array2<f64>,
@@ -54,9 +78,11 @@ pub fn closed_form(
     let z2 = a1.dot(&w2.t());
     let (a2, s2) = (z2.mapv(|z| a_fn(z, alpha)), z2.mapv(|z| s_fn(z, alpha)));
 
-    // G = ∇θ (1/m) Σ λ_i y_i f(x_i), with c = λ⊙y/m.
-    let c = lambda * y / m;
-    let d2 = &s2 * w3 * &c; // D2[i,j] = c_i s2[i,j] w3[j]
+    // G = ∇θ (1/m) Σ_i λ_i Σ_k S_ik f_ik, with c = diag(λ/m)·S [m, C].
+    let s = signs(&a2.dot(&w3.t()), y);
+    let c = &s * lambda / m;
+    let cw3 = c.dot(w3); // [m, h]: ∂Φ/∂A2
+    let d2 = &s2 * &cw3; // D2[i,j] = s2[i,j] Σ_k c_ik w3[k,j]
     let g_w3 = c.t().dot(&a2);
     let g_w2 = d2.t().dot(&a1);
     let p = d2.dot(w2);
@@ -84,13 +110,14 @@ pub fn closed_form(
     let mut a1bar = d2.dot(&gb_w2);
     let a2bar = c.dot(&gb_w3);
     let mut cbar = a2.dot(&gb_w3.t());
-    cbar += &(&d2bar * &s2 * w3).sum_axis(Axis(1)).insert_axis(Axis(1));
-    let s2bar = &d2bar * w3 * &c;
+    cbar += &(&d2bar * &s2).dot(&w3.t());
+    let s2bar = &d2bar * &cw3;
     let z2bar = &s2bar * &z2.mapv(|z| ds_fn(z, alpha)) + &a2bar * &s2;
     a1bar += &z2bar.dot(w2);
     let z1bar = &s1bar * &z1.mapv(|z| ds_fn(z, alpha)) + &a1bar * &s1;
     xbar += &z1bar.dot(w1);
     xbar += &x.mapv(|v| 2.0 * relu(v - 1.0) - 2.0 * relu(-1.0 - v));
-    let lbar = &cbar * y / m + &lambda.mapv(|v| -10.0 * relu(lambda_min - v));
+    let lbar = (&cbar * &s).sum_axis(Axis(1)).insert_axis(Axis(1)) / m
+        + &lambda.mapv(|v| -10.0 * relu(lambda_min - v));
     (l_kkt + l_x + l_l, xbar, lbar)
 }

@@ -126,8 +126,12 @@ pub fn parse_candidates<T: Scalar>(bytes: &[u8], path: &Path) -> Result<Candidat
     let col = |a: Array2<T>| a.into_shape_with_order((m, 1)).expect("length checked");
     let lambda = col(f.take_matrix(path, "lambda", &[Some(m)])?);
     let y = col(f.take_matrix(path, "y", &[Some(m)])?);
-    if let Some(bad) = y.iter().find(|v| v.abs() != T::one()) {
-        bail!("{}: labels y must be ±1, found {bad}", path.display());
+    let label = |v: &T| v.abs() == T::one() || (*v >= T::zero() && v.fract() == T::zero());
+    if let Some(bad) = y.iter().find(|v| !label(v)) {
+        bail!(
+            "{}: labels y must be ±1 (binary) or class indices 0, 1, …, found {bad}",
+            path.display()
+        );
     }
     if let Some(bad) = x.iter().chain(lambda.iter()).find(|v| !v.is_finite()) {
         bail!(
@@ -181,6 +185,27 @@ pub fn parse_candidates<T: Scalar>(bytes: &[u8], path: &Path) -> Result<Candidat
         resume,
         metadata: f.metadata,
     })
+}
+
+/// Checks that a file's labels fit a model with `outputs` outputs: ±1 for one output, class
+/// indices 0…C−1 for C.
+pub fn check_labels<T: Scalar>(y: &Array2<T>, outputs: usize, path: &Path) -> Result<()> {
+    let fits = |v: &T| match outputs {
+        1 => v.abs() == T::one(),
+        c => *v >= T::zero() && v.fract() == T::zero() && v.as_f64() < c as f64,
+    };
+    match y.iter().find(|v| !fits(v)) {
+        Some(bad) if outputs == 1 => bail!(
+            "{}: label {bad} for a binary model (one output): labels must be ±1",
+            path.display()
+        ),
+        Some(bad) => bail!(
+            "{}: label {bad} for a model with {outputs} outputs: labels must be class indices 0–{}",
+            path.display(),
+            outputs - 1
+        ),
+        None => Ok(()),
+    }
 }
 
 /// Parses a run's checkpoint: candidates with momentum, iteration and elapsed seconds.

@@ -9,6 +9,10 @@
 //! ∇_w Φ = cᵀA_{H−1},   ∇_{W_k} Φ = Δ_kᵀ A_{k−1} (A_{−1} = X),   ∇_{b1} Φ = 1ᵀΔ_0
 //! ```
 //!
+//! A C-output model (labels = class indices) has the margin signs S of
+//! [`reveal_nn::margin_signs`] in place of y: c = diag(λ/m)·S is [m, C], the output weight W
+//! is [C, h], Δ_{H−1} = S_{H−1} ⊙ (c·W) and ∇_W Φ = cᵀA_{H−1}; the rest is unchanged.
+//!
 //! each weight's residual is, using A_{k−1} W_kᵀ = Z_k (minus b1 for the first layer),
 //!
 //! ```text
@@ -21,6 +25,7 @@
 //! `mrelu` has derivative σ(αz); S_k = σ(αZ_k) differentiates to α·σ·(1−σ)), so the two agree
 //! to rounding; `tests/gram.rs` holds them to 1e-10 in f64.
 
+use reveal_nn::margin_signs;
 use reveal_tape::{Scalar, Var};
 
 use crate::terms::{lambda_prior, prior_x, ObjectiveConfig, Terms};
@@ -59,11 +64,24 @@ pub fn record<'t, T: Scalar>(
         a.push(cfg.activation.apply(z[k]));
     }
 
-    // c = λ⊙y/m and the output layer: ‖w − cᵀA_{H−1}‖².
-    let c = (lambda * y).scale(T::one() / T::from_f64(m as f64));
+    // c = λ⊙y/m (or diag(λ/m)·S) and the output layer: ‖W − cᵀA_{H−1}‖².
     let last = hidden - 1;
+    let inv_m = T::one() / T::from_f64(m as f64);
+    let binary = w_out.shape().0 == 1;
+    let c = if binary {
+        (lambda * y).scale(inv_m)
+    } else {
+        let f = a[last].value().dot(&w_out.value().t());
+        let signs = tape.constant(margin_signs(f.view(), y.value().view()));
+        signs.mul_col(lambda).scale(inv_m)
+    };
     let mut kkt = (w_out - c.matmul_t(a[last], true, false)).square().sum();
-    let mut delta = cfg.activation.derivative(z[last]).mul_row(w_out).mul_col(c);
+    let s_last = cfg.activation.derivative(z[last]);
+    let mut delta = if binary {
+        s_last.mul_row(w_out).mul_col(c)
+    } else {
+        s_last * c.matmul(w_out)
+    };
 
     // Hidden weights, top down: ‖W_k‖² − 2⟨Δ_k, Z_k⟩ + ⟨Δ_kΔ_kᵀ, A_{k−1}A_{k−1}ᵀ⟩.
     for k in (1..hidden).rev() {

@@ -25,4 +25,4 @@ pub mod terms;
 pub use objective::{evaluate, evaluate_shared, evaluate_with, record, Evaluation, Method};
 pub use optim::{Hyper, RunConfig, RunState, Stop};
 pub use plan::{preset, Plan, PRESETS};
-pub use terms::{candidate_labels, ObjectiveConfig, Terms};
+pub use terms::{candidate_labels, candidate_labels_for, ObjectiveConfig, Terms};

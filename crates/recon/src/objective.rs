@@ -2,25 +2,29 @@
 //! that pick between it and the Gram path of [`crate::gram`]):
 //!
 //! ```text
-//! L_kkt = Σ_p ‖ θ_p − (1/m) Σ_i λ_i y_i ∇_{θ_p} f(x_i) ‖²     (sum over the parameter tensors)
+//! L_kkt = Σ_p ‖ θ_p − (1/m) Σ_i λ_i ∇_{θ_p} m_i(x_i) ‖²     (sum over the parameter tensors)
 //! L_x   = Σ relu(x − 1)² + Σ relu(−1 − x)²
 //! L_λ   = 5 · Σ relu(λ_min − λ_i)²
 //! L     = L_kkt + L_x + L_λ
 //! ```
 //!
-//! Σ_i λ_i y_i ∇θ f(x_i) comes from ONE batched backward of Φ = (1/m) Σ_i λ_i y_i f(x_i) recorded
-//! with `create_graph`; the gradient of L then goes to x and λ only.
+//! with the margin m_i(x) = y_i f(x) of a binary model (one output, y = ±1), or
+//! m_i(x) = Φ_{y_i}(x) − max_{j≠y_i} Φ_j(x) of a C-output model (y = class index), written
+//! Σ_j S_ij Φ_j(x) with the constant signs S of [`reveal_nn::margin_signs`] (+1 at the label,
+//! −1 at the runner-up). Σ_i λ_i ∇θ m_i(x_i) comes from ONE batched backward of
+//! Φ = (1/m) Σ_i λ_i m_i(x_i) recorded with `create_graph`; the gradient of L then goes to x
+//! and λ only.
 
 use std::sync::Arc;
 
 use ndarray::Array2;
-use reveal_nn::{forward, Mlp, Theta};
+use reveal_nn::{forward, margin_signs, Mlp, Theta};
 use reveal_tape::{grad, Scalar, Tape, Var};
 
 use crate::terms::{lambda_prior, prior_x, ObjectiveConfig, Terms};
 
-/// Records L for candidates x [m, d], multipliers λ [m, 1] and labels y [m, 1] (±1), with the
-/// model's parameters θ already on the tape (order of [`Mlp::params`]).
+/// Records L for candidates x [m, d], multipliers λ [m, 1] and labels y [m, 1] (±1, or class
+/// indices for a C-output model), with θ already on the tape (order of [`Mlp::params`]).
 pub fn record<'t, T: Scalar>(
     theta: &[Var<'t, T>],
     x: Var<'t, T>,
@@ -42,11 +46,16 @@ pub fn record<'t, T: Scalar>(
         y.shape()
     );
 
-    // Φ = (1/m) Σ_i λ_i y_i f(x_i), and ∇θ Φ from one batched backward that stays on the tape.
+    // Φ = (1/m) Σ_i λ_i m_i(x_i), and ∇θ Φ from one batched backward that stays on the tape.
     let f = forward(theta, x, cfg.activation);
-    let phi = (f * lambda * y)
-        .sum()
-        .scale(T::one() / T::from_f64(m as f64));
+    let margins = match f.shape().1 {
+        1 => f * lambda * y,
+        _ => (f * x
+            .tape()
+            .constant(margin_signs(f.value().view(), y.value().view())))
+        .mul_col(lambda),
+    };
+    let phi = margins.sum().scale(T::one() / T::from_f64(m as f64));
     let g = grad(phi, theta, true);
 
     // L_kkt = Σ_p ‖θ_p − ∇_{θ_p} Φ‖²
@@ -144,6 +153,9 @@ pub fn evaluate_shared<T: Scalar>(
     // among running workers instead of each waking the pool from outside (measured at case D:
     // 2.2 → 1.8 ms a step).
     rayon::scope(|_| {
+        // Denormals flushed for the ndarray work on this thread too (the kernels flush their
+        // own): see `FlushDenormals`.
+        let _flush = reveal_tape::kernels::FlushDenormals::new();
         let tape = Tape::new();
         let theta = theta.on_tape(&tape);
         let (xv, lv, yv) = (

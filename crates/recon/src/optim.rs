@@ -22,7 +22,7 @@ use reveal_tape::{kernels, Scalar};
 use serde::{Deserialize, Serialize};
 
 use crate::objective::{evaluate_shared, Method};
-use crate::terms::{candidate_labels, ObjectiveConfig, Terms};
+use crate::terms::{candidate_labels_for, ObjectiveConfig, Terms};
 
 /// The hyperparameters the reference sweeps.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -156,8 +156,14 @@ pub struct RunState<T> {
 }
 
 impl<T: Scalar> RunState<T> {
-    /// The reference start: x = init_scale·N(0,1), λ ~ U[0,1), y = −1 then +1.
+    /// The reference start of a binary model: x = init_scale·N(0,1), λ ~ U[0,1), y = −1 then +1.
     pub fn init(d: usize, cfg: &RunConfig) -> Self {
+        Self::init_for(d, 1, cfg)
+    }
+
+    /// The reference start for a model with `outputs` outputs: as [`RunState::init`], with the
+    /// labels of [`candidate_labels_for`].
+    pub fn init_for(d: usize, outputs: usize, cfg: &RunConfig) -> Self {
         assert!(
             cfg.m >= 2 && cfg.m.is_multiple_of(2),
             "run: the candidate count must be even and at least 2, got {}",
@@ -177,7 +183,7 @@ impl<T: Scalar> RunState<T> {
             anchor: None,
             x,
             lambda,
-            y: candidate_labels(cfg.m),
+            y: candidate_labels_for(cfg.m, outputs),
             iter: 0,
             last: None,
         }

@@ -90,10 +90,11 @@ pub fn default_preset(source: Option<&Source>) -> &'static str {
     }
 }
 
-/// The default number of candidates for a training set of `per_class` images per class:
-/// twice the training set (m = 2n = 4·per_class), as the reference does.
-pub fn default_candidates(per_class: usize) -> usize {
-    4 * per_class
+/// The default number of candidates for a training set of `per_class` images per class, for a
+/// model with `outputs` outputs (one: two classes; else one class per output): twice the
+/// training set (m = 2n, 4·per_class for a binary model), as the reference does.
+pub fn default_candidates(per_class: usize, outputs: usize) -> usize {
+    2 * outputs.max(2) * per_class
 }
 
 /// Hyperparameters fixed on the command line: they hold for every run of a search.

@@ -184,7 +184,10 @@ fn one_run<T: Scalar>(
         }
         None => {
             let _ = std::fs::remove_file(&log);
-            (RunState::init(model.input_dim(), &cfg), 0.0)
+            (
+                RunState::init_for(model.input_dim(), model.outputs(), &cfg),
+                0.0,
+            )
         }
     };
     let mut log_file = OpenOptions::new()

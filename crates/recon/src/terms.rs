@@ -5,6 +5,8 @@
 //! L_x   = Σ relu(x − 1)² + Σ relu(−1 − x)²        (candidates stay in the data's range)
 //! L_λ   = 5 · Σ relu(λ_min − λ_i)²                (multipliers stay above λ_min)
 //! ```
+//!
+//! Labels: ±1 for a binary model (one output), class indices 0…C−1 for C outputs.
 
 use ndarray::Array2;
 use reveal_nn::Activation;
@@ -68,4 +70,13 @@ pub fn candidate_labels<T: Scalar>(m: usize) -> Array2<T> {
         (m, 1),
         |(i, _)| if i < m / 2 { -T::one() } else { T::one() },
     )
+}
+
+/// Candidate labels for a model with `outputs` outputs: [`candidate_labels`] for one output,
+/// else equal contiguous blocks of class indices, candidate i of class ⌊i·C/m⌋.
+pub fn candidate_labels_for<T: Scalar>(m: usize, outputs: usize) -> Array2<T> {
+    match outputs {
+        1 => candidate_labels(m),
+        c => Array2::from_shape_fn((m, 1), |(i, _)| T::from_f64((i * c / m) as f64)),
+    }
 }

@@ -1,10 +1,10 @@
 //! The Gram-matrix fast path agrees with the generic grad-of-grad path to 1e-10 in f64, for every
-//! activation, for m below and above the width, and for deeper nets.
+//! activation, for m below and above the width, for deeper nets and for C-output models.
 
 use ndarray::Array2;
 use reveal_nn::{Activation, Mlp};
 use reveal_recon::objective::{evaluate_with, Method};
-use reveal_recon::terms::{candidate_labels, ObjectiveConfig};
+use reveal_recon::terms::{candidate_labels_for, ObjectiveConfig};
 use reveal_tape::check::{randn, Rng};
 
 fn rel(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
@@ -13,21 +13,24 @@ fn rel(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
 
 #[test]
 fn gram_path_equals_grad_of_grad() {
-    let cases: [(usize, &[usize], usize); 4] = [
-        (9, &[7, 7], 4),
-        (9, &[5, 6], 12),
-        (6, &[8, 5, 4], 6),
-        (11, &[4], 6),
+    // (d, hidden widths, m, outputs)
+    let cases: [(usize, &[usize], usize, usize); 6] = [
+        (9, &[7, 7], 4, 1),
+        (9, &[5, 6], 12, 1),
+        (6, &[8, 5, 4], 6, 1),
+        (11, &[4], 6, 1),
+        (9, &[7, 7], 6, 3),
+        (6, &[8, 5, 6], 12, 4),
     ];
-    for (case, &(d, hidden, m)) in cases.iter().enumerate() {
+    for (case, &(d, hidden, m, outputs)) in cases.iter().enumerate() {
         let mut rng = Rng::seed(case as u64);
-        let mut net = Mlp::<f64>::init(d, hidden, case as u64);
+        let mut net = Mlp::<f64>::init_classes(d, hidden, outputs, case as u64);
         for p in net.params_mut() {
             *p = randn(p.dim(), &mut rng) * 0.6;
         }
         let x = randn((m, d), &mut rng) * 0.9;
         let lambda = randn((m, 1), &mut rng).mapv(|t| 0.4 + 0.3 * t);
-        let y = candidate_labels(m);
+        let y = candidate_labels_for(m, outputs);
         for act in [
             Activation::ModifiedRelu(19.2),
             Activation::Relu,

@@ -5,4 +5,4 @@
 
 pub mod score;
 
-pub use score::{score, to_pixels, Pair, Score, ScoreInput, Summary};
+pub use score::{score, to_pixels, ClassScore, Pair, Score, ScoreInput, Summary};

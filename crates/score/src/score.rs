@@ -58,6 +58,21 @@ pub struct Score {
     pub baseline_heldout: Option<Summary>,
     /// Every training image's pair, best SSIM first.
     pub pairs: Vec<Pair>,
+    /// S, ρ10 and recovered within each class (when the training images' classes were given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_class: Option<Vec<ClassScore>>,
+}
+
+/// The score restricted to the training images of one class (pairs as in the overall score:
+/// each image with its nearest reconstruction of any class).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClassScore {
+    pub class: usize,
+    /// Training images of this class.
+    pub count: usize,
+    pub summary: Summary,
+    /// Of them, recovered (better matched by a reconstruction than by any held-out image).
+    pub recovered: Option<usize>,
 }
 
 /// Candidates in the mean-subtracted space → pixels: add the mean, min-max each image to [0, 1]
@@ -148,6 +163,7 @@ pub fn summarise(pairs: &[Pair], k: usize) -> Summary {
 }
 
 /// What the score is computed from.
+#[derive(Clone, Copy)]
 pub struct ScoreInput<'a> {
     /// Training images, original [0, 1] pixels [n, d].
     pub train: &'a Array2<f32>,
@@ -161,6 +177,8 @@ pub struct ScoreInput<'a> {
     pub mean: Option<ArrayView1<'a, f32>>,
     /// Which training samples lie on the margin.
     pub on_margin: Option<&'a [bool]>,
+    /// Each training image's class, for the per-class scores (multiclass models).
+    pub classes: Option<&'a [usize]>,
 }
 
 /// Scores reconstructions against the training set (S = mean SSIM of the best `k` pairs).
@@ -174,20 +192,40 @@ pub fn score(input: &ScoreInput, k: usize, ssim: &Ssim) -> Score {
         }
         None => (None, None),
     };
-    let (recovered, baseline_heldout) = match input.heldout {
-        Some(h) => {
-            let near_heldout = nearest(input.train, h, input.shape.0);
-            let recovered = all
-                .iter()
-                .filter(|p| p.rho > near_heldout[p.train].1)
-                .count();
-            (
-                Some(recovered),
-                Some(summarise(&pairs(input.train, h, input.shape, ssim), k)),
-            )
-        }
-        None => (None, None),
-    };
+    // Which training images are recovered: ρ with their reconstruction above ρ with their
+    // nearest held-out image.
+    let near_heldout = input
+        .heldout
+        .map(|h| nearest(input.train, h, input.shape.0));
+    let is_recovered = |p: &Pair| near_heldout.as_ref().map(|n| p.rho > n[p.train].1);
+    let recovered = near_heldout
+        .as_ref()
+        .map(|_| all.iter().filter(|p| is_recovered(p) == Some(true)).count());
+    let baseline_heldout = input
+        .heldout
+        .map(|h| summarise(&pairs(input.train, h, input.shape, ssim), k));
+    let per_class = input.classes.map(|classes| {
+        let count = classes.iter().max().map_or(0, |&c| c + 1);
+        (0..count)
+            .map(|class| {
+                let mine: Vec<Pair> = all
+                    .iter()
+                    .copied()
+                    .filter(|p| classes[p.train] == class)
+                    .collect();
+                ClassScore {
+                    class,
+                    count: mine.len(),
+                    summary: summarise(&mine, k),
+                    recovered: near_heldout.as_ref().map(|_| {
+                        mine.iter()
+                            .filter(|p| is_recovered(p) == Some(true))
+                            .count()
+                    }),
+                }
+            })
+            .collect()
+    });
     let baseline_mean = input.mean.map(|m| {
         let img = to_pixels(&Array2::zeros((1, m.len())), m);
         summarise(&pairs(input.train, &img, input.shape, ssim), k)
@@ -201,6 +239,7 @@ pub fn score(input: &ScoreInput, k: usize, ssim: &Ssim) -> Score {
         baseline_mean,
         baseline_heldout,
         pairs: all,
+        per_class,
     }
 }
 

@@ -38,6 +38,7 @@ fn exact_copies_of_k_training_images_score_one() {
         heldout: Some(&heldout),
         mean: Some(mean.view()),
         on_margin: None,
+        classes: None,
     };
     let sc = score(&input, 10, &Ssim::kornia3());
     assert!((sc.summary.s - 1.0).abs() < 1e-4, "S = {}", sc.summary.s);
@@ -54,6 +55,29 @@ fn exact_copies_of_k_training_images_score_one() {
     assert!(sc.summary.above_threshold >= 10);
     // With k = 11 the 11th pair is unrelated noise and S falls.
     assert!(score(&input, 11, &Ssim::kornia3()).summary.s < 0.999);
+    assert!(sc.per_class.is_none());
+
+    // Per class (image i of class i mod 3): the copies are all of class 0, which alone scores 1
+    // and recovers all 10; the counts add up to the overall ones.
+    let classes: Vec<usize> = (0..30).map(|i| i % 3).collect();
+    let per_class = score(
+        &ScoreInput {
+            classes: Some(&classes),
+            ..input
+        },
+        10,
+        &Ssim::kornia3(),
+    )
+    .per_class
+    .unwrap();
+    assert_eq!(per_class.len(), 3);
+    assert!((per_class[0].summary.s - 1.0).abs() < 1e-4);
+    assert_eq!(per_class[0].recovered, Some(10));
+    assert!(per_class[1..]
+        .iter()
+        .all(|c| c.summary.s < 0.5 && c.count == 10));
+    let total: usize = per_class.iter().map(|c| c.recovered.unwrap()).sum();
+    assert_eq!(Some(total), sc.recovered);
 }
 
 #[test]
@@ -69,6 +93,7 @@ fn random_candidates_score_low_and_recover_nothing_unusual() {
         heldout: Some(&heldout),
         mean: Some(mean.view()),
         on_margin: None,
+        classes: None,
     };
     let sc = score(&input, 10, &Ssim::kornia3());
     assert!(sc.summary.s < 0.3, "{}", sc.summary.s);

@@ -45,6 +45,8 @@ pub(crate) enum Op<T> {
     Relu(usize),
     Sigmoid(usize),
     Softplus(usize),
+    Exp(usize),
+    LogSumExp(usize),
     MRelu(usize, T),
     Excess(usize, T, T),
     Mask {
@@ -93,6 +95,8 @@ impl<T> Op<T> {
             | Relu(a)
             | Sigmoid(a)
             | Softplus(a)
+            | Exp(a)
+            | LogSumExp(a)
             | MRelu(a, _)
             | Excess(a, _, _) => [Some(a), None],
         }
@@ -468,6 +472,23 @@ impl<'t, T: Scalar> Var<'t, T> {
         self.map_op(Op::Softplus(self.id), scalar::softplus)
     }
 
+    /// y = eᵃ
+    pub fn exp(self) -> Var<'t, T> {
+        self.map_op(Op::Exp(self.id), |x| x.exp())
+    }
+
+    /// `[r, c]` → `[r, 1]`: y_i = ln Σ_j e^{a_ij}, computed as M_i + ln Σ_j e^{a_ij − M_i} with
+    /// M_i = max_j a_ij so it never overflows (the log-partition of a softmax).
+    pub fn logsumexp(self) -> Var<'t, T> {
+        let a = self.value();
+        let value = Array2::from_shape_fn((a.nrows(), 1), |(i, _)| {
+            let row = a.row(i);
+            let top = row.fold(T::neg_infinity(), |m, &v| m.max(v));
+            top + row.fold(T::zero(), |s, &v| s + (v - top).exp()).ln()
+        });
+        self.tape.push(Op::LogSumExp(self.id), value)
+    }
+
     /// The modified ReLU of the reconstruction: y = max(a, 0), derivative σ(α·a).
     pub fn mrelu(self, alpha: T) -> Var<'t, T> {
         self.map_op(Op::MRelu(self.id, alpha), |x| x.max(T::zero()))
@@ -497,6 +518,18 @@ fn sigmoid_rule<'t, T: Scalar>(r: &mut Rule<'_, 't, T>, a: Var<'t, T>) {
 fn softplus_rule<'t, T: Scalar>(r: &mut Rule<'_, 't, T>, a: Var<'t, T>) {
     let g = r.g;
     r.give(a, || g.sigmoid_scale(a, T::one()));
+}
+
+/// y = eᵃ;  ∂a = g ⊙ y
+fn exp_rule<'t, T: Scalar>(r: &mut Rule<'_, 't, T>, a: Var<'t, T>) {
+    let (g, y) = (r.g, r.y);
+    r.give(a, || g * y);
+}
+
+/// y = ln Σ_cols eᵃ;  ∂a = diag(g)·softmax(a), softmax(a) = exp(a − y·1ᵀ)
+fn logsumexp_rule<'t, T: Scalar>(r: &mut Rule<'_, 't, T>, a: Var<'t, T>) {
+    let (g, y) = (r.g, r.y);
+    r.give(a, || (a - y.broadcast_cols(a.shape().1)).exp().mul_col(g));
 }
 
 /// y = relu(a) with the surrogate derivative;  ∂a = g ⊙ σ(α·a), itself differentiable
@@ -624,6 +657,8 @@ pub(crate) fn backward<'t, T: Scalar>(
         Op::Relu(a) => relu_rule(r, v(a)),
         Op::Sigmoid(a) => sigmoid_rule(r, v(a)),
         Op::Softplus(a) => softplus_rule(r, v(a)),
+        Op::Exp(a) => exp_rule(r, v(a)),
+        Op::LogSumExp(a) => logsumexp_rule(r, v(a)),
         Op::MRelu(a, alpha) => mrelu_rule(r, v(a), alpha),
         Op::Excess(a, lo, hi) => excess_rule(r, v(a), lo, hi),
         Op::Mask { x, z, lo, hi } => mask_rule(r, v(x), v(z), lo, hi),

@@ -179,3 +179,28 @@ fn the_avx2_kernel_is_offered_wherever_avx512_is() {
         Backend::MatrixMultiply
     );
 }
+
+#[cfg(target_arch = "x86_64")]
+/// The kernels flush denormal results to zero (and read denormal inputs as zero), while the
+/// calling thread's own mode is left as it was.
+#[test]
+fn kernels_flush_denormals_and_restore_the_thread_mode() {
+    let tiny = f32::MIN_POSITIVE / 8.0; // a denormal
+    let half = |v: f32| std::hint::black_box(v) * 0.5;
+    assert!(half(tiny) > 0.0, "outside the kernels denormals are kept");
+    let a = Array2::from_elem((3, 70_000), tiny); // long enough to run on several threads
+    assert!(reveal_tape::kernels::map(&a, half)
+        .iter()
+        .all(|&v| v == 0.0));
+    let b = Array2::from_elem((2, 2), 1e-20f32);
+    let c = matmul_with(Backend::selected(), b.view(), b.view(), None);
+    assert!(c.iter().all(|&v| v == 0.0), "1e-40 in a product: {c:?}");
+    {
+        let _flush = reveal_tape::kernels::FlushDenormals::new();
+        assert_eq!(half(tiny), 0.0);
+    }
+    assert!(
+        half(tiny) > 0.0,
+        "the mode is restored when the guard drops"
+    );
+}

@@ -153,6 +153,21 @@ proptest! {
         check_op!(a; |v| v[0].softplus());
     }
 
+    /// The ops of the cross-entropy loss: eᵃ and the row-wise log-sum-exp, whose value must also
+    /// hold where the naive form overflows (every entry shifted by 1000).
+    #[test]
+    fn exp_logsumexp(a in one()) {
+        check_op!(a; |v| v[0].exp());
+        check_op!(a; |v| v[0].logsumexp());
+        check_op!(a; |v| v[0].logsumexp() * v[0].logsumexp());
+        let tape = Tape::new();
+        let naive = a.mapv(f64::exp).sum_axis(ndarray::Axis(1)).mapv(f64::ln);
+        let shifted = tape.var(a.mapv(|t| t + 1000.0)).logsumexp().value();
+        for (s, n) in shifted.iter().zip(&naive) {
+            prop_assert!((s - 1000.0 - n).abs() < 1e-9, "{s} − 1000 vs {n}");
+        }
+    }
+
     /// Products make the second-order terms of relu nontrivial: (relu(a) ⊙ b)
     #[test]
     fn relu_in_product((r, c) in (side(), side()), b in mat(5, 5), seed in any::<u64>()) {

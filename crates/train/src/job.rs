@@ -186,7 +186,7 @@ pub fn run<T: Scalar>(
         let _ = std::fs::remove_file(&log);
         (
             TrainState::new(
-                Mlp::<T>::init(d, &job.hidden, job.seed),
+                Mlp::<T>::init_classes(d, &job.hidden, data.outputs(), job.seed),
                 job.config.schedule,
             ),
             0.0,
@@ -257,7 +257,9 @@ pub fn run<T: Scalar>(
                 ckpt.display()
             )
         }
-        Outcome::Stalled => {
+        // With weight decay the loss has a floor: no step lowering it any more is the
+        // stationary point training aims at, not a failure.
+        Outcome::Stalled if job.config.weight_decay == 0.0 => {
             save_checkpoint(&state)?;
             bail!(
                 "training stalled at epoch {} (loss {:e}, training error {}): no step lowers the loss any more; the net may be too small for the data (try wider --hidden); the model so far is in {}",
@@ -267,7 +269,7 @@ pub fn run<T: Scalar>(
                 ckpt.display()
             )
         }
-        Outcome::Converged | Outcome::EpochCap => {}
+        Outcome::Converged | Outcome::EpochCap | Outcome::Stalled => {}
     }
     let test_x: Array2<T> = features(&data.test.x);
     let summary = TrainSummary {

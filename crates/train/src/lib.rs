@@ -1,7 +1,14 @@
 //! # reveal-train
 //!
-//! Full-batch gradient descent on the logistic loss L(θ) = (1/n) Σ_i log(1 + exp(−y_i f(x_i)))
-//! with the exact ReLU, until the loss is below a target with zero training error.
+//! Full-batch gradient descent with the exact ReLU, until the loss is below a target with zero
+//! training error. The loss, with an optional weight decay wd (0 in the papers' binary runs):
+//!
+//! ```text
+//! one output, y = ±1:        L(θ) = (1/n) Σ_i log(1 + exp(−y_i f(x_i)))            + (wd/2)‖θ‖²
+//! C outputs, y = class index: L(θ) = (1/n) Σ_i [log Σ_j exp Φ_j(x_i) − Φ_{y_i}(x_i)] + (wd/2)‖θ‖²
+//! ```
+//!
+//! (the logistic and the cross-entropy loss; ‖θ‖² sums over every parameter tensor, b1 included).
 //!
 //! Two schedules:
 //! - `Reference`: a constant learning rate (0.01 in the papers; ≈10⁶ epochs).
@@ -15,7 +22,7 @@ pub mod job;
 use std::sync::Arc;
 
 use ndarray::Array2;
-use reveal_nn::{forward, Activation, Mlp, Theta};
+use reveal_nn::{class_index, forward, margins, Activation, Mlp, Theta};
 use reveal_tape::{grad, kernels, Scalar, Tape};
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +51,14 @@ pub struct TrainConfig {
     pub target_loss: f64,
     /// Stop after this many accepted steps in all.
     pub max_epochs: usize,
+    /// wd of the (wd/2)‖θ‖² term (0: none). With it the loss has a floor above 0, so a run
+    /// usually ends at `max_epochs` near a stationary point rather than at `target_loss`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub weight_decay: f64,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 impl TrainConfig {
@@ -53,6 +68,7 @@ impl TrainConfig {
             schedule: Schedule::FAST,
             target_loss,
             max_epochs,
+            weight_decay: 0.0,
         }
     }
 }
@@ -75,15 +91,21 @@ pub fn train_new<T: Scalar>(
 pub struct Evaluation<T> {
     /// L(θ).
     pub loss: f64,
-    /// Fraction of samples with y·f(x) ≤ 0.
+    /// Fraction of samples with a margin ≤ 0 (y·f(x), or Φ_y − max_{j≠y} Φ_j).
     pub error: f64,
     /// ∂L/∂θ in the order of [`Mlp::params`].
     pub grads: Vec<Array2<T>>,
 }
 
 /// L(θ), the training error and ∂L/∂θ, through the tape (no gradient w.r.t. x is computed).
-pub fn evaluate<T: Scalar>(mlp: &Mlp<T>, x: &Array2<T>, y: &Array2<T>) -> Evaluation<T> {
-    evaluate_shared(&mlp.theta(), &Arc::new(x.clone()), &Arc::new(y.clone()))
+pub fn evaluate<T: Scalar>(
+    mlp: &Mlp<T>,
+    x: &Array2<T>,
+    y: &Array2<T>,
+    weight_decay: f64,
+) -> Evaluation<T> {
+    let (x, y) = (Arc::new(x.clone()), Arc::new(y.clone()));
+    evaluate_shared(&mlp.theta(), &x, &y, weight_decay)
 }
 
 /// [`evaluate`] on shared parameters and data: nothing is copied onto the tape, and the
@@ -92,6 +114,7 @@ pub fn evaluate_shared<T: Scalar>(
     theta: &Theta<T>,
     x: &Arc<Array2<T>>,
     y: &Arc<Array2<T>>,
+    weight_decay: f64,
 ) -> Evaluation<T> {
     let n = x.nrows();
     assert_eq!(
@@ -101,13 +124,17 @@ pub fn evaluate_shared<T: Scalar>(
         y.dim()
     );
     // On a worker of the thread pool, as the reconstruction's evaluation (see reveal-recon).
-    rayon::scope(|_| evaluate_in_pool(theta, x, y))
+    rayon::scope(|_| {
+        let _flush = kernels::FlushDenormals::new();
+        evaluate_in_pool(theta, x, y, weight_decay)
+    })
 }
 
 fn evaluate_in_pool<T: Scalar>(
     theta: &Theta<T>,
     x: &Arc<Array2<T>>,
     y: &Arc<Array2<T>>,
+    weight_decay: f64,
 ) -> Evaluation<T> {
     let n = x.nrows();
     let tape = Tape::new();
@@ -118,13 +145,29 @@ fn evaluate_in_pool<T: Scalar>(
         .map(|p| tape.var(Arc::clone(p.value())))
         .collect();
     let f = forward(&params, tape.constant(Arc::clone(x)), Activation::Relu);
-    let margins = f * tape.constant(Arc::clone(y));
-    // L = (1/n) Σ softplus(−y f)
-    let loss = (-margins)
-        .softplus()
-        .sum()
-        .scale(T::from_f64(1.0 / n as f64));
-    let error = margins.value().iter().filter(|&&m| m <= T::zero()).count() as f64 / n as f64;
+    let per_sample = if f.shape().1 == 1 {
+        // softplus(−y f) = log(1 + exp(−y f))
+        (-(f * tape.constant(Arc::clone(y)))).softplus()
+    } else {
+        // log Σ_j exp Φ_j − Φ_y, with Φ_y picked by a constant one-hot matrix
+        let classes = f.shape().1;
+        let one_hot = Array2::from_shape_fn((n, classes), |(i, j)| {
+            T::from_f64((class_index(y[(i, 0)], classes) == j) as u8 as f64)
+        });
+        f.logsumexp() - (f * tape.constant(one_hot)).sum_cols()
+    };
+    let mut loss = per_sample.sum().scale(T::from_f64(1.0 / n as f64));
+    if weight_decay > 0.0 {
+        // + (wd/2) Σ_p ‖θ_p‖²
+        let norms = params.iter().map(|p| p.square().sum());
+        let norm2 = norms.reduce(|a, b| a + b).expect("parameters");
+        loss = loss + norm2.scale(T::from_f64(weight_decay / 2.0));
+    }
+    let error = margins(f.value().view(), y.view())
+        .iter()
+        .filter(|&&m| m <= T::zero())
+        .count() as f64
+        / n as f64;
     let grads: Vec<Arc<Array2<T>>> = grad(loss, &params, false)
         .iter()
         .map(|g| g.value())
@@ -138,13 +181,21 @@ fn evaluate_in_pool<T: Scalar>(
     Evaluation { loss, error, grads }
 }
 
-/// Fraction of rows of x classified with the sign of y by the model (f(x) > 0 ↔ y = +1).
+/// Fraction of rows of x the model classifies right: the sign of f(x) is y's (one output), or
+/// the largest output is Φ_y (C outputs).
 pub fn accuracy<T: Scalar>(mlp: &Mlp<T>, x: &Array2<T>, y: &[f32]) -> f64 {
     let f = mlp.predict(x.view());
     let right = f
-        .iter()
+        .rows()
+        .into_iter()
         .zip(y)
-        .filter(|(&f, &y)| (f > T::zero()) == (y > 0.0))
+        .filter(|(f, &y)| match f.len() {
+            1 => (f[0] > T::zero()) == (y > 0.0),
+            classes => {
+                let top = (0..classes).fold(0, |b, j| if f[j] > f[b] { j } else { b });
+                top == class_index(y, classes)
+            }
+        })
         .count();
     right as f64 / y.len().max(1) as f64
 }
@@ -237,7 +288,8 @@ pub fn train<T: Scalar>(
     mut on_epoch: impl FnMut(&TrainState<T>) -> Control,
 ) -> Outcome {
     let (x, y) = (Arc::new(x.clone()), Arc::new(y.clone()));
-    let mut here = evaluate_shared(&state.theta, &x, &y);
+    let wd = cfg.weight_decay;
+    let mut here = evaluate_shared(&state.theta, &x, &y, wd);
     (state.loss, state.error) = (here.loss, here.error);
     loop {
         if !state.loss.is_finite() {
@@ -254,7 +306,7 @@ pub fn train<T: Scalar>(
             Schedule::Fast { .. } => state.c / state.loss,
         };
         let next = stepped(&state.theta, &here.grads, step);
-        let there = evaluate_shared(&next, &x, &y);
+        let there = evaluate_shared(&next, &x, &y, wd);
         let accept = match cfg.schedule {
             Schedule::Reference { .. } => there.loss.is_finite(),
             Schedule::Fast { .. } => there.loss.is_finite() && there.loss < state.loss,

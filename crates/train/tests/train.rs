@@ -38,7 +38,7 @@ fn training_loss_gradient_passes_gradcheck() {
     );
     assert!(r.is_ok(), "{}", r.unwrap_err());
     // The trainer's own evaluate() returns the same loss.
-    let e = evaluate(&m, &x, &y);
+    let e = evaluate(&m, &x, &y, 0.0);
     let direct: f64 = (m.predict(x.view()) * &y)
         .mapv(|t| (1.0 + (-t).exp()).ln())
         .mean()
@@ -58,6 +58,7 @@ fn both_schedules_reach_zero_error_on_a_separable_set() {
             schedule,
             target_loss: 1e-3,
             max_epochs: cap,
+            weight_decay: 0.0,
         };
         let outcome = train(&mut state, &x, &y, &cfg, |_| Control::Continue);
         assert_eq!(
@@ -85,6 +86,7 @@ fn fast_schedule_is_much_faster_than_the_reference() {
                 schedule,
                 target_loss: 1e-4,
                 max_epochs: 300_000,
+                weight_decay: 0.0,
             },
             |_| Control::Continue,
         );
@@ -108,6 +110,7 @@ fn stopped_and_resumed_equals_uninterrupted() {
         schedule: Schedule::FAST,
         target_loss: 1e-6,
         max_epochs: 400,
+        weight_decay: 0.0,
     };
     let init = || TrainState::new(Mlp::<f64>::init(5, &[8, 8], 9), Schedule::FAST);
     let mut whole = init();
@@ -139,8 +142,109 @@ fn an_unfittable_set_stalls() {
         schedule: Schedule::FAST,
         target_loss: 1e-5,
         max_epochs: 100_000,
+        weight_decay: 0.0,
     };
     let outcome = train(&mut state, &x, &y, &cfg, |_| Control::Continue);
     assert_eq!(outcome, Outcome::Stalled, "loss {}", state.loss);
     assert!(state.loss.is_finite() && state.loss > 0.1);
+}
+
+/// A three-class set: class c sits around the direction e_c (kept apart), labels 0, 1, 2.
+fn three_classes(n: usize, d: usize, seed: u64) -> (Array2<f64>, Array2<f64>) {
+    let mut x = randn((n, d), &mut Rng::seed(seed)).mapv(|v| 0.3 * v);
+    let y = Array2::from_shape_fn((n, 1), |(i, _)| (i % 3) as f64);
+    for i in 0..n {
+        x[[i, i % 3]] += 2.0;
+    }
+    (x, y)
+}
+
+/// The cross-entropy loss plus (wd/2)‖θ‖², written out with ndarray (no tape).
+fn cross_entropy_by_hand(m: &Mlp<f64>, x: &Array2<f64>, y: &Array2<f64>, wd: f64) -> f64 {
+    let f = m.predict(x.view());
+    let per_sample: f64 = f
+        .rows()
+        .into_iter()
+        .zip(y.column(0))
+        .map(|(row, &label)| {
+            let lse = row.iter().map(|v| v.exp()).sum::<f64>().ln();
+            lse - row[label as usize]
+        })
+        .sum();
+    let norm2: f64 = m.params().iter().map(|p| p.mapv(|v| v * v).sum()).sum();
+    per_sample / x.nrows() as f64 + wd / 2.0 * norm2
+}
+
+/// The C-output loss with weight decay: the trainer's value and ∂L/∂θ against the loss written
+/// by hand and its central differences (f64, eps 1e-6, atol 1e-5, rtol 1e-3).
+#[test]
+fn cross_entropy_with_weight_decay_matches_the_loss_by_hand() {
+    let (x, y) = three_classes(9, 4, 3);
+    let mut m = Mlp::<f64>::init_classes(4, &[6, 5], 3, 4);
+    m.weights[0].mapv_inplace(|v| v * 3e3);
+    m.bias.mapv_inplace(|v| v * 3e3);
+    let wd = 0.05;
+    let e = evaluate(&m, &x, &y, wd);
+    assert!((e.loss - cross_entropy_by_hand(&m, &x, &y, wd)).abs() < 1e-12);
+    let eps = 1e-6;
+    for (p, g) in e.grads.iter().enumerate() {
+        for (idx, &analytic) in g.indexed_iter() {
+            let at = |delta: f64| {
+                let mut moved = m.clone();
+                moved.params_mut()[p][idx] += delta;
+                cross_entropy_by_hand(&moved, &x, &y, wd)
+            };
+            let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
+            assert!(
+                (analytic - numeric).abs() <= 1e-5 + 1e-3 * numeric.abs(),
+                "parameter {p} at {idx:?}: tape {analytic}, central difference {numeric}"
+            );
+        }
+    }
+    // The error counts margins Φ_y − max_{j≠y} Φ_j ≤ 0, i.e. wrong or tied argmax.
+    let f = m.predict(x.view());
+    let wrong = (0..9)
+        .filter(|&i| {
+            let label = y[[i, 0]] as usize;
+            (0..3).any(|j| j != label && f[[i, j]] >= f[[i, label]])
+        })
+        .count();
+    assert_eq!(e.error, wrong as f64 / 9.0);
+}
+
+/// Three classes train to zero error; with weight decay, training ends near a stationary point of
+/// the regularised loss (where the KKT form θ = Σ λ_i ∇θ m_i holds): ‖∇L‖ ≪ ‖wd·θ‖.
+#[test]
+fn three_classes_train_to_zero_error_and_weight_decay_to_a_stationary_point() {
+    let (x, y) = three_classes(30, 6, 8);
+    for wd in [0.0, 1e-3] {
+        let mut state =
+            TrainState::new(Mlp::<f64>::init_classes(6, &[16, 16], 3, 5), Schedule::FAST);
+        let cfg = TrainConfig {
+            schedule: Schedule::FAST,
+            target_loss: 1e-3,
+            max_epochs: 20_000,
+            weight_decay: wd,
+        };
+        let outcome = train(&mut state, &x, &y, &cfg, |_| Control::Continue);
+        assert_eq!(state.error, 0.0, "wd {wd}: {outcome:?}");
+        let e = evaluate(&state.mlp(), &x, &y, wd);
+        if wd == 0.0 {
+            assert_eq!(outcome, Outcome::Converged);
+            assert!(e.loss < 1e-3);
+        } else {
+            let norm = |a: &[Array2<f64>]| {
+                a.iter()
+                    .map(|p| p.mapv(|v| v * v).sum())
+                    .sum::<f64>()
+                    .sqrt()
+            };
+            let params: Vec<Array2<f64>> = state.mlp().params().into_iter().cloned().collect();
+            let (g, pull) = (norm(&e.grads), wd * norm(&params));
+            assert!(
+                g < 0.05 * pull,
+                "{outcome:?}: ‖∇L‖ {g:e} against ‖wd·θ‖ {pull:e}"
+            );
+        }
+    }
 }

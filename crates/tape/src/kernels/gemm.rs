@@ -571,6 +571,7 @@ fn matmul_matrixmultiply<T: Scalar>(a: ArrayView2<T>, b: ArrayView2<T>) -> Array
         .into_par_iter()
         .zip(b.axis_chunks_iter(Axis(1), width).into_par_iter())
         .for_each(|(mut c_block, b_block)| {
+            let _flush = super::FlushDenormals::new();
             let (sa, sb) = (a.strides(), b_block.strides());
             let (rs, cs) = (c_block.strides()[0], c_block.strides()[1]);
             let out = c_block.as_mut_ptr() as *mut T;
@@ -648,6 +649,7 @@ pub fn matmul_with<T: Scalar>(
             b.dim()
         );
     }
+    let _flush = super::FlushDenormals::new();
     let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
     let isa = match backend {
         Backend::Packed(isa) if m > 1 && n > 1 && k > 0 => isa,
@@ -685,6 +687,7 @@ pub fn matmul_with<T: Scalar>(
         }
     };
     let run = |t: usize| {
+        let _flush = super::FlushDenormals::new();
         let (rows, cols) = share(t);
         gemm_block(isa, blk, (k, n), a, rhs, out, rows, cols)
     };
