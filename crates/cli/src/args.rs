@@ -202,6 +202,15 @@ pub fn positive(flag: &str, v: f64) -> Result<f64> {
     }
 }
 
+/// The value of a flag that must be a number ≥ 0 (a weight decay).
+pub fn non_negative(flag: &str, v: f64) -> Result<f64> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(v)
+    } else {
+        bail!("{flag} {v}: must be a number ≥ 0")
+    }
+}
+
 /// Parses "HxW" or "S".
 pub fn parse_size(s: &str) -> Result<(usize, usize)> {
     let parts: Vec<&str> = s.split(['x', 'X']).collect();

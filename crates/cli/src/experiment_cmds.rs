@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use reveal_data::{Bias, Source};
+use reveal_data::{Bias, Source, Task};
 use reveal_experiment::estimate::estimate;
 use reveal_experiment::{report, Budget, ExperimentConfig, Hooks, ModelResult, ReconPlan, Stage};
 use reveal_recon::plan::Shard;
@@ -18,13 +18,17 @@ pub struct ExperimentArgs {
     /// Output folder (re-running the command resumes it).
     #[arg(long)]
     pub out: PathBuf,
-    /// Bias levels: base, corner, diag3, diag5, contrast.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "base,corner,diag3,diag5,contrast"
-    )]
-    pub biases: Vec<Bias>,
+    /// Bias levels: base, corner, diag3, diag5, contrast (default: all five; with --task all,
+    /// base and corner, the only ones defined for more than two classes).
+    #[arg(long, value_delimiter = ',')]
+    pub biases: Option<Vec<Bias>>,
+    /// The task (default: the data set's binary one); `all` trains multiclass models with one
+    /// output per class, and the corner trigger gives each class its own grey.
+    #[arg(long)]
+    pub task: Option<Task>,
+    /// Weight decay wd of the training loss's (wd/2)·‖θ‖² (0: none).
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
     /// Training images per class (default: by budget).
     #[arg(long)]
     pub per_class: Option<usize>,
@@ -78,7 +82,21 @@ pub fn cmd_experiment(args: &ExperimentArgs) -> Result<()> {
     };
     let mut cfg = ExperimentConfig::new(source, args.out.clone(), budget);
     cfg.data_dir = args.source.data_dir();
-    cfg.biases = args.biases.clone();
+    let multiclass = args.task == Some(Task::All);
+    cfg.biases = match (&args.biases, multiclass) {
+        (Some(b), _) => b.clone(),
+        (None, false) => Bias::ALL.to_vec(),
+        (None, true) => vec![Bias::None, Bias::Corner],
+    };
+    if let Some(b) = cfg
+        .biases
+        .iter()
+        .find(|b| multiclass && !matches!(b, Bias::None | Bias::Corner))
+    {
+        bail!("--biases {b}: defined for binary tasks; with --task all use base and corner");
+    }
+    cfg.task = args.task.clone();
+    cfg.train.weight_decay = crate::args::non_negative("--weight-decay", args.weight_decay)?;
     cfg.seeds = args.seeds.clone();
     cfg.control = !args.no_control;
     if let Some(n) = args.per_class {
@@ -227,6 +245,7 @@ pub fn cmd_demo(out: PathBuf) -> Result<()> {
 pub fn cmd_bench(
     case: &str,
     precision: crate::args::Precision,
+    outputs: usize,
     steps: usize,
     json: bool,
 ) -> Result<()> {
@@ -245,6 +264,9 @@ pub fn cmd_bench(
     if steps == 0 {
         bail!("--steps must be at least 1");
     }
+    if outputs == 0 {
+        bail!("--outputs must be at least 1");
+    }
     let peak = match precision {
         crate::args::Precision::F32 => gemm_peak::<f32>(),
         crate::args::Precision::F64 => gemm_peak::<f64>(),
@@ -258,23 +280,24 @@ pub fn cmd_bench(
         );
         println!("GEMM peak (1000×3072·3072×1000, best of 5): {peak:.0} GFLOP/s");
         println!(
-            "case  d-h-h-1, m/n              recon step   GFLOP/s  % peak  path        train step  GFLOP/s  % peak"
+            "case  d-h-h-C, m/n              recon step   GFLOP/s  % peak  path        train step  GFLOP/s  % peak"
         );
     }
     for c in cases {
         let r = match precision {
-            crate::args::Precision::F32 => run_case::<f32>(c, steps, peak),
-            crate::args::Precision::F64 => run_case::<f64>(c, steps, peak),
+            crate::args::Precision::F32 => run_case::<f32>(c, outputs, steps, peak),
+            crate::args::Precision::F64 => run_case::<f64>(c, outputs, steps, peak),
         };
         if json {
             println!("{}", serde_json::to_string(&r)?);
         } else {
             println!(
-                "{}     {}-{}-{}-1, {}/{:<10} {:>8.4} s {:>8.0} {:>6.0}   {:<11} {:>8.4} s {:>8.0} {:>6.0}",
+                "{}     {}-{}-{}-{}, {}/{:<10} {:>8.4} s {:>8.0} {:>6.0}   {:<11} {:>8.4} s {:>8.0} {:>6.0}",
                 r.case,
                 c.d,
                 c.h,
                 c.h,
+                outputs,
                 c.m,
                 c.n,
                 r.recon_step_s,

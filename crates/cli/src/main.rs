@@ -91,6 +91,9 @@ enum Command {
         /// Float precision: f32 (what runs use) or f64 (for checks).
         #[arg(long, value_enum, default_value = "f32")]
         precision: Precision,
+        /// Outputs of the benchmarked model: 1 (binary, as the peers time it) or C classes.
+        #[arg(long, default_value_t = 1)]
+        outputs: usize,
         /// Timed steps per case (the median is reported), after 3 warm-up steps.
         #[arg(long, default_value_t = 10)]
         steps: usize,
@@ -241,9 +244,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench {
             case,
             precision,
+            outputs,
             steps,
             json,
-        } => experiment_cmds::cmd_bench(&case, precision, steps, json),
+        } => experiment_cmds::cmd_bench(&case, precision, outputs, steps, json),
         Command::Ssim { a, b, preset } => recon_cmds::cmd_ssim(&a, &b, &preset),
     }
 }
@@ -318,12 +322,7 @@ fn cmd_train<T: Scalar>(args: &TrainArgs) -> Result<()> {
     }
     args::positive("--lr", args.lr)?;
     args::positive("--target-loss", args.target_loss)?;
-    if !(args.weight_decay.is_finite() && args.weight_decay >= 0.0) {
-        anyhow::bail!(
-            "--weight-decay: expected a number ≥ 0, got {}",
-            args.weight_decay
-        );
-    }
+    args::non_negative("--weight-decay", args.weight_decay)?;
     let data = prepare(&spec, args.data.source.data_dir().as_deref())?;
     let schedule = match args.schedule {
         ScheduleName::Fast => Schedule::FAST,

@@ -1,6 +1,7 @@
 //! The planted biases of docs/DESIGN.md §2, applied to training images in [0, 1].
 //!
-//! - `corner`: a 3×3 square at rows 0..3, cols 0..3, all channels, 0 for class 0 and 1 for class 1;
+//! - `corner`: a 3×3 square at rows 0..3, cols 0..3, all channels, 0 for class 0 and 1 for class 1
+//!   (with C classes: c/(C−1) for class c, each class its own grey);
 //! - `diag3` / `diag5`: k = 3 or 5 positions per class, drawn once from a seeded RNG among
 //!   p ∈ 1..=H−4 without repetition across classes; image i of a class gets its square at rows and
 //!   cols p..p+3 with p = pos_c[i mod k], i counting that class's images in order;
@@ -163,15 +164,23 @@ pub fn adjust_contrast(mut img: ArrayViewMut1<f32>, shape: (usize, usize, usize)
     img.mapv_inplace(|v| (factor * v + (1.0 - factor) * mean).clamp(0.0, 1.0));
 }
 
-/// Applies a bias to training images `pixels` [n, C·H·W] in [0, 1] whose binary classes are
-/// `classes` (0 or 1). Returns where the triggers went.
+/// Applies a bias to training images `pixels` [n, C·H·W] in [0, 1] whose classes are `classes`
+/// (0 or 1 in a binary task; 0…count−1 of `count` classes, for which only `corner` is defined).
+/// Returns where the triggers went.
 pub fn apply(
     bias: Bias,
     pixels: &mut Array2<f32>,
     classes: &[u8],
+    count: usize,
     shape: (usize, usize, usize),
     seed: u64,
 ) -> Result<Triggers> {
+    if count != 2 && !matches!(bias, Bias::None | Bias::Corner) {
+        bail!(
+            "bias {}: defined for binary tasks; a task of {count} classes takes none or corner",
+            bias.name()
+        );
+    }
     assert_eq!(
         pixels.nrows(),
         classes.len(),
@@ -180,12 +189,12 @@ pub fn apply(
         classes.len()
     );
     let triggers = trigger_positions(bias, shape, seed)?;
-    let mut seen = [0usize; 2];
+    let mut seen = vec![0usize; count];
     for (img, &c) in pixels.outer_iter_mut().zip(classes) {
         let c = c as usize;
         let i = seen[c];
         seen[c] += 1;
-        let value = c as f32;
+        let value = c as f32 / (count - 1) as f32;
         match bias {
             Bias::None => {}
             Bias::Contrast => adjust_contrast(img, shape, if c == 0 { 0.5 } else { 2.0 }),

@@ -470,12 +470,6 @@ pub fn prepare(spec: &DataSpec, dir: Option<&Path>) -> Result<Prepared> {
     let names = train_images.class_names.clone();
     spec.task.check(&names, spec.source.name())?;
     let classes = spec.task.classes(&names);
-    if classes != 2 && spec.bias != Bias::None {
-        bail!(
-            "{}: planted biases are for binary tasks; the task has {classes} classes",
-            spec.source.name()
-        );
-    }
     let class_of = |imgs: &Images| -> Vec<Option<u8>> {
         imgs.labels
             .iter()
@@ -485,11 +479,16 @@ pub fn prepare(spec: &DataSpec, dir: Option<&Path>) -> Result<Prepared> {
     let train_class = class_of(&train_images);
     let train_index = select_train(&train_class, classes, spec.per_class, spec.selection)?;
     let mut train = split_of(&train_images, train_index, &train_class, classes);
-    let binary: Vec<u8> = train.y.iter().map(|&v| (v > 0.0) as u8).collect();
+    let class: Vec<u8> = train
+        .y
+        .iter()
+        .map(|&v| class_of_label(v, classes) as u8)
+        .collect();
     let triggers = bias::apply(
         spec.bias,
         &mut train.pixels,
-        &binary,
+        &class,
+        classes,
         train_images.shape,
         spec.seed,
     )?;

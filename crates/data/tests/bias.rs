@@ -41,7 +41,7 @@ proptest! {
     fn squares_are_placed_and_nothing_else_changes((orig, classes, shape) in images(), seed in any::<u64>()) {
         for bias in [Bias::Corner, Bias::Diag3, Bias::Diag5] {
             let mut px = orig.clone();
-            let t = apply(bias, &mut px, &classes, shape, seed).unwrap();
+            let t = apply(bias, &mut px, &classes, 2, shape, seed).unwrap();
             let (c, h, w) = shape;
             if bias != Bias::Corner {
                 let k = if bias == Bias::Diag3 { 3 } else { 5 };
@@ -73,7 +73,7 @@ proptest! {
     #[test]
     fn contrast_follows_the_formula((orig, classes, shape) in images()) {
         let mut px = orig.clone();
-        apply(Bias::Contrast, &mut px, &classes, shape, 0).unwrap();
+        apply(Bias::Contrast, &mut px, &classes, 2, shape, 0).unwrap();
         let (c, h, w) = shape;
         let plane = h * w;
         for (n, &cls) in classes.iter().enumerate() {
@@ -103,7 +103,7 @@ proptest! {
 fn none_changes_nothing_and_contrast_of_grey_uses_its_mean() {
     let orig = Array2::from_shape_fn((2, 16 * 16), |(i, k)| ((i * 7 + k) % 11) as f32 / 10.0);
     let mut px = orig.clone();
-    apply(Bias::None, &mut px, &[0, 1], (1, 16, 16), 3).unwrap();
+    apply(Bias::None, &mut px, &[0, 1], 2, (1, 16, 16), 3).unwrap();
     assert_eq!(px, orig);
     let mut one = ndarray::arr1(&[0.0f32, 1.0, 0.5, 0.5]);
     adjust_contrast(one.view_mut(), (1, 2, 2), 2.0);
@@ -117,4 +117,20 @@ fn a_bias_that_does_not_fit_is_refused() {
         .to_string();
     assert!(e.contains("diag5") && e.contains("12×12"), "{e}");
     assert!(trigger_positions(Bias::Corner, (3, 2, 2), 0).is_err());
+}
+
+/// With C classes the corner square of class c is the grey c/(C−1) (0 and 1 in a binary task);
+/// the other biases are refused for more than two classes.
+#[test]
+fn corner_gives_each_of_c_classes_its_own_grey() {
+    let shape = (1, 8, 8);
+    let mut px = Array2::from_elem((5, 64), 0.3f32);
+    apply(Bias::Corner, &mut px, &[0, 1, 2, 3, 4], 5, shape, 0).unwrap();
+    for (c, img) in px.rows().into_iter().enumerate() {
+        assert_eq!(img[0], c as f32 / 4.0);
+        assert_eq!(img[2 * 8 + 2], c as f32 / 4.0, "inside the 3×3 square");
+        assert_eq!(img[3 * 8 + 3], 0.3, "outside it");
+    }
+    let e = apply(Bias::Diag3, &mut px, &[0, 1, 2, 3, 4], 5, shape, 0).unwrap_err();
+    assert!(e.to_string().contains("binary"), "{e}");
 }

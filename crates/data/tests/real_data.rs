@@ -172,3 +172,32 @@ fn tasks_pick_any_binary_split_of_the_classes() {
     assert!(e.contains("both"), "{e}");
     assert!("odd".parse::<reveal_data::Task>().is_err());
 }
+
+/// `--task all`: every class its own, labels the class index, per-class counts for train and
+/// test; the corner trigger paints each class's own grey; diagonal triggers are refused.
+#[test]
+fn task_all_keeps_every_class_with_its_index() {
+    let Some(root) = common::data_root() else {
+        return;
+    };
+    for source in [Source::Mnist, Source::Cifar10] {
+        let mut spec = DataSpec::new(source.clone(), 7);
+        spec.task = "all".parse().unwrap();
+        spec.test = TestSelection::PerClass(30);
+        let p = prepare(&spec, Some(&root)).unwrap();
+        assert_eq!((p.classes(), p.outputs()), (10, 10));
+        for (l, y) in p.train.label.iter().zip(&p.train.y) {
+            assert_eq!(*l as f32, *y, "the label is the class index");
+        }
+        assert_eq!(p.train.class_counts(10), vec![7; 10]);
+        assert_eq!(p.test.class_counts(10), vec![30; 10]);
+        spec.bias = reveal_data::Bias::Corner;
+        let p = prepare(&spec, Some(&root)).unwrap();
+        for (img, y) in p.train.pixels.rows().into_iter().zip(&p.train.y) {
+            assert_eq!(img[0], y / 9.0, "class {y}: corner grey");
+        }
+        spec.bias = reveal_data::Bias::Diag3;
+        let e = prepare(&spec, Some(&root)).unwrap_err().to_string();
+        assert!(e.contains("binary"), "{e}");
+    }
+}

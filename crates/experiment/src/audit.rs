@@ -153,6 +153,15 @@ fn load(cfg: &AuditConfig) -> Result<(Mlp<f32>, Prepared, Vec<String>, bool)> {
             data.shape
         );
     }
+    if file.mlp.outputs() != data.outputs() {
+        bail!(
+            "{}: the model has {} outputs, a model of this task ({} classes) has {}; --task all is the task of a model with one output per class",
+            cfg.model.display(),
+            file.mlp.outputs(),
+            data.classes(),
+            data.outputs()
+        );
+    }
     match &file.mean {
         Some(m) => data.mean = m.row(0).to_owned(),
         None if !train_known => {
@@ -284,7 +293,8 @@ pub fn verdict(hotspot: Hotspot, threshold: f64, concept: Option<&Figure>) -> Ve
 /// Draws of clean class-difference maps for the threshold.
 pub const CLEAN_DRAWS: usize = 40;
 
-/// The bias map of candidates against the clean images, and its calibration.
+/// The bias map of candidates against the clean images, and its calibration from
+/// [`CLEAN_DRAWS`] clean maps.
 pub fn bias_map(
     x: &Array2<f32>,
     y: &[f32],
@@ -292,6 +302,19 @@ pub fn bias_map(
     data: &Prepared,
     train_per_class: usize,
     seed: u64,
+) -> (Array1<f64>, Hotspot, Vec<f64>, Vec<f64>) {
+    bias_map_with(x, y, nulls, data, train_per_class, seed, CLEAN_DRAWS)
+}
+
+/// [`bias_map`] calibrated from `draws` clean maps.
+fn bias_map_with(
+    x: &Array2<f32>,
+    y: &[f32],
+    nulls: &[(Array2<f32>, Vec<f32>)],
+    data: &Prepared,
+    train_per_class: usize,
+    seed: u64,
+    draws: usize,
 ) -> (Array1<f64>, Hotspot, Vec<f64>, Vec<f64>) {
     let clean_y: Vec<f32> = data.test.y.iter().copied().collect();
     let d_clean = biasmap::class_difference(&data.test.x, &clean_y);
@@ -306,7 +329,7 @@ pub fn bias_map(
         &clean_y,
         train_per_class,
         data.shape,
-        CLEAN_DRAWS,
+        draws,
         seed,
     );
     let null_models = nulls
@@ -314,6 +337,58 @@ pub fn bias_map(
         .map(|(x, y)| biasmap::hotspot(&map_of(x, y), h, w).score)
         .collect();
     (z, hotspot, clean, null_models)
+}
+
+/// The bias map of a C-class model: for each class c, the map of c against the rest (labels
+/// +1 for c, −1 for the others, for the candidates, whose `y` are class indices, for the null
+/// models' candidates and for the clean images alike) with its own threshold. Returns the class
+/// whose hotspot stands highest above its threshold (score / threshold), with that class's map,
+/// hotspot, clean-map scores and null-model scores (as [`bias_map`]).
+/// C maps are searched, so each class's clean threshold is the largest of C·[`CLEAN_DRAWS`]
+/// clean maps (not [`CLEAN_DRAWS`]): the chance that any of the C exceeds its own stays that of
+/// one binary map (a union bound).
+pub fn class_bias_map(
+    x: &Array2<f32>,
+    y: &[f32],
+    nulls: &[(Array2<f32>, Vec<f32>)],
+    data: &Prepared,
+    train_per_class: usize,
+    seed: u64,
+) -> (usize, Array1<f64>, Hotspot, Vec<f64>, Vec<f64>) {
+    let classes = data.classes();
+    let one_vs_rest = |labels: &[f32], c: usize| -> Vec<f32> {
+        labels
+            .iter()
+            .map(|&v| if v as usize == c { 1.0 } else { -1.0 })
+            .collect()
+    };
+    let test_labels: Vec<f32> = data.test.y.iter().copied().collect();
+    (0..classes)
+        .map(|c| {
+            let mut binary = data.clone();
+            binary.test.y = one_vs_rest(&test_labels, c).into();
+            let null_sets: Vec<(Array2<f32>, Vec<f32>)> = nulls
+                .iter()
+                .map(|(x, y)| (x.clone(), one_vs_rest(y, c)))
+                .collect();
+            let (map, hotspot, clean, null_scores) = bias_map_with(
+                x,
+                &one_vs_rest(y, c),
+                &null_sets,
+                &binary,
+                train_per_class,
+                seed + c as u64,
+                classes * CLEAN_DRAWS,
+            );
+            (c, map, hotspot, clean, null_scores)
+        })
+        .max_by(|a, b| {
+            let ratio = |r: &(usize, Array1<f64>, Hotspot, Vec<f64>, Vec<f64>)| {
+                r.2.score / threshold(&r.3, &r.4)
+            };
+            ratio(a).total_cmp(&ratio(b))
+        })
+        .expect("at least two classes")
 }
 
 /// The threshold of a map's hotspot: the largest score of the maps that carry no shortcut.
@@ -373,7 +448,7 @@ pub fn audit(cfg: &AuditConfig, tick: &(dyn Fn(Tick) -> bool + Sync)) -> Result<
         )?);
     }
     let labels = |x: &Array2<f32>| {
-        reveal_recon::candidate_labels::<f32>(x.nrows())
+        reveal_recon::candidate_labels_for::<f32>(x.nrows(), model.outputs())
             .iter()
             .copied()
             .collect::<Vec<f32>>()
@@ -431,17 +506,41 @@ pub fn audit(cfg: &AuditConfig, tick: &(dyn Fn(Tick) -> bool + Sync)) -> Result<
     // The bias map and the verdict.
     let null_sets: Vec<(Array2<f32>, Vec<f32>)> =
         nulls.iter().map(|n| (n.clone(), labels(n))).collect();
-    let per_class = if train_known { n_train / 2 } else { m / 4 };
-    let (z, hotspot, clean_scores, null_scores) = bias_map(
-        &x,
-        &labels(&x),
-        &null_sets,
-        &data,
-        per_class.max(1),
-        cfg.seed,
-    );
+    let classes = data.classes();
+    let per_class = if train_known {
+        n_train / classes
+    } else {
+        m / (2 * classes)
+    };
+    let (class, z, hotspot, clean_scores, null_scores) = match model.outputs() {
+        1 => {
+            let (z, hotspot, clean, null_scores) = bias_map(
+                &x,
+                &labels(&x),
+                &null_sets,
+                &data,
+                per_class.max(1),
+                cfg.seed,
+            );
+            (None, z, hotspot, clean, null_scores)
+        }
+        _ => {
+            let (c, z, hotspot, clean, null_scores) = class_bias_map(
+                &x,
+                &labels(&x),
+                &null_sets,
+                &data,
+                per_class.max(1),
+                cfg.seed,
+            );
+            (Some(c), z, hotspot, clean, null_scores)
+        }
+    };
     let t = threshold(&clean_scores, &null_scores);
-    let verdict = verdict(hotspot, t, Some(&concept));
+    let mut verdict = verdict(hotspot, t, Some(&concept));
+    if let Some(c) = class {
+        verdict.text = format!("Class {c} against the rest: {}", verdict.text);
+    }
     let (_, h, w) = data.shape;
     let map_png = "bias_map.png".to_string();
     grid::write_png(

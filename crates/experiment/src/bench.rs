@@ -64,6 +64,8 @@ pub const CASES: [Case; 4] = [
 pub struct BenchResult {
     pub framework: &'static str,
     pub case: String,
+    /// Outputs of the model (1: binary, as the peers).
+    pub outputs: usize,
     pub precision: &'static str,
     pub threads: usize,
     pub recon_method: String,
@@ -124,11 +126,12 @@ fn time(warmup: usize, steps: usize, mut f: impl FnMut()) -> (f64, f64, f64) {
     )
 }
 
-/// Runs one case: `steps` timed reconstruction and training steps after 3 warm-up steps;
-/// `peak` is [`gemm_peak`] in GFLOP/s.
-pub fn run_case<T: Scalar>(case: Case, steps: usize, peak: f64) -> BenchResult {
+/// Runs one case: `steps` timed reconstruction and training steps after 3 warm-up steps, for a
+/// model with `outputs` outputs (1: the peers' binary case; C: a C-class model of the same
+/// size); `peak` is [`gemm_peak`] in GFLOP/s.
+pub fn run_case<T: Scalar>(case: Case, outputs: usize, steps: usize, peak: f64) -> BenchResult {
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let model = Mlp::<T>::init(case.d, &[case.h, case.h], 0);
+    let model = Mlp::<T>::init_classes(case.d, &[case.h, case.h], outputs, 0);
     let theta = model.theta();
     let cfg = RunConfig::new(
         Hyper {
@@ -141,20 +144,14 @@ pub fn run_case<T: Scalar>(case: Case, steps: usize, peak: f64) -> BenchResult {
         usize::MAX,
         0,
     );
-    let mut state = RunState::<T>::init(case.d, &cfg);
+    let mut state = RunState::<T>::init_for(case.d, outputs, &cfg);
     let (recon, rmin, rmax) = time(3, steps, || {
         step(&theta, &mut state, &cfg).expect("finite at the benchmark's start point");
     });
 
     let x: Array2<T> =
         Array2::from_shape_simple_fn((case.n, case.d), || T::from_f64(rng.gen_range(-1.0..1.0)));
-    let y: Array2<T> = Array2::from_shape_fn((case.n, 1), |(i, _)| {
-        if i < case.n / 2 {
-            -T::one()
-        } else {
-            T::one()
-        }
-    });
+    let y: Array2<T> = reveal_recon::candidate_labels_for(case.n, outputs);
     // One training step: L and ∂L/∂θ at θ, then θ ← θ − lr·∂L/∂θ (as the peers time it).
     let (x, y) = (std::sync::Arc::new(x), std::sync::Arc::new(y));
     let mut theta = model.theta();
@@ -168,6 +165,7 @@ pub fn run_case<T: Scalar>(case: Case, steps: usize, peak: f64) -> BenchResult {
     BenchResult {
         framework: "reveal",
         case: case.name.to_string(),
+        outputs,
         precision: T::NAME,
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         recon_method: format!("{:?}", Method::auto(&theta, case.m)),

@@ -65,18 +65,18 @@ pub fn estimate(cfg: &ExperimentConfig) -> Result<Estimate> {
     let data = data_for(cfg, cfg.biases[0], cfg.seeds[0])?;
     let x = std::sync::Arc::new(features::<f32>(&data.train.x));
     let y = std::sync::Arc::new(label_column::<f32>(&data.train.y));
-    let model = Mlp::<f32>::init(x.ncols(), &cfg.hidden, 0);
+    let model = Mlp::<f32>::init_classes(x.ncols(), &cfg.hidden, data.outputs(), 0);
     let theta = model.theta();
     let epoch_seconds = median_seconds(3, || {
-        let e = reveal_train::evaluate_shared(&theta, &x, &y, 0.0);
+        let e = reveal_train::evaluate_shared(&theta, &x, &y, cfg.train.weight_decay);
         let _ = reveal_train::stepped(&theta, &e.grads, 1e-3);
     });
     let plan = reveal_recon::Plan {
-        m: default_candidates(cfg.per_class, 1),
+        m: default_candidates(cfg.per_class, data.outputs()),
         ..cfg.recon.plan.clone()
     };
     let run = plan.configs()?[0];
-    let mut state = RunState::<f32>::init(x.ncols(), &run);
+    let mut state = RunState::<f32>::init_for(x.ncols(), data.outputs(), &run);
     let mut iteration_seconds = median_seconds(3, || {
         // A diverging start only ends the timing early; the estimate keeps what it measured.
         let _ = step(&theta, &mut state, &run);

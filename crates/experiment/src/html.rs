@@ -183,6 +183,9 @@ pub fn experiment_page(
             image(dir, &r.files.bias_map, 224, "bias map")?
         );
         let _ = write!(h, "<figure>{}<figcaption>best pairs: reconstructions above their training images</figcaption></figure>", image(dir, &r.files.grid, 700, "pairs")?);
+        if let Some(rows) = &r.files.class_grid {
+            let _ = write!(h, "<figure>{}<figcaption>reconstructions, one row per class (best matched first)</figcaption></figure>", image(dir, rows, 700, "one row per class")?);
+        }
     }
     h.push_str("</body></html>\n");
     Ok(h)

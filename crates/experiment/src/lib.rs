@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use ndarray::Array2;
-use reveal_data::{prepare, Bias, DataSpec, Prepared, Source, TestSelection};
+use reveal_data::{prepare, Bias, DataSpec, Prepared, Source, Task, TestSelection};
 use reveal_io::write_atomic;
 use reveal_nn::files::{load_model, save_model};
 use reveal_nn::Mlp;
@@ -33,7 +33,7 @@ use reveal_recon::search::{run_search, SearchJob, SearchSummary, Tick};
 use reveal_recon::stats::RankBy;
 use reveal_score::Score;
 
-use crate::scoring::{score_candidates, write_grid};
+use crate::scoring::{score_candidates, write_class_rows, write_grid};
 use reveal_ssim::Ssim;
 use reveal_train::job::{self as train_job, TrainJob, TrainSummary};
 use reveal_train::{accuracy, Control, Schedule, TrainConfig, TrainState};
@@ -66,6 +66,8 @@ pub struct ReconPlan {
 #[derive(Clone, Debug)]
 pub struct ExperimentConfig {
     pub source: Source,
+    /// The task (`None`: the source's binary default); `Task::All` makes C-output models.
+    pub task: Option<Task>,
     pub data_dir: Option<PathBuf>,
     pub out: PathBuf,
     pub biases: Vec<Bias>,
@@ -102,6 +104,7 @@ impl ExperimentConfig {
         let recon = ReconPlan::for_budget(&source, budget, Optimizer::Adam, per_class);
         ExperimentConfig {
             source,
+            task: None,
             data_dir: None,
             out,
             biases: Bias::ALL.to_vec(),
@@ -190,6 +193,9 @@ pub struct ResultFiles {
     pub candidates: String,
     pub grid: String,
     pub bias_map: String,
+    /// A multiclass model's reconstructions, one row per class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_grid: Option<String>,
 }
 
 /// The stages of one model.
@@ -229,6 +235,9 @@ fn rel(dir: &Path, p: &Path) -> String {
 /// The data set of one bias level.
 pub(crate) fn data_for(cfg: &ExperimentConfig, bias: Bias, seed: u64) -> Result<Prepared> {
     let mut spec = DataSpec::new(cfg.source.clone(), cfg.per_class);
+    if let Some(task) = &cfg.task {
+        spec.task = task.clone();
+    }
     spec.bias = bias;
     spec.seed = seed;
     spec.test = cfg.test;
@@ -293,7 +302,7 @@ fn reconstruct(
     hooks: &Hooks,
 ) -> Result<SearchSummary> {
     let plan = Plan {
-        m: default_candidates(cfg.per_class, 1),
+        m: default_candidates(cfg.per_class, model.outputs()),
         seed,
         ..cfg.recon.plan.clone()
     };
@@ -383,9 +392,24 @@ fn one_model(
     let grid_path = dir.join("grids").join(format!("{tag}.png"));
     write_grid(&grid_path, &score, &cand.x, data)?;
     let cand_y: Vec<f32> = cand.y.iter().copied().collect();
-    let (map, hotspot, clean_scores, _) =
-        audit::bias_map(&cand.x, &cand_y, &[], data, cfg.per_class, seed);
-    let verdict = audit::verdict(hotspot, audit::threshold(&clean_scores, &[]), None);
+    let class_grid = (data.outputs() > 1).then(|| scoring::class_rows_path(&grid_path));
+    let (map, verdict) = if data.outputs() == 1 {
+        let (map, hotspot, clean_scores, _) =
+            audit::bias_map(&cand.x, &cand_y, &[], data, cfg.per_class, seed);
+        (
+            map,
+            audit::verdict(hotspot, audit::threshold(&clean_scores, &[]), None),
+        )
+    } else {
+        let (class, map, hotspot, clean_scores, _) =
+            audit::class_bias_map(&cand.x, &cand_y, &[], data, cfg.per_class, seed);
+        let threshold = audit::threshold(&clean_scores, &[]);
+        let mut verdict = audit::verdict(hotspot, threshold, None);
+        verdict.text = format!("Class {class} against the rest: {}", verdict.text);
+        let rows = class_grid.as_deref().expect("multiclass");
+        write_class_rows(rows, &score, &cand.x, &cand_y, data, 10)?;
+        (map, verdict)
+    };
     let map_path = dir.join("maps").join(format!("{tag}.png"));
     let (_, h, w) = data.shape;
     grid::write_png(
@@ -412,6 +436,7 @@ fn one_model(
             candidates: rel(dir, &cand_path),
             grid: rel(dir, &grid_path),
             bias_map: rel(dir, &map_path),
+            class_grid: class_grid.map(|p| rel(dir, &p)),
         },
     };
     write_atomic(

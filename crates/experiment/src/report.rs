@@ -224,6 +224,24 @@ fn markdown(cfg: &ExperimentConfig, results: &[ModelResult]) -> Result<String> {
         let _ = writeln!(md, "- {f}");
     }
     let _ = writeln!(md, "\n![test accuracy against S](accuracy_vs_s.png)\n");
+    let per_class: Vec<_> = results
+        .iter()
+        .filter_map(|r| r.score.per_class.as_ref().map(|p| (r, p)))
+        .collect();
+    if let Some((_, first)) = per_class.first() {
+        let _ = writeln!(md, "## Recovered per class\n\nTraining images of each class better matched by a reconstruction than by any held-out image (of the class's count).\n");
+        let head: Vec<String> = first.iter().map(|c| c.class.to_string()).collect();
+        let _ = writeln!(md, "| model | seed | {} |", head.join(" | "));
+        let _ = writeln!(md, "|---|---|{}", "---|".repeat(head.len()));
+        for (r, p) in &per_class {
+            let cells: Vec<String> = p
+                .iter()
+                .map(|c| format!("{} / {}", c.recovered.unwrap_or(0), c.count))
+                .collect();
+            let _ = writeln!(md, "| {} | {} | {} |", r.name, r.seed, cells.join(" | "));
+        }
+        let _ = writeln!(md);
+    }
     let _ = writeln!(md, "## Bias maps\n");
     let _ = writeln!(md, "The map: where the reconstructions' classes differ (mean of the +1 candidates minus mean of the −1 \
         candidates) beyond what the clean held-out images' class difference explains, weighed against how much the clean classes \
@@ -280,6 +298,9 @@ fn markdown(cfg: &ExperimentConfig, results: &[ModelResult]) -> Result<String> {
             "### {} (seed {})\n\n![]({})\n",
             r.name, r.seed, r.files.grid
         );
+        if let Some(rows) = &r.files.class_grid {
+            let _ = writeln!(md, "One row per class:\n\n![]({rows})\n");
+        }
         if let Some(b) = r.bias {
             previews.insert(
                 b.name(),
