@@ -264,4 +264,17 @@ fn bad_input_gets_a_one_line_error_before_any_work() {
         ],
         &["256 inputs", "144"],
     );
+    // A 3-output model against the synthetic set's binary task.
+    let three = reveal_nn::Mlp::<f32>::init_classes(256, &[8, 8], 3, 0);
+    reveal_nn::files::save_model(
+        &d.join("three.safetensors"),
+        &three,
+        None,
+        &Default::default(),
+    )
+    .unwrap();
+    fails(
+        &["audit", "--model", "three.safetensors", "--out", "x"],
+        &["3 outputs", "--task all"],
+    );
 }

@@ -552,7 +552,18 @@ pub fn audit(cfg: &AuditConfig, tick: &(dyn Fn(Tick) -> bool + Sync)) -> Result<
     )?;
     let grid_png = "candidates.png".to_string();
     let pix = to_pixels(&x, data.mean.view());
-    let best: Vec<_> = pix.rows().into_iter().take(40).collect();
+    // 40 candidates; of a C-class model, the first 10 of each class, one row per class.
+    let best: Vec<_> = match model.outputs() {
+        1 => pix.rows().into_iter().take(40).collect(),
+        _ => {
+            let y = labels(&x);
+            let y = &y;
+            (0..classes)
+                .flat_map(|c| (0..y.len()).filter(move |&i| y[i] as usize == c).take(10))
+                .map(|i| pix.row(i))
+                .collect()
+        }
+    };
     grid::write_png(
         &cfg.out.join(&grid_png),
         &best,

@@ -249,3 +249,23 @@ fn wrong_dtype_and_garbage_are_rejected() {
         .to_string()
         .contains("m.safetensors"));
 }
+
+/// The margin signs: y itself for one output; +1 at the label and −1 at the largest other output
+/// for C outputs (the first of equal ones); margins are Σ_j S_ij f_ij.
+#[test]
+fn margin_signs_pick_the_label_and_the_runner_up() {
+    use ndarray::array;
+    use reveal_nn::{margin_signs, margins};
+    let f = array![[0.5], [-2.0]];
+    let y = array![[1.0], [-1.0]];
+    assert_eq!(margin_signs(f.view(), y.view()), y);
+    assert_eq!(margins(f.view(), y.view()), array![[0.5], [2.0]]);
+    let f = array![[3.0, 1.0, 2.0], [0.0, 5.0, 5.0], [1.0, 1.0, -1.0]];
+    let y = array![[0.0], [2.0], [2.0]];
+    let s = margin_signs(f.view(), y.view());
+    assert_eq!(
+        s,
+        array![[1.0, 0.0, -1.0], [0.0, -1.0, 1.0], [-1.0, 0.0, 1.0]]
+    );
+    assert_eq!(margins(f.view(), y.view()), array![[1.0], [0.0], [-2.0]]);
+}
