@@ -32,6 +32,7 @@ Examples:
   reveal train --dataset cifar10 --per-class 250 --schedule reference --epochs 20000 --out c.safetensors
   reveal reconstruct --model mnist.safetensors --out r.safetensors --runs 8 --shard 2/4   # one of 4 shards
   reveal pool --out r.safetensors                # after all 4 shards: pool them as one run would
+  reveal experiment --dataset mnist --task all --per-class 10 --out mc/   # multiclass: base, corner, control
   reveal audit --model m.safetensors --out audit/  # one model: verdict, evidence, report.html
   reveal audit --model torch.safetensors --layers fc1,fc2,fc3 --dataset mnist --out a/
 

