@@ -257,8 +257,14 @@ fn figure(value_items: &[f64], null_items: &[Vec<f64>], top: usize) -> Figure {
 }
 
 /// The verdict of a bias map's hotspot against its calibration, with the realism figure
-/// against the null models when there is one.
-pub fn verdict(hotspot: Hotspot, threshold: f64, concept: Option<&Figure>) -> Verdict {
+/// against the null models when there is one; `class` names the class whose map against the
+/// rest it is (multiclass models, see [`model_bias_map`]).
+pub fn verdict(
+    hotspot: Hotspot,
+    threshold: f64,
+    concept: Option<&Figure>,
+    class: Option<usize>,
+) -> Verdict {
     let suspected = hotspot.score > threshold;
     let [r0, c0, r1, c1] = hotspot.region;
     let z = concept.and_then(|c| c.z).unwrap_or(0.0);
@@ -270,13 +276,14 @@ pub fn verdict(hotspot: Hotspot, threshold: f64, concept: Option<&Figure>) -> Ve
             c.value, c.null
         )
     });
+    let of_class = class.map_or(String::new(), |c| format!("Class {c} against the rest: "));
     let text = match suspected {
         true => format!(
-            "Shortcut suspected at rows {r0}–{r1}, columns {c0}–{c1} (score {:.1}, threshold {:.1}){learned}.",
+            "{of_class}Shortcut suspected at rows {r0}–{r1}, columns {c0}–{c1} (score {:.1}, threshold {:.1}){learned}.",
             hotspot.score, threshold
         ),
         false => format!(
-            "No localised shortcut found (best window {:.1} < threshold {:.1}){learned}.",
+            "{of_class}No localised shortcut found (best window {:.1} < threshold {:.1}){learned}.",
             hotspot.score, threshold
         ),
     };
@@ -339,22 +346,26 @@ fn bias_map_with(
     (z, hotspot, clean, null_models)
 }
 
-/// The bias map of a C-class model: for each class c, the map of c against the rest (labels
-/// +1 for c, −1 for the others, for the candidates, whose `y` are class indices, for the null
-/// models' candidates and for the clean images alike) with its own threshold. Returns the class
-/// whose hotspot stands highest above its threshold (score / threshold), with that class's map,
-/// hotspot, clean-map scores and null-model scores (as [`bias_map`]).
-/// C maps are searched, so each class's clean threshold is the largest of C·[`CLEAN_DRAWS`]
-/// clean maps (not [`CLEAN_DRAWS`]): the chance that any of the C exceeds its own stays that of
-/// one binary map (a union bound).
-pub fn class_bias_map(
+/// The bias map of a model's candidates (labels `y` as the model takes them) and its
+/// calibration: [`bias_map`] for one output; for C outputs, for each class c the map of c against
+/// the rest (labels +1 for c, −1 for the others, for the candidates, the null models' candidates
+/// and the clean images alike) with its own threshold, and the class whose hotspot stands highest
+/// above its threshold (score / threshold) is returned with its map, hotspot, clean-map and
+/// null-model scores. C maps are searched, so each class's clean threshold is the largest of
+/// C·[`CLEAN_DRAWS`] clean maps (not [`CLEAN_DRAWS`]): the chance that any of the C exceeds its
+/// own stays that of one binary map (a union bound).
+pub fn model_bias_map(
     x: &Array2<f32>,
     y: &[f32],
     nulls: &[(Array2<f32>, Vec<f32>)],
     data: &Prepared,
     train_per_class: usize,
     seed: u64,
-) -> (usize, Array1<f64>, Hotspot, Vec<f64>, Vec<f64>) {
+) -> (Option<usize>, Array1<f64>, Hotspot, Vec<f64>, Vec<f64>) {
+    if data.outputs() == 1 {
+        let (map, hotspot, clean, null_scores) = bias_map(x, y, nulls, data, train_per_class, seed);
+        return (None, map, hotspot, clean, null_scores);
+    }
     let classes = data.classes();
     let one_vs_rest = |labels: &[f32], c: usize| -> Vec<f32> {
         labels
@@ -380,10 +391,10 @@ pub fn class_bias_map(
                 seed + c as u64,
                 classes * CLEAN_DRAWS,
             );
-            (c, map, hotspot, clean, null_scores)
+            (Some(c), map, hotspot, clean, null_scores)
         })
         .max_by(|a, b| {
-            let ratio = |r: &(usize, Array1<f64>, Hotspot, Vec<f64>, Vec<f64>)| {
+            let ratio = |r: &(Option<usize>, Array1<f64>, Hotspot, Vec<f64>, Vec<f64>)| {
                 r.2.score / threshold(&r.3, &r.4)
             };
             ratio(a).total_cmp(&ratio(b))
@@ -512,35 +523,16 @@ pub fn audit(cfg: &AuditConfig, tick: &(dyn Fn(Tick) -> bool + Sync)) -> Result<
     } else {
         m / (2 * classes)
     };
-    let (class, z, hotspot, clean_scores, null_scores) = match model.outputs() {
-        1 => {
-            let (z, hotspot, clean, null_scores) = bias_map(
-                &x,
-                &labels(&x),
-                &null_sets,
-                &data,
-                per_class.max(1),
-                cfg.seed,
-            );
-            (None, z, hotspot, clean, null_scores)
-        }
-        _ => {
-            let (c, z, hotspot, clean, null_scores) = class_bias_map(
-                &x,
-                &labels(&x),
-                &null_sets,
-                &data,
-                per_class.max(1),
-                cfg.seed,
-            );
-            (Some(c), z, hotspot, clean, null_scores)
-        }
-    };
+    let (class, z, hotspot, clean_scores, null_scores) = model_bias_map(
+        &x,
+        &labels(&x),
+        &null_sets,
+        &data,
+        per_class.max(1),
+        cfg.seed,
+    );
     let t = threshold(&clean_scores, &null_scores);
-    let mut verdict = verdict(hotspot, t, Some(&concept));
-    if let Some(c) = class {
-        verdict.text = format!("Class {c} against the rest: {}", verdict.text);
-    }
+    let verdict = verdict(hotspot, t, Some(&concept), class);
     let (_, h, w) = data.shape;
     let map_png = "bias_map.png".to_string();
     grid::write_png(

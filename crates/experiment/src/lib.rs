@@ -393,23 +393,12 @@ fn one_model(
     write_grid(&grid_path, &score, &cand.x, data)?;
     let cand_y: Vec<f32> = cand.y.iter().copied().collect();
     let class_grid = (data.outputs() > 1).then(|| scoring::class_rows_path(&grid_path));
-    let (map, verdict) = if data.outputs() == 1 {
-        let (map, hotspot, clean_scores, _) =
-            audit::bias_map(&cand.x, &cand_y, &[], data, cfg.per_class, seed);
-        (
-            map,
-            audit::verdict(hotspot, audit::threshold(&clean_scores, &[]), None),
-        )
-    } else {
-        let (class, map, hotspot, clean_scores, _) =
-            audit::class_bias_map(&cand.x, &cand_y, &[], data, cfg.per_class, seed);
-        let threshold = audit::threshold(&clean_scores, &[]);
-        let mut verdict = audit::verdict(hotspot, threshold, None);
-        verdict.text = format!("Class {class} against the rest: {}", verdict.text);
-        let rows = class_grid.as_deref().expect("multiclass");
+    let (class, map, hotspot, clean_scores, _) =
+        audit::model_bias_map(&cand.x, &cand_y, &[], data, cfg.per_class, seed);
+    let verdict = audit::verdict(hotspot, audit::threshold(&clean_scores, &[]), None, class);
+    if let Some(rows) = &class_grid {
         write_class_rows(rows, &score, &cand.x, &cand_y, data, 10)?;
-        (map, verdict)
-    };
+    }
     let map_path = dir.join("maps").join(format!("{tag}.png"));
     let (_, h, w) = data.shape;
     grid::write_png(
