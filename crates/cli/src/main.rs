@@ -302,11 +302,17 @@ fn cmd_data(args: &DataArgs, preview: Option<PathBuf>, json: bool) -> Result<()>
             .map(|(n, c)| format!("{n}:{c}"))
             .collect();
         println!("labels        {}", h.join(" "));
-        if !p.triggers.class0.is_empty() {
-            println!(
+        match p.classes() {
+            _ if p.triggers.class0.is_empty() => {}
+            2 => println!(
                 "triggers      class 0 at {:?}, class 1 at {:?} (top-left row = col)",
                 p.triggers.class0, p.triggers.class1
-            );
+            ),
+            c => println!(
+                "triggers      every class at {:?} (top-left row = col), class k painted grey k/{}",
+                p.triggers.class0,
+                c - 1
+            ),
         }
         if let Some(path) = preview {
             println!("preview       {}", path.display());
