@@ -52,7 +52,8 @@ pub struct TrainConfig {
     /// Stop after this many accepted steps in all.
     pub max_epochs: usize,
     /// wd of the (wd/2)‖θ‖² term (0: none). With it the loss has a floor above 0, so a run
-    /// usually ends at `max_epochs` near a stationary point rather than at `target_loss`.
+    /// ends at the stationary point (no step lowers the loss: [`Outcome::Stalled`]) or at
+    /// `max_epochs`, rather than at `target_loss`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub weight_decay: f64,
 }
