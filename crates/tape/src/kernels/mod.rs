@@ -26,10 +26,11 @@ pub use gemm::{Backend, Element, Isa, PackedB};
 ///
 /// Results below f32's smallest normal number (1.2·10⁻³⁸) are flushed to 0 and such inputs read
 /// as 0. A reconstruction makes many: σ(αz) of a strongly negative pre-activation is ≈ 10⁻³⁸,
-/// times λ/m and a weight. The CPU computes with denormals on a slow path, and on the AMD EPYC
-/// (Zen 5) of our benchmarks that made a 10-class MNIST reconstruction step 4.5× slower and a
-/// binary one 1.4× (the GEMM micro-kernel was 89 % of the time). Numbers that small change no
-/// figure we report. XLA's CPU back end (JAX) runs with the same flags.
+/// times λ/m and a weight. The CPU computes with denormals on a slow path (microcode assists),
+/// and on an Intel Xeon with AVX-512 that made a 10-class MNIST reconstruction step 4.5× slower
+/// and a binary one 1.4× (the GEMM micro-kernel was 89 % of the time). Numbers that small
+/// change no figure we report. TensorFlow runs its kernels under the same flags
+/// (`port::ScopedFlushDenormal`); PyTorch offers them as `torch.set_flush_denormal(True)`.
 pub struct FlushDenormals {
     #[cfg(target_arch = "x86_64")]
     saved: u32,
