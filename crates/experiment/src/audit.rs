@@ -310,21 +310,34 @@ pub fn bias_map(
     train_per_class: usize,
     seed: u64,
 ) -> (Array1<f64>, Hotspot, Vec<f64>, Vec<f64>) {
-    bias_map_with(x, y, nulls, data, train_per_class, seed, CLEAN_DRAWS)
+    let clean_y: Vec<f32> = data.test.y.iter().copied().collect();
+    let nulls: Vec<_> = nulls.iter().map(|(x, y)| (x, y.clone())).collect();
+    bias_map_with(
+        x,
+        y,
+        &nulls,
+        &clean_y,
+        data,
+        train_per_class,
+        seed,
+        CLEAN_DRAWS,
+    )
 }
 
-/// [`bias_map`] calibrated from `draws` clean maps.
+/// [`bias_map`] with the clean images' labels ±1 given (`clean_y`, for `data.test.x`) and
+/// calibrated from `draws` clean maps.
+#[allow(clippy::too_many_arguments)]
 fn bias_map_with(
     x: &Array2<f32>,
     y: &[f32],
-    nulls: &[(Array2<f32>, Vec<f32>)],
+    nulls: &[(&Array2<f32>, Vec<f32>)],
+    clean_y: &[f32],
     data: &Prepared,
     train_per_class: usize,
     seed: u64,
     draws: usize,
 ) -> (Array1<f64>, Hotspot, Vec<f64>, Vec<f64>) {
-    let clean_y: Vec<f32> = data.test.y.iter().copied().collect();
-    let d_clean = biasmap::class_difference(&data.test.x, &clean_y);
+    let d_clean = biasmap::class_difference(&data.test.x, clean_y);
     let (_, h, w) = data.shape;
     let map_of = |x: &Array2<f32>, y: &[f32]| {
         biasmap::residual_map(&biasmap::class_difference(x, y), &d_clean, data.shape)
@@ -333,7 +346,7 @@ fn bias_map_with(
     let hotspot = biasmap::hotspot(&z, h, w);
     let clean = biasmap::clean_null_scores(
         &data.test.x,
-        &clean_y,
+        clean_y,
         train_per_class,
         data.shape,
         draws,
@@ -376,17 +389,13 @@ pub fn model_bias_map(
     let test_labels: Vec<f32> = data.test.y.iter().copied().collect();
     (0..classes)
         .map(|c| {
-            let mut binary = data.clone();
-            binary.test.y = one_vs_rest(&test_labels, c).into();
-            let null_sets: Vec<(Array2<f32>, Vec<f32>)> = nulls
-                .iter()
-                .map(|(x, y)| (x.clone(), one_vs_rest(y, c)))
-                .collect();
+            let null_sets: Vec<_> = nulls.iter().map(|(x, y)| (x, one_vs_rest(y, c))).collect();
             let (map, hotspot, clean, null_scores) = bias_map_with(
                 x,
                 &one_vs_rest(y, c),
                 &null_sets,
-                &binary,
+                &one_vs_rest(&test_labels, c),
+                data,
                 train_per_class,
                 seed + c as u64,
                 classes * CLEAN_DRAWS,
@@ -545,17 +554,11 @@ pub fn audit(cfg: &AuditConfig, tick: &(dyn Fn(Tick) -> bool + Sync)) -> Result<
     let grid_png = "candidates.png".to_string();
     let pix = to_pixels(&x, data.mean.view());
     // 40 candidates; of a C-class model, the first 10 of each class, one row per class.
-    let best: Vec<_> = match model.outputs() {
-        1 => pix.rows().into_iter().take(40).collect(),
-        _ => {
-            let y = labels(&x);
-            let y = &y;
-            (0..classes)
-                .flat_map(|c| (0..y.len()).filter(move |&i| y[i] as usize == c).take(10))
-                .map(|i| pix.row(i))
-                .collect()
-        }
+    let shown = match model.outputs() {
+        1 => pix.slice(ndarray::s![..pix.nrows().min(40), ..]).to_owned(),
+        _ => crate::scoring::class_rows(&pix, &labels(&x), classes, 10, None),
     };
+    let best: Vec<_> = shown.rows().into_iter().collect();
     grid::write_png(
         &cfg.out.join(&grid_png),
         &best,

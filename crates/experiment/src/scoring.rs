@@ -58,23 +58,8 @@ pub fn write_class_rows(
     cols: usize,
 ) -> Result<()> {
     let recon = to_pixels(candidates, data.mean.view());
-    let mut best = vec![f64::NEG_INFINITY; y.len()];
-    for p in &s.pairs {
-        best[p.candidate] = best[p.candidate].max(p.ssim);
-    }
-    let mut rows = Vec::new();
-    for class in 0..data.classes() {
-        let mut mine: Vec<usize> = (0..y.len()).filter(|&i| y[i] as usize == class).collect();
-        mine.sort_by(|&a, &b| best[b].total_cmp(&best[a]));
-        mine.resize(cols, usize::MAX);
-        // A class with fewer candidates than columns is padded with blank cells.
-        let blank = ndarray::Array1::zeros(recon.ncols());
-        rows.extend(mine.iter().map(|&i| match i {
-            usize::MAX => blank.clone(),
-            i => recon.row(i).to_owned(),
-        }));
-    }
-    let views: Vec<_> = rows.iter().map(|r| r.view()).collect();
+    let rows = class_rows(&recon, y, data.classes(), cols, Some(s));
+    let views: Vec<_> = rows.rows().into_iter().collect();
     crate::grid::write_png(
         path,
         &views,
@@ -82,6 +67,32 @@ pub fn write_class_rows(
         cols,
         crate::grid::default_scale(data.shape.2),
     )
+}
+
+/// Reconstructions (in pixels, [m, d]) one row of `cols` cells per class, labels `y` being
+/// class indices: each class's candidates, best matched first when a score is given (by the
+/// SSIM of their pairs), else in order; blank cells where a class has fewer than `cols`.
+pub fn class_rows(
+    pixels: &Array2<f32>,
+    y: &[f32],
+    classes: usize,
+    cols: usize,
+    score: Option<&Score>,
+) -> Array2<f32> {
+    let mut best = vec![f64::NEG_INFINITY; y.len()];
+    for p in score.iter().flat_map(|s| &s.pairs) {
+        best[p.candidate] = best[p.candidate].max(p.ssim);
+    }
+    let mut out = Array2::zeros((classes * cols, pixels.ncols()));
+    for class in 0..classes {
+        let mut mine: Vec<usize> = (0..y.len()).filter(|&i| y[i] as usize == class).collect();
+        // A stable sort: without a score every key is equal and the order stays.
+        mine.sort_by(|&a, &b| best[b].total_cmp(&best[a]));
+        for (cell, &i) in mine.iter().take(cols).enumerate() {
+            out.row_mut(class * cols + cell).assign(&pixels.row(i));
+        }
+    }
+    out
 }
 
 /// Where the one-row-per-class grid goes beside a pairs grid `x.png`: `x-classes.png`.

@@ -37,10 +37,6 @@ pub struct Resume<T> {
     pub iter: usize,
 }
 
-fn std_layout<T: Scalar>(a: &Array2<T>) -> Array2<T> {
-    a.as_standard_layout().into_owned()
-}
-
 /// Writes candidates (and, with `checkpoint`, the optimiser state) atomically.
 pub fn save_candidates<T: Scalar>(
     path: &Path,
@@ -49,67 +45,40 @@ pub fn save_candidates<T: Scalar>(
     metadata: &BTreeMap<String, String>,
 ) -> Result<()> {
     let (m, d) = state.x.dim();
-    let arrays = [
-        &state.x,
-        &state.lambda,
-        &state.y,
-        &state.vx,
-        &state.vlambda,
-        &state.sx,
-        &state.slambda,
-    ]
-    .map(std_layout);
-    let anchor = state.anchor.as_ref().map(std_layout);
-    let slice = |i: usize| arrays[i].as_slice().expect("standard layout");
-    let mut tensors = vec![
-        TensorOut {
-            name: "x",
-            shape: vec![m, d],
-            data: slice(0),
-        },
-        TensorOut {
-            name: "lambda",
-            shape: vec![m],
-            data: slice(1),
-        },
-        TensorOut {
-            name: "y",
-            shape: vec![m],
-            data: slice(2),
-        },
+    // name, shape, array: the candidates always, the optimiser state in a checkpoint.
+    let mut arrays: Vec<(&str, Vec<usize>, &Array2<T>)> = vec![
+        ("x", vec![m, d], &state.x),
+        ("lambda", vec![m], &state.lambda),
+        ("y", vec![m], &state.y),
     ];
     let mut meta = metadata.clone();
     meta.insert("reveal.kind".into(), "candidates".into());
     if checkpoint {
-        tensors.push(TensorOut {
-            name: "vx",
-            shape: vec![m, d],
-            data: slice(3),
-        });
-        tensors.push(TensorOut {
-            name: "vlambda",
-            shape: vec![m],
-            data: slice(4),
-        });
-        tensors.push(TensorOut {
-            name: "sx",
-            shape: vec![1],
-            data: slice(5),
-        });
-        tensors.push(TensorOut {
-            name: "slambda",
-            shape: vec![m],
-            data: slice(6),
-        });
-        if let Some(a) = &anchor {
-            tensors.push(TensorOut {
-                name: "xref",
-                shape: vec![m, d],
-                data: a.as_slice().expect("standard layout"),
-            });
+        arrays.extend([
+            ("vx", vec![m, d], &state.vx),
+            ("vlambda", vec![m], &state.vlambda),
+            ("sx", vec![1], &state.sx),
+            ("slambda", vec![m], &state.slambda),
+        ]);
+        if let Some(a) = &state.anchor {
+            arrays.push(("xref", vec![m, d], a));
         }
         meta.insert("iter".into(), state.iter.to_string());
     }
+    // Copied only when not already in standard layout.
+    let standard: Vec<_> = arrays
+        .iter()
+        .map(|(_, _, a)| a.as_standard_layout())
+        .collect();
+    let tensors: Vec<TensorOut<T>> = arrays
+        .iter()
+        .zip(&standard)
+        .map(|((name, shape, _), a)| TensorOut {
+            name,
+            shape: shape.clone(),
+            data: a.as_slice().expect("standard layout"),
+        })
+        .collect();
     write_tensors(path, &tensors, &meta)
 }
 
@@ -230,25 +199,18 @@ pub fn parse_run_checkpoint<T: Scalar>(
 impl<T: Scalar> CandidateFile<T> {
     /// The run state these candidates describe (fresh momentum unless a checkpoint).
     pub fn into_state(self) -> RunState<T> {
-        let r = self.resume.unwrap_or_else(|| Resume {
-            vx: Array2::zeros(self.x.dim()),
-            vlambda: Array2::zeros(self.lambda.dim()),
-            sx: Array2::zeros((1, 1)),
-            slambda: Array2::zeros(self.lambda.dim()),
-            anchor: None,
-            iter: 0,
-        });
-        RunState {
-            x: self.x,
-            lambda: self.lambda,
-            y: self.y,
-            vx: r.vx,
-            vlambda: r.vlambda,
-            sx: r.sx,
-            slambda: r.slambda,
-            anchor: r.anchor,
-            iter: r.iter,
-            last: None,
+        let state = RunState::fresh(self.x, self.lambda, self.y);
+        match self.resume {
+            None => state,
+            Some(r) => RunState {
+                vx: r.vx,
+                vlambda: r.vlambda,
+                sx: r.sx,
+                slambda: r.slambda,
+                anchor: r.anchor,
+                iter: r.iter,
+                ..state
+            },
         }
     }
 }
@@ -273,7 +235,10 @@ pub fn write_evaluation<T: Scalar>(
             data: v,
         })
         .collect();
-    let (gx, gl) = (std_layout(&e.grad_x), std_layout(&e.grad_lambda));
+    let (gx, gl) = (
+        e.grad_x.as_standard_layout(),
+        e.grad_lambda.as_standard_layout(),
+    );
     tensors.push(TensorOut {
         name: "grad.x",
         shape: vec![gx.nrows(), gx.ncols()],

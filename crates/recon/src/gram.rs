@@ -28,7 +28,7 @@
 use reveal_nn::margin_signs;
 use reveal_tape::{Scalar, Var};
 
-use crate::terms::{lambda_prior, prior_x, ObjectiveConfig, Terms};
+use crate::terms::{ObjectiveConfig, Terms};
 
 /// Records L for candidates x [m, d], λ [m, 1], y [m, 1], θ on the tape (order of `Mlp::params`).
 pub fn record<'t, T: Scalar>(
@@ -95,13 +95,5 @@ pub fn record<'t, T: Scalar>(
     let kkt_w1 =
         norm2(theta[0]) - inner(delta, xw1).scale(T::from_f64(2.0)) + inner(gram(delta), gram(x));
     kkt = kkt + kkt_w1 + (b1 - delta.sum_rows()).square().sum();
-
-    let (px, pl) = (prior_x(x), lambda_prior(lambda, cfg.lambda_min));
-    Terms {
-        kkt,
-        kkt_w1,
-        prior_x: px,
-        prior_lambda: pl,
-        total: kkt + px + pl,
-    }
+    Terms::with_priors(kkt, kkt_w1, x, lambda, cfg)
 }

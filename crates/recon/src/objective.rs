@@ -21,7 +21,7 @@ use ndarray::Array2;
 use reveal_nn::{forward, margin_signs, Mlp, Theta};
 use reveal_tape::{grad, Scalar, Tape, Var};
 
-use crate::terms::{lambda_prior, prior_x, ObjectiveConfig, Terms};
+use crate::terms::{ObjectiveConfig, Terms};
 
 /// Records L for candidates x [m, d], multipliers λ [m, 1] and labels y [m, 1] (±1, or class
 /// indices for a C-output model), with θ already on the tape (order of [`Mlp::params`]).
@@ -65,15 +65,7 @@ pub fn record<'t, T: Scalar>(
         .map(|(&p, &gp)| (p - gp).square().sum())
         .collect();
     let kkt = residuals[1..].iter().fold(residuals[0], |a, &b| a + b);
-
-    let (prior_x, prior_lambda) = (prior_x(x), lambda_prior(lambda, cfg.lambda_min));
-    Terms {
-        kkt,
-        kkt_w1: residuals[0],
-        prior_x,
-        prior_lambda,
-        total: kkt + prior_x + prior_lambda,
-    }
+    Terms::with_priors(kkt, residuals[0], x, lambda, cfg)
 }
 
 /// How L_kkt is computed: the generic grad-of-grad reference, or the Gram-matrix fast path.
@@ -168,13 +160,7 @@ pub fn evaluate_shared<T: Scalar>(
             Method::Gram => crate::gram::record(&theta, xv, lv, yv, cfg),
         };
         let grads = grad(terms.total, &[xv, lv], false);
-        let terms = Terms {
-            kkt: terms.kkt.item(),
-            kkt_w1: terms.kkt_w1.item(),
-            prior_x: terms.prior_x.item(),
-            prior_lambda: terms.prior_lambda.item(),
-            total: terms.total.item(),
-        };
+        let terms = terms.map(|v| v.item());
         let (gx, gl) = (grads[0].value(), grads[1].value());
         drop(tape);
         let own = |a: Arc<Array2<T>>| Arc::try_unwrap(a).unwrap_or_else(|a| (*a).clone());

@@ -156,6 +156,23 @@ pub struct RunState<T> {
 }
 
 impl<T: Scalar> RunState<T> {
+    /// Candidates x, λ, y with a fresh optimiser state: zero moments, no stopping-rule anchor,
+    /// no iterations done.
+    pub fn fresh(x: Array2<T>, lambda: Array2<T>, y: Array2<T>) -> Self {
+        RunState {
+            vx: Array2::zeros(x.dim()),
+            vlambda: Array2::zeros(lambda.dim()),
+            sx: Array2::zeros((1, 1)),
+            slambda: Array2::zeros(lambda.dim()),
+            anchor: None,
+            x,
+            lambda,
+            y,
+            iter: 0,
+            last: None,
+        }
+    }
+
     /// The reference start of a binary model: x = init_scale·N(0,1), λ ~ U[0,1), y = −1 then +1.
     pub fn init(d: usize, cfg: &RunConfig) -> Self {
         Self::init_for(d, 1, cfg)
@@ -175,18 +192,7 @@ impl<T: Scalar> RunState<T> {
             T::from_f64(cfg.hyper.init_scale * z)
         });
         let lambda = Array2::from_shape_simple_fn((cfg.m, 1), || T::from_f64(rng.gen::<f64>()));
-        RunState {
-            vx: Array2::zeros(x.dim()),
-            vlambda: Array2::zeros(lambda.dim()),
-            sx: Array2::zeros((1, 1)),
-            slambda: Array2::zeros(lambda.dim()),
-            anchor: None,
-            x,
-            lambda,
-            y: candidate_labels_for(cfg.m, outputs),
-            iter: 0,
-            last: None,
-        }
+        Self::fresh(x, lambda, candidate_labels_for(cfg.m, outputs))
     }
 }
 
@@ -352,13 +358,7 @@ pub fn step<T: Scalar>(
     let e = evaluate_shared(method, theta, &x, &lambda, &y, cfg.objective());
     let own = |a: Arc<Array2<T>>| Arc::try_unwrap(a).unwrap_or_else(|a| (*a).clone());
     (state.x, state.lambda, state.y) = (own(x), own(lambda), own(y));
-    let t = Terms {
-        kkt: e.terms.kkt.as_f64(),
-        kkt_w1: e.terms.kkt_w1.as_f64(),
-        prior_x: e.terms.prior_x.as_f64(),
-        prior_lambda: e.terms.prior_lambda.as_f64(),
-        total: e.terms.total.as_f64(),
-    };
+    let t = e.terms.map(T::as_f64);
     let diverged = |term, value| Stop::Diverged {
         iter: state.iter,
         term,

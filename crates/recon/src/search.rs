@@ -352,19 +352,8 @@ pub fn run_search<T: Scalar>(
         let views: Vec<_> = pooled.iter().map(|&i| f(&states[i]).view()).collect();
         concatenate(Axis(0), &views).expect("same widths")
     };
-    let merged = RunState {
-        x: cat(&|s| &s.x),
-        lambda: cat(&|s| &s.lambda),
-        y: cat(&|s| &s.y),
-        vx: cat(&|s| &s.vx),
-        vlambda: cat(&|s| &s.vlambda),
-        // A pooled file is no checkpoint: its optimiser state is not continued.
-        sx: Array2::zeros((1, 1)),
-        slambda: cat(&|s| &s.slambda),
-        anchor: None,
-        iter: pooled.iter().map(|&i| states[i].iter).max().unwrap_or(0),
-        last: None,
-    };
+    // A pooled file is no checkpoint: it holds the candidates, and no optimiser state.
+    let merged = RunState::fresh(cat(&|s| &s.x), cat(&|s| &s.lambda), cat(&|s| &s.y));
     let summary = SearchSummary {
         runs,
         ranking,

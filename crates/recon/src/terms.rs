@@ -32,7 +32,39 @@ pub struct Terms<V> {
     pub total: V,
 }
 
+impl<'t, T: Scalar> Terms<Var<'t, T>> {
+    /// The terms of L from L_kkt (and its W1 part), with the two priors of the candidates x and
+    /// multipliers λ: L = L_kkt + L_x + L_λ.
+    pub fn with_priors(
+        kkt: Var<'t, T>,
+        kkt_w1: Var<'t, T>,
+        x: Var<'t, T>,
+        lambda: Var<'t, T>,
+        cfg: ObjectiveConfig<T>,
+    ) -> Self {
+        let (prior_x, prior_lambda) = (prior_x(x), lambda_prior(lambda, cfg.lambda_min));
+        Terms {
+            kkt,
+            kkt_w1,
+            prior_x,
+            prior_lambda,
+            total: kkt + prior_x + prior_lambda,
+        }
+    }
+}
+
 impl<V: Copy> Terms<V> {
+    /// Every term passed through `f` (e.g. a recorded term's value, a precision change).
+    pub fn map<U>(&self, f: impl Fn(V) -> U) -> Terms<U> {
+        Terms {
+            kkt: f(self.kkt),
+            kkt_w1: f(self.kkt_w1),
+            prior_x: f(self.prior_x),
+            prior_lambda: f(self.prior_lambda),
+            total: f(self.total),
+        }
+    }
+
     /// The terms under the names `reveal kkt` writes: `loss`, `loss.kkt`, `loss.prior_x`,
     /// `loss.prior_lambda`.
     pub fn named(&self) -> [(&'static str, V); 4] {

@@ -217,6 +217,13 @@ fn cross_entropy_with_weight_decay_matches_the_loss_by_hand() {
 #[test]
 fn three_classes_train_to_zero_error_and_weight_decay_to_a_stationary_point() {
     let (x, y) = three_classes(30, 6, 8);
+    let norm = |a: &[Array2<f64>]| {
+        a.iter()
+            .map(|p| p.mapv(|v| v * v).sum())
+            .sum::<f64>()
+            .sqrt()
+    };
+    let mut theta_norms = Vec::new();
     for wd in [0.0, 1e-3] {
         let mut state =
             TrainState::new(Mlp::<f64>::init_classes(6, &[16, 16], 3, 5), Schedule::FAST);
@@ -229,22 +236,26 @@ fn three_classes_train_to_zero_error_and_weight_decay_to_a_stationary_point() {
         let outcome = train(&mut state, &x, &y, &cfg, |_| Control::Continue);
         assert_eq!(state.error, 0.0, "wd {wd}: {outcome:?}");
         let e = evaluate(&state.mlp(), &x, &y, wd);
+        let params: Vec<Array2<f64>> = state.mlp().params().into_iter().cloned().collect();
+        theta_norms.push(norm(&params));
         if wd == 0.0 {
             assert_eq!(outcome, Outcome::Converged);
             assert!(e.loss < 1e-3);
         } else {
-            let norm = |a: &[Array2<f64>]| {
-                a.iter()
-                    .map(|p| p.mapv(|v| v * v).sum())
-                    .sum::<f64>()
-                    .sqrt()
-            };
-            let params: Vec<Array2<f64>> = state.mlp().params().into_iter().cloned().collect();
             let (g, pull) = (norm(&e.grads), wd * norm(&params));
             assert!(
                 g < 0.05 * pull,
                 "{outcome:?}: ‖∇L‖ {g:e} against ‖wd·θ‖ {pull:e}"
             );
+            // The decay term is part of the loss the trainer lowered.
+            assert!(e.loss >= wd / 2.0 * norm(&params).powi(2));
         }
     }
+    // Ignoring wd would make the two runs identical: decay must leave θ smaller.
+    assert!(
+        theta_norms[1] < theta_norms[0],
+        "‖θ‖ with weight decay {} against {} without",
+        theta_norms[1],
+        theta_norms[0]
+    );
 }
