@@ -61,6 +61,13 @@ macro_rules! micro_kernel {
             const MR: usize = $mr;
             const NV: usize = $nv;
             const NR: usize = NV * $lanes;
+            // Ask for the tile's rows of C now, so that they are in cache when the tile is
+            // written after the k steps (each row is NR values: 128 bytes, two lines).
+            for i in 0..MR {
+                let row = c.wrapping_add(i * ldc);
+                _mm_prefetch::<_MM_HINT_T0>(row as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(NR - 1) as *const i8);
+            }
             let mut acc: [[$v; NV]; MR] = [[$zero(); NV]; MR];
             // One step: acc[i][·] += A[i, p] · B̃[p, ·], A[i, p] at a + i·row + p·step.
             macro_rules! steps {
