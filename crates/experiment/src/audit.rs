@@ -337,18 +337,16 @@ fn bias_map_with(
     seed: u64,
     draws: usize,
 ) -> (Array1<f64>, Hotspot, Vec<f64>, Vec<f64>) {
-    let d_clean = biasmap::class_difference(&data.test.x, clean_y);
+    let reference = biasmap::Reference::new(&data.test.x, clean_y, data.shape);
     let (_, h, w) = data.shape;
-    let map_of = |x: &Array2<f32>, y: &[f32]| {
-        biasmap::residual_map(&biasmap::class_difference(x, y), &d_clean, data.shape)
-    };
+    let map_of = |x: &Array2<f32>, y: &[f32]| reference.map(&biasmap::class_difference(x, y));
     let z = map_of(x, y);
     let hotspot = biasmap::hotspot(&z, h, w);
     let clean = biasmap::clean_null_scores(
         &data.test.x,
         clean_y,
+        &reference,
         train_per_class,
-        data.shape,
         draws,
         seed,
     );

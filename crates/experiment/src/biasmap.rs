@@ -4,27 +4,38 @@
 //! A classifier's decision lives in the difference between its classes. For images with labels
 //! ±1 let D(c, p) = mean_{y=+1} x(c, p) − mean_{y=−1} x(c, p), per channel c and pixel p. The
 //! reconstructions give D_rec; clean held-out images of the task (which carry no planted
-//! trigger) give D_clean, the class difference the concept itself explains. Their residual
+//! trigger) give D_clean, the class difference the concept itself explains. Reconstructions
+//! render that concept blurred, so the concept is D_clean at three sharpnesses: D_clean itself
+//! and D_clean smoothed by Gaussians of σ = 1 and 2 pixels (per channel). Their residual
 //!
 //! ```text
-//! R = D_rec − β·D_clean,   β = ⟨D_rec, D_clean⟩ / ⟨D_clean, D_clean⟩   (least squares)
+//! R = D_rec − P·D_rec,   P the least-squares projection onto span{D_clean, G₁∗D_clean, G₂∗D_clean}
 //! ```
 //!
 //! is what the reconstructions separate beyond the concept. Per pixel, with |·| the length over
-//! channels, the residual is weighed against how much the clean classes differ there,
-//! r(p) = |R(p)| / max(|D_clean(p)|, median_q |D_clean(q)|), so that a difference where the
-//! concept has none (a corner of an MNIST digit, a patch of sky) counts for more than one
-//! along the strokes of the digits; then standardised robustly over the image,
-//! z(p) = (r(p) − median r) / (1.4826·MAD r): the map. (Dividing by the *training* set's class
-//! difference, as an earlier map did, cancels exactly a trigger the training set carries; the
-//! clean reference does not carry it.)
+//! channels, the residual is weighed against how much a class difference of real images varies
+//! there by chance: s(p) = √(Σ_c var₊(c, p)/n₊ + var₋(c, p)/n₋) from the clean images, floored
+//! at its median so that pixels where every image is blank do not divide by zero;
+//! r(p) = |R(p)| / max(s(p), median s). A difference where the images hardly vary (the border
+//! of an MNIST digit, the sky above a CIFAR-10 object) counts for more than one where they vary
+//! a lot. Then r is standardised robustly over the image, z(p) = (r(p) − median r) /
+//! (1.4826·MAD r), and the z image is *opened* with a 2×2 square (the morphological opening:
+//! each pixel keeps the largest, over the 2×2 windows that contain it, of the window's smallest
+//! z): a pixel stays high only as part of a raised patch at least 2×2 wide. A planted square
+//! keeps its value; a lone pixel (one image's rare stroke, a speck of a reconstruction) and the
+//! rim around a strong square fall to their neighbours' level. That is the map.
+//!
+//! (Dividing by the *training* set's class difference, as the first map did, cancels exactly a
+//! trigger the training set carries; the clean reference does not carry it. Dividing by |D_clean|
+//! instead of s, as the second did, found the corner trigger but missed squares inside the
+//! objects: a diagonal trigger's top pixels 0.13 of the time on CIFAR-10.)
 //!
 //! A shortcut shows as a compact spot of large z. The hotspot search scores every k×k window,
 //! k = 2…6, as Σ z / k (the window's mean z times its side, so that windows of every size are on
 //! one scale under noise), and keeps the best. Whether that is a spot or noise is calibrated,
 //! not tuned: the same score computed for maps that carry no shortcut —
-//! - class-difference maps of random subsets of the clean images, as many per class as there
-//!   are candidates (what reconstructions of a concept-learning model would give if they were
+//! - class-difference maps of random subsets of the clean images, as many per class as the
+//!   training set has (what reconstructions of a concept-learning model would give if they were
 //!   real images), and
 //! - the null models' reconstructions (random models with the audited model's layer norms) —
 //!
@@ -44,8 +55,87 @@ use serde::{Deserialize, Serialize};
 /// Window sides of the hotspot search.
 pub const WINDOWS: std::ops::RangeInclusive<usize> = 2..=6;
 
-/// D(c, p) = mean_{y=+1} x − mean_{y=−1} x, as a row of C·H·W values.
-pub fn class_difference(x: &Array2<f32>, y: &[f32]) -> Array1<f64> {
+/// Side of the square the map is opened with: the smallest patch it keeps whole.
+pub const OPENING: usize = 2;
+
+/// The clean images' side of the map: an orthonormal basis of the concept's class difference
+/// at three sharpnesses, and the per-pixel scale s(p) (already floored at its median).
+pub struct Reference {
+    basis: Vec<Array1<f64>>,
+    scale: Array1<f64>,
+    shape: (usize, usize, usize),
+}
+
+/// Widths (pixels) of the Gaussians the concept is also rendered at.
+pub const BLURS: [f64; 2] = [1.0, 2.0];
+
+impl Reference {
+    /// From clean images (rows of C·H·W values) and their labels ±1.
+    pub fn new(clean: &Array2<f32>, labels: &[f32], shape: (usize, usize, usize)) -> Reference {
+        let (c, h, w) = shape;
+        assert_eq!(
+            clean.ncols(),
+            c * h * w,
+            "bias map: images of {} values for shape {shape:?}",
+            clean.ncols()
+        );
+        let (d_clean, var) = class_difference_and_variance(clean, labels);
+        let mut basis: Vec<Array1<f64>> = Vec::new();
+        for v in
+            std::iter::once(d_clean.clone()).chain(BLURS.iter().map(|&s| blur(&d_clean, shape, s)))
+        {
+            // Gram–Schmidt: the basis stays orthonormal, so P·d = Σ ⟨d, b⟩ b.
+            let mut v = v;
+            for b in &basis {
+                let along = v.dot(b);
+                v.scaled_add(-along, b);
+            }
+            let norm = v.dot(&v).sqrt();
+            if norm > 1e-9 * d_clean.dot(&d_clean).sqrt().max(f64::MIN_POSITIVE) {
+                basis.push(v / norm);
+            }
+        }
+        let s = channel_sum(&var, shape).mapv(f64::sqrt);
+        let floor = median(s.to_vec()).max(f64::MIN_POSITIVE);
+        Reference {
+            basis,
+            scale: s.mapv(|v| v.max(floor)),
+            shape,
+        }
+    }
+
+    /// r(p) = |R(p)| / s(p) (H·W values) of a class difference D_rec (C·H·W values).
+    pub fn residual(&self, d_rec: &Array1<f64>) -> Array1<f64> {
+        assert_eq!(
+            d_rec.len(),
+            self.scale.len() * self.shape.0,
+            "bias map: {} values for shape {:?}",
+            d_rec.len(),
+            self.shape
+        );
+        let mut residual = d_rec.clone();
+        for b in &self.basis {
+            residual.scaled_add(-d_rec.dot(b), b);
+        }
+        &channel_sum(&residual.mapv(|v| v * v), self.shape).mapv(f64::sqrt) / &self.scale
+    }
+
+    /// The map z(p) (H·W values) of a class difference D_rec: the residual standardised and
+    /// opened.
+    pub fn map(&self, d_rec: &Array1<f64>) -> Array1<f64> {
+        let (_, h, w) = self.shape;
+        opening(&robust_z(&self.residual(d_rec)), h, w, OPENING)
+    }
+}
+
+/// Σ over channels of a C·H·W row: H·W values.
+fn channel_sum(v: &Array1<f64>, (c, h, w): (usize, usize, usize)) -> Array1<f64> {
+    Array1::from_shape_fn(h * w, |p| (0..c).map(|ch| v[ch * h * w + p]).sum())
+}
+
+/// D = mean_{y=+1} x − mean_{y=−1} x, and var₊/n₊ + var₋/n₋ (the variance of D's estimate), per
+/// value.
+fn class_difference_and_variance(x: &Array2<f32>, y: &[f32]) -> (Array1<f64>, Array1<f64>) {
     assert_eq!(
         x.nrows(),
         y.len(),
@@ -53,51 +143,96 @@ pub fn class_difference(x: &Array2<f32>, y: &[f32]) -> Array1<f64> {
         x.nrows(),
         y.len()
     );
-    let mut sums = [Array1::<f64>::zeros(x.ncols()), Array1::zeros(x.ncols())];
+    let d = x.ncols();
+    let mut sums = [Array1::<f64>::zeros(d), Array1::zeros(d)];
+    let mut squares = [Array1::<f64>::zeros(d), Array1::zeros(d)];
     let mut counts = [0usize; 2];
     for (row, &l) in x.rows().into_iter().zip(y) {
         let k = usize::from(l > 0.0);
         sums[k].zip_mut_with(&row, |a, &b| *a += b as f64);
+        squares[k].zip_mut_with(&row, |a, &b| *a += (b as f64).powi(2));
         counts[k] += 1;
     }
-    let [neg, pos] = sums;
-    pos / counts[1].max(1) as f64 - neg / counts[0].max(1) as f64
+    let n = counts.map(|n| n.max(1) as f64);
+    let means = [&sums[0] / n[0], &sums[1] / n[1]];
+    let var =
+        |k: usize| (&squares[k] / n[k] - &means[k].mapv(|m| m * m)).mapv(|v| v.max(0.0)) / n[k];
+    (&means[1] - &means[0], var(0) + var(1))
 }
 
-/// The map z(p) (H·W values) of a class difference against the clean images' one.
-pub fn residual_map(
-    d_rec: &Array1<f64>,
-    d_clean: &Array1<f64>,
-    shape: (usize, usize, usize),
-) -> Array1<f64> {
-    let (c, h, w) = shape;
-    assert_eq!(
-        d_rec.len(),
-        c * h * w,
-        "bias map: {} values for shape {shape:?}",
-        d_rec.len()
-    );
-    assert_eq!(
-        d_clean.len(),
-        d_rec.len(),
-        "bias map: reference has {} values, not {}",
-        d_clean.len(),
-        d_rec.len()
-    );
-    let beta = d_rec.dot(d_clean) / d_clean.dot(d_clean).max(f64::MIN_POSITIVE);
-    let residual = d_rec - &(d_clean * beta);
-    let length = |d: &Array1<f64>| {
-        Array1::from_shape_fn(h * w, |p| {
-            (0..c)
-                .map(|ch| d[ch * h * w + p].powi(2))
-                .sum::<f64>()
-                .sqrt()
-        })
+/// D(c, p) = mean_{y=+1} x − mean_{y=−1} x, as a row of C·H·W values.
+pub fn class_difference(x: &Array2<f32>, y: &[f32]) -> Array1<f64> {
+    class_difference_and_variance(x, y).0
+}
+
+/// Each channel of a C·H·W row smoothed by a Gaussian of width `sigma` pixels (separable,
+/// cut at 4σ, edges mirrored).
+pub fn blur(v: &Array1<f64>, (c, h, w): (usize, usize, usize), sigma: f64) -> Array1<f64> {
+    let radius = (4.0 * sigma + 0.5) as isize;
+    let taps: Vec<f64> = (-radius..=radius)
+        .map(|i| (-0.5 * (i as f64 / sigma).powi(2)).exp())
+        .collect();
+    let total: f64 = taps.iter().sum();
+    // Index i mirrored into 0..n (… 1 0 | 0 1 … n−1 | n−1 n−2 …).
+    let mirror = |i: isize, n: usize| {
+        let period = 2 * n as isize;
+        let j = i.rem_euclid(period);
+        (if j < n as isize { j } else { period - 1 - j }) as usize
     };
-    let clean = length(d_clean);
-    let floor = median(clean.to_vec()).max(f64::MIN_POSITIVE);
-    let r = &length(&residual) / &clean.mapv(|v| v.max(floor));
-    robust_z(&r)
+    let mut out = v.clone();
+    for ch in 0..c {
+        let plane = ch * h * w;
+        let mut rows = vec![0.0; h * w];
+        for r in 0..h {
+            for col in 0..w {
+                rows[r * w + col] = taps
+                    .iter()
+                    .enumerate()
+                    .map(|(t, k)| {
+                        k * v[plane + r * w + mirror(col as isize + t as isize - radius, w)]
+                    })
+                    .sum::<f64>()
+                    / total;
+            }
+        }
+        for r in 0..h {
+            for col in 0..w {
+                out[plane + r * w + col] = taps
+                    .iter()
+                    .enumerate()
+                    .map(|(t, k)| k * rows[mirror(r as isize + t as isize - radius, h) * w + col])
+                    .sum::<f64>()
+                    / total;
+            }
+        }
+    }
+    out
+}
+
+/// The morphological opening of an h×w image by a k×k square: the erosion e(q) = min of the
+/// k×k window at q, then the dilation out(p) = max of e over the windows that contain p.
+pub fn opening(z: &Array1<f64>, h: usize, w: usize, k: usize) -> Array1<f64> {
+    assert_eq!(z.len(), h * w, "opening: {} values for {h}×{w}", z.len());
+    if k > h.min(w) || k < 2 {
+        return z.clone();
+    }
+    let (eh, ew) = (h - k + 1, w - k + 1);
+    let window =
+        |r: usize, c: usize| (0..k).flat_map(move |i| (0..k).map(move |j| (r + i) * w + c + j));
+    let eroded: Vec<f64> = (0..eh * ew)
+        .map(|q| {
+            window(q / ew, q % ew)
+                .map(|p| z[p])
+                .fold(f64::INFINITY, f64::min)
+        })
+        .collect();
+    let mut out = Array1::from_elem(h * w, f64::NEG_INFINITY);
+    for (q, &e) in eroded.iter().enumerate() {
+        for p in window(q / ew, q % ew) {
+            out[p] = out[p].max(e);
+        }
+    }
+    out
 }
 
 /// The median of some values (0 for none).
@@ -167,16 +302,16 @@ pub fn hotspot(z: &Array1<f64>, h: usize, w: usize) -> Hotspot {
 /// Hotspot scores of maps with no shortcut in them, from the clean images alone: `draws`
 /// class-difference maps of random class-balanced subsets of `per_class` images per class
 /// (the training set's size: what reconstructions of a concept-learning model would give if
-/// they were the real training images), each against the full clean class difference.
+/// they were the real training images), each against the reference of all of them.
 pub fn clean_null_scores(
     clean: &Array2<f32>,
     labels: &[f32],
+    reference: &Reference,
     per_class: usize,
-    shape: (usize, usize, usize),
     draws: usize,
     seed: u64,
 ) -> Vec<f64> {
-    let d_clean = class_difference(clean, labels);
+    let (_, h, w) = reference.shape;
     let by_class = |positive: bool| -> Vec<usize> {
         (0..labels.len())
             .filter(|&i| (labels[i] > 0.0) == positive)
@@ -196,8 +331,7 @@ pub fn clean_null_scores(
                 .collect();
             let x = clean.select(ndarray::Axis(0), &take);
             let y: Vec<f32> = take.iter().map(|&i| labels[i]).collect();
-            let z = residual_map(&class_difference(&x, &y), &d_clean, shape);
-            hotspot(&z, shape.1, shape.2).score
+            hotspot(&reference.map(&class_difference(&x, &y)), h, w).score
         })
         .collect()
 }

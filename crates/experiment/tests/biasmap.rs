@@ -1,7 +1,6 @@
 //! The bias map on images whose answer is known: the biased training images themselves as
-//! "perfect reconstructions" show their trigger; clean images of the task show none. (The
-//! diagonal triggers, spread over six squares each in a third of a class's images, are located
-//! by the map's top pixels but stay below the verdict's threshold here.)
+//! "perfect reconstructions" show their trigger — the corner square, and the diagonal trigger's
+//! six squares, each in a third of a class's images — and clean images of the task show none.
 
 use reveal_data::{prepare, Bias, DataSpec, Source, TestSelection};
 use reveal_experiment::audit::{bias_map, threshold};
@@ -18,7 +17,7 @@ fn data(bias: Bias) -> reveal_data::Prepared {
 fn a_planted_trigger_is_found_and_clean_images_raise_no_alarm() {
     for (bias, alarm) in [
         (Bias::Corner, true),
-        (Bias::Diag3, false),
+        (Bias::Diag3, true),
         (Bias::None, false),
     ] {
         let d = data(bias);
@@ -37,4 +36,88 @@ fn a_planted_trigger_is_found_and_clean_images_raise_no_alarm() {
             assert!(c.precision >= 0.5, "{bias:?}: {c:?}");
         }
     }
+}
+
+#[test]
+fn the_opening_keeps_a_patch_and_drops_a_lone_pixel_and_the_rim() {
+    use ndarray::Array1;
+    use reveal_experiment::biasmap::opening;
+    let (h, w) = (8, 8);
+    let mut z = Array1::<f64>::zeros(h * w);
+    for r in 1..4 {
+        for c in 1..4 {
+            z[r * w + c] = 5.0 + (r * 3 + c) as f64; // a 3×3 patch, uneven
+        }
+    }
+    z[6 * w + 6] = 50.0; // a lone pixel
+    let o = opening(&z, h, w, 2);
+    // Every pixel of the patch keeps at least its patch's weakest 2×2 minimum.
+    for r in 1..4 {
+        for c in 1..4 {
+            assert!(
+                o[r * w + c] >= 9.0 && o[r * w + c] <= z[r * w + c],
+                "({r}, {c}): {}",
+                o[r * w + c]
+            );
+        }
+    }
+    assert_eq!(o[6 * w + 6], 0.0, "the lone pixel falls to its neighbours");
+    assert_eq!(o[4 * w + 2], 0.0, "the rim below the patch stays low");
+    // Opening is idempotent and never raises a value.
+    assert_eq!(opening(&o, h, w, 2), o);
+    assert!(o.iter().zip(&z).all(|(a, b)| a <= b));
+}
+
+#[test]
+fn the_concept_sharp_or_blurred_leaves_no_residual_and_a_square_does() {
+    use ndarray::{Array1, Array2};
+    use reveal_experiment::biasmap::{blur, class_difference, top_pixels, Reference};
+    let shape = (1, 16, 16);
+    // Clean images: a class pattern (a bar across the middle, +1 brighter) over noise.
+    let mut state = 12345u64;
+    let mut noise = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 33) as f64 / (1u64 << 31) as f64 - 0.5) as f32
+    };
+    let n = 400;
+    let labels: Vec<f32> = (0..n)
+        .map(|i| if i % 2 == 0 { 1.0 } else { -1.0 })
+        .collect();
+    let clean = Array2::from_shape_fn((n, 256), |(i, p)| {
+        let bar = if (6..10).contains(&(p / 16)) {
+            0.4 * labels[i]
+        } else {
+            0.0
+        };
+        bar + 0.2 * noise()
+    });
+    let reference = Reference::new(&clean, &labels, shape);
+    let d_clean = class_difference(&clean, &labels);
+    // The reconstructions' class difference: the concept, partly blurred, plus a 3×3 square.
+    let concept = &d_clean * 0.7 + &(blur(&d_clean, shape, 1.0) * 0.6);
+    let mut square = Array1::<f64>::zeros(256);
+    for r in 2..5 {
+        for c in 11..14 {
+            square[r * 16 + c] = 0.3;
+        }
+    }
+    // With a square added, the residual is the square (and off it only what the square shares
+    // with the concept: its projection), and so are the map's top pixels.
+    let with_square = reference.residual(&(&concept + &square));
+    let on = with_square[3 * 16 + 12];
+    let off: f64 = (0..256)
+        .filter(|&p| square[p] == 0.0)
+        .map(|p| with_square[p])
+        .fold(0.0, f64::max);
+    assert!(off < 0.25 * on, "residual {off} off the square, {on} on it");
+    // The concept, sharp or blurred by σ = 1 or 2, leaves no residual.
+    let plain = reference.residual(&(&concept + &(blur(&d_clean, shape, 2.0) * 0.3)));
+    let most = plain.iter().copied().fold(0.0f64, f64::max);
+    assert!(most < 1e-9 * on, "the concept left a residual of {most}");
+    let mut top = top_pixels(&reference.map(&(&concept + &square)), 16, 9);
+    top.sort();
+    let expected: Vec<[usize; 2]> = (2..5).flat_map(|r| (11..14).map(move |c| [r, c])).collect();
+    assert_eq!(top, expected, "the square's pixels lead the map");
 }
