@@ -190,7 +190,7 @@ fn reconstruct(
     runs: usize,
     m: usize,
     tick: &(dyn Fn(Tick) -> bool + Sync),
-) -> Result<Array2<f32>> {
+) -> Result<Candidates> {
     if !out.exists() {
         let default = Plan::new(Some(&data.spec.source), m, cfg.seed);
         let plan = Plan {
@@ -211,7 +211,12 @@ fn reconstruct(
         };
         run_search(model, &job, None, tick)?;
     }
-    Ok(load_candidates::<f32>(out)?.x)
+    let c = load_candidates::<f32>(out)?;
+    Ok((
+        c.x,
+        c.y.iter().copied().collect(),
+        biasmap::weights(&c.lambda),
+    ))
 }
 
 /// Each candidate's correlation with its nearest clean image (NCC), best first.
@@ -300,59 +305,49 @@ pub fn verdict(
 /// Draws of clean class-difference maps for the threshold.
 pub const CLEAN_DRAWS: usize = 40;
 
-/// The bias map of candidates against the clean images, and its calibration from
-/// [`CLEAN_DRAWS`] clean maps.
+/// Candidates for a bias map: images, labels (±1, or class indices) and weights (see
+/// [`biasmap::weights`]).
+pub type Candidates = (Array2<f32>, Vec<f32>, Vec<f64>);
+
+/// The bias map of candidates (labels ±1) against the clean images, and its calibration from
+/// [`CLEAN_DRAWS`] clean maps and the null models' candidates.
 pub fn bias_map(
-    x: &Array2<f32>,
-    y: &[f32],
-    nulls: &[(Array2<f32>, Vec<f32>)],
+    (x, y, w): (&Array2<f32>, &[f32], &[f64]),
+    nulls: &[Candidates],
     data: &Prepared,
     train_per_class: usize,
     seed: u64,
 ) -> (Array1<f64>, Hotspot, Vec<f64>, Vec<f64>) {
     let clean_y: Vec<f32> = data.test.y.iter().copied().collect();
-    let nulls: Vec<_> = nulls.iter().map(|(x, y)| (x, y.clone())).collect();
-    bias_map_with(
-        x,
-        y,
-        &nulls,
-        &clean_y,
-        data,
-        train_per_class,
-        seed,
-        CLEAN_DRAWS,
-    )
+    let nulls: Vec<_> = nulls
+        .iter()
+        .map(|(x, y, w)| (x, y.clone(), w.as_slice()))
+        .collect();
+    let draws = (train_per_class, CLEAN_DRAWS);
+    bias_map_with((x, y, w), &nulls, &clean_y, data, draws, seed)
 }
 
 /// [`bias_map`] with the clean images' labels ±1 given (`clean_y`, for `data.test.x`) and
-/// calibrated from `draws` clean maps.
-#[allow(clippy::too_many_arguments)]
+/// calibrated from `draws` clean maps of `per_class` images per class.
 fn bias_map_with(
-    x: &Array2<f32>,
-    y: &[f32],
-    nulls: &[(&Array2<f32>, Vec<f32>)],
+    (x, y, w): (&Array2<f32>, &[f32], &[f64]),
+    nulls: &[(&Array2<f32>, Vec<f32>, &[f64])],
     clean_y: &[f32],
     data: &Prepared,
-    train_per_class: usize,
+    (per_class, draws): (usize, usize),
     seed: u64,
-    draws: usize,
 ) -> (Array1<f64>, Hotspot, Vec<f64>, Vec<f64>) {
     let reference = biasmap::Reference::new(&data.test.x, clean_y, data.shape);
-    let (_, h, w) = data.shape;
-    let map_of = |x: &Array2<f32>, y: &[f32]| reference.map(&biasmap::class_difference(x, y));
-    let z = map_of(x, y);
-    let hotspot = biasmap::hotspot(&z, h, w);
-    let clean = biasmap::clean_null_scores(
-        &data.test.x,
-        clean_y,
-        &reference,
-        train_per_class,
-        draws,
-        seed,
-    );
+    let (_, h, wd) = data.shape;
+    let map_of =
+        |x: &Array2<f32>, y: &[f32], w: &[f64]| reference.map(&biasmap::class_difference(x, y, w));
+    let z = map_of(x, y, w);
+    let hotspot = biasmap::hotspot(&z, h, wd);
+    let clean =
+        biasmap::clean_null_scores(&data.test.x, clean_y, &reference, per_class, draws, seed);
     let null_models = nulls
         .iter()
-        .map(|(x, y)| biasmap::hotspot(&map_of(x, y), h, w).score)
+        .map(|(x, y, w)| biasmap::hotspot(&map_of(x, y, w), h, wd).score)
         .collect();
     (z, hotspot, clean, null_models)
 }
@@ -366,15 +361,15 @@ fn bias_map_with(
 /// C·[`CLEAN_DRAWS`] clean maps (not [`CLEAN_DRAWS`]): the chance that any of the C exceeds its
 /// own stays that of one binary map (a union bound).
 pub fn model_bias_map(
-    x: &Array2<f32>,
-    y: &[f32],
-    nulls: &[(Array2<f32>, Vec<f32>)],
+    (x, y, w): (&Array2<f32>, &[f32], &[f64]),
+    nulls: &[Candidates],
     data: &Prepared,
     train_per_class: usize,
     seed: u64,
 ) -> (Option<usize>, Array1<f64>, Hotspot, Vec<f64>, Vec<f64>) {
     if data.outputs() == 1 {
-        let (map, hotspot, clean, null_scores) = bias_map(x, y, nulls, data, train_per_class, seed);
+        let (map, hotspot, clean, null_scores) =
+            bias_map((x, y, w), nulls, data, train_per_class, seed);
         return (None, map, hotspot, clean, null_scores);
     }
     let classes = data.classes();
@@ -387,16 +382,17 @@ pub fn model_bias_map(
     let test_labels: Vec<f32> = data.test.y.iter().copied().collect();
     (0..classes)
         .map(|c| {
-            let null_sets: Vec<_> = nulls.iter().map(|(x, y)| (x, one_vs_rest(y, c))).collect();
+            let null_sets: Vec<_> = nulls
+                .iter()
+                .map(|(x, y, w)| (x, one_vs_rest(y, c), w.as_slice()))
+                .collect();
             let (map, hotspot, clean, null_scores) = bias_map_with(
-                x,
-                &one_vs_rest(y, c),
+                (x, &one_vs_rest(y, c), w),
                 &null_sets,
                 &one_vs_rest(&test_labels, c),
                 data,
-                train_per_class,
+                (train_per_class, classes * CLEAN_DRAWS),
                 seed + c as u64,
-                classes * CLEAN_DRAWS,
             );
             (Some(c), map, hotspot, clean, null_scores)
         })
@@ -433,7 +429,7 @@ pub fn audit(cfg: &AuditConfig, tick: &(dyn Fn(Tick) -> bool + Sync)) -> Result<
     if m < 2 || !m.is_multiple_of(2) {
         bail!("--candidates {m}: must be even and at least 2");
     }
-    let x = reconstruct(
+    let cand = reconstruct(
         cfg,
         &model,
         &data,
@@ -465,17 +461,12 @@ pub fn audit(cfg: &AuditConfig, tick: &(dyn Fn(Tick) -> bool + Sync)) -> Result<
             tick,
         )?);
     }
-    let labels = |x: &Array2<f32>| {
-        reveal_recon::candidate_labels_for::<f32>(x.nrows(), model.outputs())
-            .iter()
-            .copied()
-            .collect::<Vec<f32>>()
-    };
+    let (x, y, w) = (&cand.0, &cand.1, &cand.2);
 
     // Evidence: realism for every audit; S, ρ10, recovered with the training set.
     let mut evidence = BTreeMap::new();
-    let real = realism(&x, &data);
-    let null_real: Vec<Vec<f64>> = nulls.iter().map(|n| realism(n, &data)).collect();
+    let real = realism(x, &data);
+    let null_real: Vec<Vec<f64>> = nulls.iter().map(|n| realism(&n.0, &data)).collect();
     let concept = figure(&real, &null_real, 10);
     evidence.insert("realism_rho10".to_string(), concept);
     evidence.insert(
@@ -486,7 +477,7 @@ pub fn audit(cfg: &AuditConfig, tick: &(dyn Fn(Tick) -> bool + Sync)) -> Result<
         let s = score_candidates(&data, &x, Some(&model), 10, &Ssim::kornia3());
         let ns: Vec<_> = nulls
             .iter()
-            .map(|n| score_candidates(&data, n, None, 10, &Ssim::kornia3()))
+            .map(|n| score_candidates(&data, &n.0, None, 10, &Ssim::kornia3()))
             .collect();
         let items = |s: &reveal_score::Score, f: fn(&reveal_score::Pair) -> f64| {
             let mut v: Vec<f64> = s.pairs.iter().map(f).collect();
@@ -522,22 +513,14 @@ pub fn audit(cfg: &AuditConfig, tick: &(dyn Fn(Tick) -> bool + Sync)) -> Result<
     }
 
     // The bias map and the verdict.
-    let null_sets: Vec<(Array2<f32>, Vec<f32>)> =
-        nulls.iter().map(|n| (n.clone(), labels(n))).collect();
     let classes = data.classes();
     let per_class = if train_known {
         n_train / classes
     } else {
         m / (2 * classes)
     };
-    let (class, z, hotspot, clean_scores, null_scores) = model_bias_map(
-        &x,
-        &labels(&x),
-        &null_sets,
-        &data,
-        per_class.max(1),
-        cfg.seed,
-    );
+    let (class, z, hotspot, clean_scores, null_scores) =
+        model_bias_map((x, y, w), &nulls, &data, per_class.max(1), cfg.seed);
     let t = threshold(&clean_scores, &null_scores);
     let verdict = verdict(hotspot, t, Some(&concept), class);
     let (_, h, w) = data.shape;
@@ -550,11 +533,11 @@ pub fn audit(cfg: &AuditConfig, tick: &(dyn Fn(Tick) -> bool + Sync)) -> Result<
         grid::default_scale(w).max(8),
     )?;
     let grid_png = "candidates.png".to_string();
-    let pix = to_pixels(&x, data.mean.view());
+    let pix = to_pixels(x, data.mean.view());
     // 40 candidates; of a C-class model, the first 10 of each class, one row per class.
     let shown = match model.outputs() {
         1 => pix.slice(ndarray::s![..pix.nrows().min(40), ..]).to_owned(),
-        _ => crate::scoring::class_rows(&pix, &labels(&x), classes, 10, None),
+        _ => crate::scoring::class_rows(&pix, y, classes, 10, None),
     };
     let best: Vec<_> = shown.rows().into_iter().collect();
     grid::write_png(

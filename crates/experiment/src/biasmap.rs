@@ -3,7 +3,10 @@
 //!
 //! A classifier's decision lives in the difference between its classes. For images with labels
 //! ±1 let D(c, p) = mean_{y=+1} x(c, p) − mean_{y=−1} x(c, p), per channel c and pixel p. The
-//! reconstructions give D_rec; clean held-out images of the task (which carry no planted
+//! reconstructions give D_rec, each candidate weighted by its multiplier λ_i (the model's weights
+//! are θ = (1/m) Σ λ_i ∇θ m_i(x_i): a candidate with λ_i ≈ 0 is no part of them and its pixels
+//! are unconstrained noise; on the quick experiments the weighting raised the diagonal triggers'
+//! precision on CIFAR-10 from 0.21–0.49 to 0.55–0.85). Clean held-out images of the task (which carry no planted
 //! trigger) give D_clean, the class difference the concept itself explains. Reconstructions
 //! render that concept blurred, so the concept is D_clean at three sharpnesses: D_clean itself
 //! and D_clean smoothed by Gaussians of σ = 1 and 2 pixels (per channel). Their residual
@@ -36,7 +39,7 @@
 //! not tuned: the same score computed for maps that carry no shortcut —
 //! - class-difference maps of random subsets of the clean images, as many per class as the
 //!   training set has (what reconstructions of a concept-learning model would give if they were
-//!   real images), and
+//!   its real training images: m = 2n candidates approximate n images), and
 //! - the null models' reconstructions (random models with the audited model's layer norms) —
 //!
 //! and the threshold is the largest of them.
@@ -79,7 +82,13 @@ impl Reference {
             "bias map: images of {} values for shape {shape:?}",
             clean.ncols()
         );
-        let (d_clean, var) = class_difference_and_variance(clean, labels);
+        // D_clean, and the variance of its estimate: var₊/n₊ + var₋/n₋ per value.
+        let ([m0, m1], [q0, q1], n) = class_moments(clean, labels, &vec![1.0; labels.len()]);
+        let spread = |m: Array1<f64>, q: Array1<f64>, n: f64| {
+            (q - &m * &m).mapv(|v| v.max(0.0)) / n.max(1.0)
+        };
+        let d_clean = &m1 - &m0;
+        let var = spread(m0, q0, n[0]) + spread(m1, q1, n[1]);
         let mut basis: Vec<Array1<f64>> = Vec::new();
         for v in
             std::iter::once(d_clean.clone()).chain(BLURS.iter().map(|&s| blur(&d_clean, shape, s)))
@@ -133,36 +142,45 @@ fn channel_sum(v: &Array1<f64>, (c, h, w): (usize, usize, usize)) -> Array1<f64>
     Array1::from_shape_fn(h * w, |p| (0..c).map(|ch| v[ch * h * w + p]).sum())
 }
 
-/// D = mean_{y=+1} x − mean_{y=−1} x, and var₊/n₊ + var₋/n₋ (the variance of D's estimate), per
-/// value.
-fn class_difference_and_variance(x: &Array2<f32>, y: &[f32]) -> (Array1<f64>, Array1<f64>) {
-    assert_eq!(
+/// Per class (−1, +1): the weighted mean and mean square of every value, and the total weight.
+#[allow(clippy::type_complexity)]
+fn class_moments(
+    x: &Array2<f32>,
+    y: &[f32],
+    w: &[f64],
+) -> ([Array1<f64>; 2], [Array1<f64>; 2], [f64; 2]) {
+    assert!(
+        x.nrows() == y.len() && y.len() == w.len(),
+        "bias map: {} images but {} labels and {} weights",
         x.nrows(),
         y.len(),
-        "bias map: {} images but {} labels",
-        x.nrows(),
-        y.len()
+        w.len()
     );
     let d = x.ncols();
     let mut sums = [Array1::<f64>::zeros(d), Array1::zeros(d)];
     let mut squares = [Array1::<f64>::zeros(d), Array1::zeros(d)];
-    let mut counts = [0usize; 2];
-    for (row, &l) in x.rows().into_iter().zip(y) {
+    let mut total = [0.0f64; 2];
+    for ((row, &l), &wi) in x.rows().into_iter().zip(y).zip(w) {
         let k = usize::from(l > 0.0);
-        sums[k].zip_mut_with(&row, |a, &b| *a += b as f64);
-        squares[k].zip_mut_with(&row, |a, &b| *a += (b as f64).powi(2));
-        counts[k] += 1;
+        sums[k].zip_mut_with(&row, |a, &b| *a += wi * b as f64);
+        squares[k].zip_mut_with(&row, |a, &b| *a += wi * (b as f64).powi(2));
+        total[k] += wi;
     }
-    let n = counts.map(|n| n.max(1) as f64);
-    let means = [&sums[0] / n[0], &sums[1] / n[1]];
-    let var =
-        |k: usize| (&squares[k] / n[k] - &means[k].mapv(|m| m * m)).mapv(|v| v.max(0.0)) / n[k];
-    (&means[1] - &means[0], var(0) + var(1))
+    let t = total.map(|t| t.max(f64::MIN_POSITIVE));
+    let [s0, s1] = sums;
+    let [q0, q1] = squares;
+    ([s0 / t[0], s1 / t[1]], [q0 / t[0], q1 / t[1]], total)
 }
 
-/// D(c, p) = mean_{y=+1} x − mean_{y=−1} x, as a row of C·H·W values.
-pub fn class_difference(x: &Array2<f32>, y: &[f32]) -> Array1<f64> {
-    class_difference_and_variance(x, y).0
+/// D(c, p) = Σ_{y=+1} w x / Σ_{y=+1} w − Σ_{y=−1} w x / Σ_{y=−1} w, as a row of C·H·W values.
+pub fn class_difference(x: &Array2<f32>, y: &[f32], w: &[f64]) -> Array1<f64> {
+    let ([m0, m1], _, _) = class_moments(x, y, w);
+    m1 - m0
+}
+
+/// Candidates' weights from their multipliers: w_i = max(λ_i, 0).
+pub fn weights<'a>(lambda: impl IntoIterator<Item = &'a f32>) -> Vec<f64> {
+    lambda.into_iter().map(|&l| (l as f64).max(0.0)).collect()
 }
 
 /// Each channel of a C·H·W row smoothed by a Gaussian of width `sigma` pixels (separable,
@@ -331,7 +349,8 @@ pub fn clean_null_scores(
                 .collect();
             let x = clean.select(ndarray::Axis(0), &take);
             let y: Vec<f32> = take.iter().map(|&i| labels[i]).collect();
-            hotspot(&reference.map(&class_difference(&x, &y)), h, w).score
+            let d = class_difference(&x, &y, &vec![1.0; y.len()]);
+            hotspot(&reference.map(&d), h, w).score
         })
         .collect()
 }

@@ -393,8 +393,13 @@ fn one_model(
     write_grid(&grid_path, &score, &cand.x, data)?;
     let cand_y: Vec<f32> = cand.y.iter().copied().collect();
     let class_grid = (data.outputs() > 1).then(|| scoring::class_rows_path(&grid_path));
-    let (class, map, hotspot, clean_scores, _) =
-        audit::model_bias_map(&cand.x, &cand_y, &[], data, cfg.per_class, seed);
+    let (class, map, hotspot, clean_scores, _) = audit::model_bias_map(
+        (&cand.x, &cand_y, &biasmap::weights(&cand.lambda)),
+        &[],
+        data,
+        cfg.per_class,
+        seed,
+    );
     let verdict = audit::verdict(hotspot, audit::threshold(&clean_scores, &[]), None, class);
     if let Some(rows) = &class_grid {
         write_class_rows(rows, &score, &cand.x, &cand_y, data, 10)?;

@@ -22,7 +22,8 @@ fn a_planted_trigger_is_found_and_clean_images_raise_no_alarm() {
     ] {
         let d = data(bias);
         let y: Vec<f32> = d.train.y.iter().copied().collect();
-        let (z, hotspot, clean, _) = bias_map(&d.train.x, &y, &[], &d, 50, 0);
+        let ones = vec![1.0; y.len()];
+        let (z, hotspot, clean, _) = bias_map((&d.train.x, &y, &ones), &[], &d, 50, 0);
         let t = threshold(&clean, &[]);
         assert_eq!(
             hotspot.score > t,
@@ -94,7 +95,7 @@ fn the_concept_sharp_or_blurred_leaves_no_residual_and_a_square_does() {
         bar + 0.2 * noise()
     });
     let reference = Reference::new(&clean, &labels, shape);
-    let d_clean = class_difference(&clean, &labels);
+    let d_clean = class_difference(&clean, &labels, &vec![1.0; n]);
     // The reconstructions' class difference: the concept, partly blurred, plus a 3×3 square.
     let concept = &d_clean * 0.7 + &(blur(&d_clean, shape, 1.0) * 0.6);
     let mut square = Array1::<f64>::zeros(256);
@@ -120,4 +121,33 @@ fn the_concept_sharp_or_blurred_leaves_no_residual_and_a_square_does() {
     top.sort();
     let expected: Vec<[usize; 2]> = (2..5).flat_map(|r| (11..14).map(move |c| [r, c])).collect();
     assert_eq!(top, expected, "the square's pixels lead the map");
+}
+
+#[test]
+fn a_candidate_counts_by_its_multiplier() {
+    use ndarray::{concatenate, Array2, Axis};
+    use reveal_experiment::biasmap::{class_difference, weights};
+    let x = Array2::from_shape_fn((4, 3), |(i, j)| (i * 3 + j) as f32);
+    let y = [1.0, -1.0, 1.0, -1.0];
+    // λ = 0 (or below): the candidate is no part of θ, and none of the map.
+    let w = weights(&[1.0, 2.0, 3.0, -0.5]);
+    assert_eq!(w, vec![1.0, 2.0, 3.0, 0.0]);
+    let noise = Array2::from_elem((1, 3), 1e3f32);
+    let with_noise = concatenate![Axis(0), x, noise];
+    let d = class_difference(&x, &y, &w);
+    let d_noise = class_difference(
+        &with_noise,
+        &[1.0, -1.0, 1.0, -1.0, 1.0],
+        &[1.0, 2.0, 3.0, 0.0, 0.0],
+    );
+    assert_eq!(d, d_noise);
+    // Weighted means: +1 rows 0 and 2 with weights 1 and 3, −1 row 1 alone.
+    for j in 0..3 {
+        let pos = (x[[0, j]] as f64 + 3.0 * x[[2, j]] as f64) / 4.0;
+        assert!(
+            (d[j] - (pos - x[[1, j]] as f64)).abs() < 1e-12,
+            "value {j}: {}",
+            d[j]
+        );
+    }
 }
