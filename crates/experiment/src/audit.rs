@@ -474,7 +474,7 @@ pub fn audit(cfg: &AuditConfig, tick: &(dyn Fn(Tick) -> bool + Sync)) -> Result<
         figure(&real, &null_real, real.len()),
     );
     if train_known {
-        let s = score_candidates(&data, &x, Some(&model), 10, &Ssim::kornia3());
+        let s = score_candidates(&data, x, Some(&model), 10, &Ssim::kornia3());
         let ns: Vec<_> = nulls
             .iter()
             .map(|n| score_candidates(&data, &n.0, None, 10, &Ssim::kornia3()))
