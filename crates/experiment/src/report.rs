@@ -243,9 +243,10 @@ fn markdown(cfg: &ExperimentConfig, results: &[ModelResult]) -> Result<String> {
         let _ = writeln!(md);
     }
     let _ = writeln!(md, "## Bias maps\n");
-    let _ = writeln!(md, "The map: where the reconstructions' classes differ (mean of the +1 candidates minus mean of the −1 \
-        candidates) beyond what the clean held-out images' class difference explains, weighed against how much the clean classes \
-        differ at each pixel, as a robust z over the image (see `crates/experiment/src/biasmap.rs`). Its best compact window (k×k, \
+    let _ = writeln!(md, "The map: where the reconstructions' classes differ (the λ-weighted mean of the +1 candidates minus \
+        that of the −1 candidates) beyond what the clean held-out images' class difference explains, sharp or blurred, weighed \
+        against the clean images' standard error at each pixel, as a robust z over the image, opened by a 2×2 square (see \
+        `crates/experiment/src/biasmap.rs`). Its best compact window (k×k, \
         k = 2…6) is held against the best windows of {} maps made from random subsets of the clean images, as many per class as \
         the training set: above all of them, a shortcut is suspected there. Checked against the planted squares: the region's \
         overlap, and the precision of the top-K map pixels (K = trigger area) against chance.\n", crate::audit::CLEAN_DRAWS);
