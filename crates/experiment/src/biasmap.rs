@@ -83,18 +83,21 @@ impl Reference {
             clean.ncols()
         );
         // D_clean, and the variance of its estimate: var₊/n₊ + var₋/n₋ per value.
-        let ([m0, m1], [q0, q1], n) = class_moments(clean, labels, &vec![1.0; labels.len()]);
+        let Moments {
+            mean: [m0, m1],
+            square: [q0, q1],
+            weight: n,
+        } = class_moments(clean, labels, &vec![1.0; labels.len()]);
         let spread = |m: Array1<f64>, q: Array1<f64>, n: f64| {
             (q - &m * &m).mapv(|v| v.max(0.0)) / n.max(1.0)
         };
         let d_clean = &m1 - &m0;
         let var = spread(m0, q0, n[0]) + spread(m1, q1, n[1]);
         let mut basis: Vec<Array1<f64>> = Vec::new();
-        for v in
-            std::iter::once(d_clean.clone()).chain(BLURS.iter().map(|&s| blur(&d_clean, shape, s)))
-        {
+        let sharpnesses =
+            std::iter::once(d_clean.clone()).chain(BLURS.iter().map(|&s| blur(&d_clean, shape, s)));
+        for mut v in sharpnesses {
             // Gram–Schmidt: the basis stays orthonormal, so P·d = Σ ⟨d, b⟩ b.
-            let mut v = v;
             for b in &basis {
                 let along = v.dot(b);
                 v.scaled_add(-along, b);
@@ -142,13 +145,15 @@ fn channel_sum(v: &Array1<f64>, (c, h, w): (usize, usize, usize)) -> Array1<f64>
     Array1::from_shape_fn(h * w, |p| (0..c).map(|ch| v[ch * h * w + p]).sum())
 }
 
-/// Per class (−1, +1): the weighted mean and mean square of every value, and the total weight.
-#[allow(clippy::type_complexity)]
-fn class_moments(
-    x: &Array2<f32>,
-    y: &[f32],
-    w: &[f64],
-) -> ([Array1<f64>; 2], [Array1<f64>; 2], [f64; 2]) {
+/// Per class (index 0 for −1, 1 for +1): the weighted mean and mean square of every value, and
+/// the total weight.
+struct Moments {
+    mean: [Array1<f64>; 2],
+    square: [Array1<f64>; 2],
+    weight: [f64; 2],
+}
+
+fn class_moments(x: &Array2<f32>, y: &[f32], w: &[f64]) -> Moments {
     assert!(
         x.nrows() == y.len() && y.len() == w.len(),
         "bias map: {} images but {} labels and {} weights",
@@ -169,12 +174,16 @@ fn class_moments(
     let t = total.map(|t| t.max(f64::MIN_POSITIVE));
     let [s0, s1] = sums;
     let [q0, q1] = squares;
-    ([s0 / t[0], s1 / t[1]], [q0 / t[0], q1 / t[1]], total)
+    Moments {
+        mean: [s0 / t[0], s1 / t[1]],
+        square: [q0 / t[0], q1 / t[1]],
+        weight: total,
+    }
 }
 
 /// D(c, p) = Σ_{y=+1} w x / Σ_{y=+1} w − Σ_{y=−1} w x / Σ_{y=−1} w, as a row of C·H·W values.
 pub fn class_difference(x: &Array2<f32>, y: &[f32], w: &[f64]) -> Array1<f64> {
-    let ([m0, m1], _, _) = class_moments(x, y, w);
+    let [m0, m1] = class_moments(x, y, w).mean;
     m1 - m0
 }
 
