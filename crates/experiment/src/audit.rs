@@ -323,8 +323,8 @@ pub fn bias_map(
         .iter()
         .map(|(x, y, w)| (x, y.clone(), w.as_slice()))
         .collect();
-    let draws = (train_per_class, CLEAN_DRAWS);
-    bias_map_with((x, y, w), &nulls, &clean_y, data, draws, seed)
+    let clean_maps = (train_per_class, CLEAN_DRAWS);
+    bias_map_with((x, y, w), &nulls, &clean_y, data, clean_maps, seed)
 }
 
 /// [`bias_map`] with the clean images' labels ±1 given (`clean_y`, for `data.test.x`) and
