@@ -108,7 +108,9 @@ pub struct DataArgs {
     /// Pick training images at random with this seed instead of the first of each class.
     #[arg(long)]
     pub random_selection: Option<u64>,
-    /// Test images per class, or "all".
+    /// Test images per class of the test split, "all" of it, or "train:K": K per class of the
+    /// training file that the training set did not take (held out from the training data's own
+    /// distribution).
     #[arg(long, default_value = "500")]
     pub test: String,
 }
@@ -211,6 +213,21 @@ pub fn non_negative(flag: &str, v: f64) -> Result<f64> {
     }
 }
 
+/// Parses `--test`: a count per class, "all", or "train:K".
+pub fn parse_test(v: &str) -> Result<TestSelection> {
+    let count = |k: &str| match k.parse::<usize>() {
+        Ok(k) if k > 0 => Ok(k),
+        _ => bail!("--test {v:?}: expected a positive count, \"all\" or \"train:K\""),
+    };
+    Ok(match v {
+        "all" => TestSelection::All,
+        _ => match v.strip_prefix("train:") {
+            Some(k) => TestSelection::HeldOut(count(k)?),
+            None => TestSelection::PerClass(count(v)?),
+        },
+    })
+}
+
 /// Parses "HxW" or "S".
 pub fn parse_size(s: &str) -> Result<(usize, usize)> {
     let parts: Vec<&str> = s.split(['x', 'X']).collect();
@@ -247,13 +264,26 @@ impl DataArgs {
         if let Some(seed) = self.random_selection {
             spec.selection = Selection::Random { seed };
         }
-        spec.test = match self.test.as_str() {
-            "all" => TestSelection::All,
-            k => match k.parse::<usize>() {
-                Ok(k) if k > 0 => TestSelection::PerClass(k),
-                _ => bail!("--test {k:?}: expected a positive count or \"all\""),
-            },
-        };
+        spec.test = parse_test(&self.test)?;
         Ok(spec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_flag_takes_a_count_all_or_held_out_training_images() {
+        assert_eq!(parse_test("500").unwrap(), TestSelection::PerClass(500));
+        assert_eq!(parse_test("all").unwrap(), TestSelection::All);
+        assert_eq!(
+            parse_test("train:200").unwrap(),
+            TestSelection::HeldOut(200)
+        );
+        for bad in ["0", "train:0", "train:", "x", "-3"] {
+            let e = parse_test(bad).unwrap_err().to_string();
+            assert!(e.contains("--test") && e.contains(bad), "{bad}: {e}");
+        }
     }
 }

@@ -42,6 +42,11 @@ pub struct ExperimentArgs {
     /// Leave out the null control (a random model with the base model's layer norms).
     #[arg(long)]
     pub no_control: bool,
+    /// The held-out images (test accuracy, the bias map's clean reference): a count per class of
+    /// the test split, or "train:K" for K per class of the training file that the training set
+    /// did not take.
+    #[arg(long, default_value = "500")]
+    pub test: String,
     /// Reconstruction runs per model (default: by budget).
     #[arg(long)]
     pub runs: Option<usize>,
@@ -98,6 +103,7 @@ pub fn cmd_experiment(args: &ExperimentArgs) -> Result<()> {
     cfg.task = args.task.clone();
     cfg.train.weight_decay = crate::args::non_negative("--weight-decay", args.weight_decay)?;
     cfg.seeds = args.seeds.clone();
+    cfg.test = crate::args::parse_test(&args.test)?;
     cfg.control = !args.no_control;
     if let Some(n) = args.per_class {
         cfg.per_class = n;

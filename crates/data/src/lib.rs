@@ -204,14 +204,18 @@ pub enum Selection {
     Random { seed: u64 },
 }
 
-/// How many test images.
+/// Which test images, and how many.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TestSelection {
-    /// The first k of each class (the reference uses 500).
+    /// The first k of each class of the test split (the reference uses 500).
     PerClass(usize),
     /// The whole test split.
     All,
+    /// The first k of each class of the *training* file that the training set did not take:
+    /// held-out images from the training data's own distribution (MNIST's two files come from
+    /// different writers).
+    HeldOut(usize),
 }
 
 /// Everything needed to rebuild a training set; stored in model files.
@@ -411,7 +415,7 @@ fn select_test(
 ) -> Vec<usize> {
     let mut taken = vec![0usize; classes];
     let cap = match test {
-        TestSelection::PerClass(k) => k,
+        TestSelection::PerClass(k) | TestSelection::HeldOut(k) => k,
         TestSelection::All => usize::MAX,
     };
     (0..class.len())
@@ -493,15 +497,17 @@ pub fn prepare(spec: &DataSpec, dir: Option<&Path>) -> Result<Prepared> {
         spec.seed,
     )?;
 
+    let held_out = matches!(spec.test, TestSelection::HeldOut(_));
     let test = match &test_images {
-        Some(t) => {
+        Some(t) if !held_out => {
             if t.shape != train_images.shape || t.class_names != names {
                 bail!("the test images ({:?}, {} classes) do not match the training images ({:?}, {} classes)", t.shape, t.class_names.len(), train_images.shape, names.len());
             }
             let c = class_of(t);
             split_of(t, select_test(&c, classes, spec.test, &[]), &c, classes)
         }
-        None => split_of(
+        // No test split (a folder without one), or held-out images asked for.
+        _ => split_of(
             &train_images,
             select_test(&train_class, classes, spec.test, &train.index),
             &train_class,

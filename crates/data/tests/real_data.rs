@@ -201,3 +201,39 @@ fn task_all_keeps_every_class_with_its_index() {
         assert!(e.contains("binary"), "{e}");
     }
 }
+
+#[test]
+fn held_out_test_images_come_from_the_training_file_after_the_training_set() {
+    let Some(root) = common::data_root() else {
+        return;
+    };
+    let mut spec = DataSpec::new(Source::Mnist, 50);
+    spec.test = TestSelection::HeldOut(30);
+    let p = prepare(&spec, Some(&root)).unwrap();
+    let labels = load_mnist(&root.join("mnist"), "train").unwrap().labels;
+    // The first 30 of each parity that the first 50 of each parity leave: images 50..80 of it.
+    let after = |parity: u8| -> Vec<usize> {
+        (0..labels.len())
+            .filter(|&i| labels[i] % 2 == parity)
+            .skip(50)
+            .take(30)
+            .collect()
+    };
+    let mut expected: Vec<usize> = [after(0), after(1)].concat();
+    expected.sort();
+    assert_eq!(p.test.index, expected);
+    assert_eq!(p.test.class_counts(2), [30, 30]);
+    assert!(p
+        .test
+        .index
+        .iter()
+        .all(|i| p.train.index.binary_search(i).is_err()));
+    // Their pixels are the training file's, centred by the training mean.
+    let train_file = load_mnist(&root.join("mnist"), "train").unwrap();
+    let first = p.test.index[0];
+    let row: Vec<f32> = train_file.pixels[first * 784..(first + 1) * 784]
+        .iter()
+        .map(|&v| v as f32 / 255.0)
+        .collect();
+    assert_eq!(p.test.pixels.row(0).to_vec(), row);
+}
