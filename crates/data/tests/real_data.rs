@@ -6,6 +6,20 @@ mod common;
 use reveal_data::formats::{load_cifar, load_mnist, CIFAR10_CLASSES};
 use reveal_data::{prepare, DataSpec, Source, TestSelection};
 
+/// Indices of `take` even and `take` odd images after the first `skip` of each, in file order.
+fn of_each_parity(labels: &[u8], skip: usize, take: usize) -> Vec<usize> {
+    let mut out: Vec<usize> = (0..2u8)
+        .flat_map(|parity| {
+            (0..labels.len())
+                .filter(move |&i| labels[i] % 2 == parity)
+                .skip(skip)
+                .take(take)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 fn names() -> Vec<String> {
     CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect()
 }
@@ -93,15 +107,7 @@ fn mnist_binary_selection_takes_the_first_of_each_class() {
     };
     let p = prepare(&DataSpec::new(Source::Mnist, 250), Some(&root)).unwrap();
     let labels = load_mnist(&root.join("mnist"), "train").unwrap().labels;
-    let first = |parity: u8| -> Vec<usize> {
-        (0..labels.len())
-            .filter(|&i| labels[i] % 2 == parity)
-            .take(250)
-            .collect()
-    };
-    let mut expected: Vec<usize> = [first(0), first(1)].concat();
-    expected.sort();
-    assert_eq!(p.train.index, expected);
+    assert_eq!(p.train.index, of_each_parity(&labels, 0, 250));
     assert_eq!(p.train.class_counts(2), [250, 250]);
     for (k, &i) in p.train.index.iter().enumerate() {
         assert_eq!(
@@ -212,16 +218,7 @@ fn held_out_test_images_come_from_the_training_file_after_the_training_set() {
     let p = prepare(&spec, Some(&root)).unwrap();
     let labels = load_mnist(&root.join("mnist"), "train").unwrap().labels;
     // The first 30 of each parity that the first 50 of each parity leave: images 50..80 of it.
-    let after = |parity: u8| -> Vec<usize> {
-        (0..labels.len())
-            .filter(|&i| labels[i] % 2 == parity)
-            .skip(50)
-            .take(30)
-            .collect()
-    };
-    let mut expected: Vec<usize> = [after(0), after(1)].concat();
-    expected.sort();
-    assert_eq!(p.test.index, expected);
+    assert_eq!(p.test.index, of_each_parity(&labels, 50, 30));
     assert_eq!(p.test.class_counts(2), [30, 30]);
     assert!(p
         .test
