@@ -282,6 +282,13 @@ pub struct Prepared {
     pub shape: (usize, usize, usize),
     pub train: Split,
     pub test: Split,
+    /// Clean images to hold reconstructions against (the bias map's reference): as many per
+    /// class as the test selection (500 for the whole test split), from the *training* file,
+    /// after the training set — held out
+    /// from the training data's own distribution (MNIST's training and test files come from
+    /// different writers). The test split when the training file has fewer than 2 left of a
+    /// class.
+    pub reference: Split,
     /// The per-pixel mean of the training pixels [d].
     pub mean: Array1<f32>,
     pub triggers: Triggers,
@@ -515,18 +522,34 @@ pub fn prepare(spec: &DataSpec, dir: Option<&Path>) -> Result<Prepared> {
         ),
     };
 
+    let reference = {
+        // As many per class as the test selection (500 when that is the whole test split).
+        let per_class = match spec.test {
+            TestSelection::PerClass(k) | TestSelection::HeldOut(k) => TestSelection::HeldOut(k),
+            TestSelection::All => TestSelection::HeldOut(500),
+        };
+        let index = select_test(&train_class, classes, per_class, &train.index);
+        let held_out = split_of(&train_images, index, &train_class, classes);
+        match held_out.class_counts(classes).iter().all(|&c| c >= 2) {
+            true => held_out,
+            false => test.clone(),
+        }
+    };
+
     let mean = train
         .pixels
         .mean_axis(Axis(0))
         .expect("at least one training image");
-    let mut test = test;
+    let (mut test, mut reference) = (test, reference);
     train.x = &train.pixels - &mean;
     test.x = &test.pixels - &mean;
+    reference.x = &reference.pixels - &mean;
     Ok(Prepared {
         spec: spec.clone(),
         shape: train_images.shape,
         train,
         test,
+        reference,
         mean,
         triggers,
         class_names: names,

@@ -234,3 +234,20 @@ fn held_out_test_images_come_from_the_training_file_after_the_training_set() {
         .collect();
     assert_eq!(p.test.pixels.row(0).to_vec(), row);
 }
+
+#[test]
+fn the_reference_is_held_out_from_the_training_file_and_the_test_split_stays() {
+    let Some(root) = common::data_root() else {
+        return;
+    };
+    let mut spec = DataSpec::new(Source::Mnist, 50);
+    spec.test = TestSelection::PerClass(40);
+    let p = prepare(&spec, Some(&root)).unwrap();
+    let train_labels = load_mnist(&root.join("mnist"), "train").unwrap().labels;
+    let test_labels = load_mnist(&root.join("mnist"), "t10k").unwrap().labels;
+    assert_eq!(p.reference.index, of_each_parity(&train_labels, 50, 40));
+    assert_eq!(p.test.index, of_each_parity(&test_labels, 0, 40));
+    // Centred by the training mean like the other splits.
+    let diff = &p.reference.pixels - &p.reference.x;
+    assert!((&diff.row(0) - &p.mean).iter().all(|v| v.abs() < 1e-6));
+}

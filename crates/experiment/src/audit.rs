@@ -173,6 +173,7 @@ fn load(cfg: &AuditConfig) -> Result<(Mlp<f32>, Prepared, Vec<String>, bool)> {
         }
     }
     data.test.x = &data.test.pixels - &data.mean;
+    data.reference.x = &data.reference.pixels - &data.mean;
     if train_known {
         data.train.x = &data.train.pixels - &data.mean;
     } else {
@@ -318,7 +319,7 @@ pub fn bias_map(
     train_per_class: usize,
     seed: u64,
 ) -> (Array1<f64>, Hotspot, Vec<f64>, Vec<f64>) {
-    let clean_y: Vec<f32> = data.test.y.iter().copied().collect();
+    let clean_y: Vec<f32> = data.reference.y.iter().copied().collect();
     let nulls: Vec<_> = nulls
         .iter()
         .map(|(x, y, w)| (x, y.clone(), w.as_slice()))
@@ -327,7 +328,7 @@ pub fn bias_map(
     bias_map_with((x, y, w), &nulls, &clean_y, data, clean_maps, seed)
 }
 
-/// [`bias_map`] with the clean images' labels ±1 given (`clean_y`, for `data.test.x`) and
+/// [`bias_map`] with the clean images' labels ±1 given (`clean_y`, for `data.reference.x`) and
 /// calibrated from `draws` clean maps of `per_class` images per class.
 fn bias_map_with(
     (x, y, w): (&Array2<f32>, &[f32], &[f64]),
@@ -337,14 +338,20 @@ fn bias_map_with(
     (per_class, draws): (usize, usize),
     seed: u64,
 ) -> (Array1<f64>, Hotspot, Vec<f64>, Vec<f64>) {
-    let reference = biasmap::Reference::new(&data.test.x, clean_y, data.shape);
+    let reference = biasmap::Reference::new(&data.reference.x, clean_y, data.shape);
     let (_, h, wd) = data.shape;
     let map_of =
         |x: &Array2<f32>, y: &[f32], w: &[f64]| reference.map(&biasmap::class_difference(x, y, w));
     let z = map_of(x, y, w);
     let hotspot = biasmap::hotspot(&z, h, wd);
-    let clean =
-        biasmap::clean_null_scores(&data.test.x, clean_y, &reference, per_class, draws, seed);
+    let clean = biasmap::clean_null_scores(
+        &data.reference.x,
+        clean_y,
+        &reference,
+        per_class,
+        draws,
+        seed,
+    );
     let null_models = nulls
         .iter()
         .map(|(x, y, w)| biasmap::hotspot(&map_of(x, y, w), h, wd).score)
@@ -379,7 +386,7 @@ pub fn model_bias_map(
             .map(|&v| if v as usize == c { 1.0 } else { -1.0 })
             .collect()
     };
-    let test_labels: Vec<f32> = data.test.y.iter().copied().collect();
+    let clean_labels: Vec<f32> = data.reference.y.iter().copied().collect();
     (0..classes)
         .map(|c| {
             let null_sets: Vec<_> = nulls
@@ -389,7 +396,7 @@ pub fn model_bias_map(
             let (map, hotspot, clean, null_scores) = bias_map_with(
                 (x, &one_vs_rest(y, c), w),
                 &null_sets,
-                &one_vs_rest(&test_labels, c),
+                &one_vs_rest(&clean_labels, c),
                 data,
                 (train_per_class, classes * CLEAN_DRAWS),
                 seed + c as u64,

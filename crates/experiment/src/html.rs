@@ -60,7 +60,7 @@ background:linear-gradient(to right,#fff,#b20000);border:1px solid #999}figure{d
 /// The colour scale of the bias maps.
 fn scale_legend() -> String {
     format!(
-        r#"<p>Bias map: z of the reconstructions' class difference (each weighted by its λ) beyond the clean images' (sharp or blurred), per pixel over the clean images' standard error, opened by a 2×2 square. <span>0 </span><span class="scale"></span><span> {MAP_SCALE:.0} and above</span></p>"#
+        r#"<p>Bias map: z of the reconstructions' class difference (each weighted by its λ) beyond that of clean images held out from the training file (sharp or blurred), per pixel over the clean images' standard error, opened by a 2×2 square. <span>0 </span><span class="scale"></span><span> {MAP_SCALE:.0} and above</span></p>"#
     )
 }
 
