@@ -208,46 +208,38 @@ fn task_all_keeps_every_class_with_its_index() {
     }
 }
 
+/// The reference (always) and a `HeldOut` test split are the training file's images after the
+/// training set; a `PerClass` test split stays the test file's.
 #[test]
-fn held_out_test_images_come_from_the_training_file_after_the_training_set() {
+fn held_out_images_come_from_the_training_file_after_the_training_set() {
     let Some(root) = common::data_root() else {
         return;
     };
-    let mut spec = DataSpec::new(Source::Mnist, 50);
-    spec.test = TestSelection::HeldOut(30);
-    let p = prepare(&spec, Some(&root)).unwrap();
-    let labels = load_mnist(&root.join("mnist"), "train").unwrap().labels;
-    // The first 30 of each parity that the first 50 of each parity leave: images 50..80 of it.
-    assert_eq!(p.test.index, of_each_parity(&labels, 50, 30));
-    assert_eq!(p.test.class_counts(2), [30, 30]);
-    assert!(p
-        .test
-        .index
-        .iter()
-        .all(|i| p.train.index.binary_search(i).is_err()));
-    // Their pixels are the training file's, centred by the training mean.
     let train_file = load_mnist(&root.join("mnist"), "train").unwrap();
-    let first = p.test.index[0];
-    let row: Vec<f32> = train_file.pixels[first * 784..(first + 1) * 784]
-        .iter()
-        .map(|&v| v as f32 / 255.0)
-        .collect();
-    assert_eq!(p.test.pixels.row(0).to_vec(), row);
-}
-
-#[test]
-fn the_reference_is_held_out_from_the_training_file_and_the_test_split_stays() {
-    let Some(root) = common::data_root() else {
-        return;
-    };
-    let mut spec = DataSpec::new(Source::Mnist, 50);
-    spec.test = TestSelection::PerClass(40);
-    let p = prepare(&spec, Some(&root)).unwrap();
-    let train_labels = load_mnist(&root.join("mnist"), "train").unwrap().labels;
     let test_labels = load_mnist(&root.join("mnist"), "t10k").unwrap().labels;
-    assert_eq!(p.reference.index, of_each_parity(&train_labels, 50, 40));
-    assert_eq!(p.test.index, of_each_parity(&test_labels, 0, 40));
-    // Centred by the training mean like the other splits.
-    let diff = &p.reference.pixels - &p.reference.x;
-    assert!((&diff.row(0) - &p.mean).iter().all(|v| v.abs() < 1e-6));
+    for (test, k) in [
+        (TestSelection::HeldOut(30), 30),
+        (TestSelection::PerClass(40), 40),
+    ] {
+        let mut spec = DataSpec::new(Source::Mnist, 50);
+        spec.test = test;
+        let p = prepare(&spec, Some(&root)).unwrap();
+        // The first k of each parity that the first 50 of each parity leave.
+        let held_out = of_each_parity(&train_file.labels, 50, k);
+        assert_eq!(p.reference.index, held_out, "{test:?}");
+        let test_index = match test {
+            TestSelection::HeldOut(_) => held_out,
+            _ => of_each_parity(&test_labels, 0, k),
+        };
+        assert_eq!(p.test.index, test_index, "{test:?}");
+        // The reference's pixels are the training file's, centred by the training mean.
+        let first = p.reference.index[0];
+        let row: Vec<f32> = train_file.pixels[first * 784..(first + 1) * 784]
+            .iter()
+            .map(|&v| v as f32 / 255.0)
+            .collect();
+        assert_eq!(p.reference.pixels.row(0).to_vec(), row);
+        let centred = &p.reference.pixels.row(0) - &p.reference.x.row(0);
+        assert!((&centred - &p.mean).iter().all(|v| v.abs() < 1e-6));
+    }
 }
