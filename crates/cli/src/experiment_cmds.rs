@@ -93,11 +93,8 @@ pub fn cmd_experiment(args: &ExperimentArgs) -> Result<()> {
         (None, false) => Bias::ALL.to_vec(),
         (None, true) => vec![Bias::None, Bias::Corner],
     };
-    if let Some(b) = cfg
-        .biases
-        .iter()
-        .find(|b| multiclass && !matches!(b, Bias::None | Bias::Corner))
-    {
+    // `bias::apply` refuses them too; here the error comes before any model is trained.
+    if let Some(b) = cfg.biases.iter().find(|b| multiclass && b.binary_only()) {
         bail!("--biases {b}: defined for binary tasks; with --task all use base and corner");
     }
     cfg.task = args.task.clone();

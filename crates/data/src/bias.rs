@@ -42,6 +42,12 @@ impl Bias {
         Bias::Contrast,
     ];
 
+    /// Whether the bias is defined for binary tasks only (all but `none` and `corner`, which
+    /// gives each of C classes its own grey).
+    pub fn binary_only(self) -> bool {
+        !matches!(self, Bias::None | Bias::Corner)
+    }
+
     /// The name used on the command line and in files.
     pub fn name(self) -> &'static str {
         match self {
@@ -175,7 +181,7 @@ pub fn apply(
     shape: (usize, usize, usize),
     seed: u64,
 ) -> Result<Triggers> {
-    if count != 2 && !matches!(bias, Bias::None | Bias::Corner) {
+    if count != 2 && bias.binary_only() {
         bail!(
             "bias {}: defined for binary tasks; a task of {count} classes takes none or corner",
             bias.name()

@@ -284,10 +284,9 @@ pub struct Prepared {
     pub test: Split,
     /// Clean images to hold reconstructions against (the bias map's reference): as many per
     /// class as the test selection (500 for the whole test split), from the *training* file,
-    /// after the training set — held out
-    /// from the training data's own distribution (MNIST's training and test files come from
-    /// different writers). The test split when the training file has fewer than 2 left of a
-    /// class.
+    /// after the training set — held out from the training data's own distribution (MNIST's
+    /// training and test files come from different writers). The test split when the training
+    /// file has fewer than 2 left of a class.
     pub reference: Split,
     /// The per-pixel mean of the training pixels [d].
     pub mean: Array1<f32>,
@@ -491,9 +490,9 @@ pub fn prepare(spec: &DataSpec, dir: Option<&Path>) -> Result<Prepared> {
     let train_index = select_train(&train_class, classes, spec.per_class, spec.selection)?;
     let mut train = split_of(&train_images, train_index, &train_class, classes);
     let class: Vec<u8> = train
-        .y
+        .index
         .iter()
-        .map(|&v| class_of_label(v, classes) as u8)
+        .map(|&i| train_class[i].expect("selected images are in the task"))
         .collect();
     let triggers = bias::apply(
         spec.bias,
@@ -504,36 +503,38 @@ pub fn prepare(spec: &DataSpec, dir: Option<&Path>) -> Result<Prepared> {
         spec.seed,
     )?;
 
-    let held_out = matches!(spec.test, TestSelection::HeldOut(_));
-    let test = match &test_images {
-        Some(t) if !held_out => {
+    // Images of the training file the training set did not take, the first k of each class.
+    let held_out = |k| {
+        let index = select_test(
+            &train_class,
+            classes,
+            TestSelection::HeldOut(k),
+            &train.index,
+        );
+        split_of(&train_images, index, &train_class, classes)
+    };
+    // The reference: as many per class as the test selection (500 for the whole test split).
+    let reference = held_out(match spec.test {
+        TestSelection::PerClass(k) | TestSelection::HeldOut(k) => k,
+        TestSelection::All => 500,
+    });
+    let test = match (&test_images, spec.test) {
+        (_, TestSelection::HeldOut(_)) => reference.clone(),
+        (Some(t), _) => {
             if t.shape != train_images.shape || t.class_names != names {
                 bail!("the test images ({:?}, {} classes) do not match the training images ({:?}, {} classes)", t.shape, t.class_names.len(), train_images.shape, names.len());
             }
             let c = class_of(t);
             split_of(t, select_test(&c, classes, spec.test, &[]), &c, classes)
         }
-        // No test split (a folder without one), or held-out images asked for.
-        _ => split_of(
-            &train_images,
-            select_test(&train_class, classes, spec.test, &train.index),
-            &train_class,
-            classes,
-        ),
+        // No test split (a folder without one): the training images the training set left.
+        (None, TestSelection::PerClass(k)) => held_out(k),
+        (None, TestSelection::All) => held_out(usize::MAX),
     };
-
-    let reference = {
-        // As many per class as the test selection (500 when that is the whole test split).
-        let per_class = match spec.test {
-            TestSelection::PerClass(k) | TestSelection::HeldOut(k) => TestSelection::HeldOut(k),
-            TestSelection::All => TestSelection::HeldOut(500),
-        };
-        let index = select_test(&train_class, classes, per_class, &train.index);
-        let held_out = split_of(&train_images, index, &train_class, classes);
-        match held_out.class_counts(classes).iter().all(|&c| c >= 2) {
-            true => held_out,
-            false => test.clone(),
-        }
+    // Too few left in the training file (fewer than 2 of a class): the test split instead.
+    let reference = match reference.class_counts(classes).iter().all(|&c| c >= 2) {
+        true => reference,
+        false => test.clone(),
     };
 
     let mean = train

@@ -153,15 +153,7 @@ fn load(cfg: &AuditConfig) -> Result<(Mlp<f32>, Prepared, Vec<String>, bool)> {
             data.shape
         );
     }
-    if file.mlp.outputs() != data.outputs() {
-        bail!(
-            "{}: the model has {} outputs, a model of this task ({} classes) has {}; --task all is the task of a model with one output per class",
-            cfg.model.display(),
-            file.mlp.outputs(),
-            data.classes(),
-            data.outputs()
-        );
-    }
+    crate::scoring::check_outputs(file.mlp.outputs(), &data, &cfg.model)?;
     match &file.mean {
         Some(m) => data.mean = m.row(0).to_owned(),
         None if !train_known => {

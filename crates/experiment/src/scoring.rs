@@ -46,6 +46,20 @@ pub fn score_candidates(
     score(&input, k, ssim)
 }
 
+/// Checks that a model (`outputs`, from the file at `path`) fits its task's data: one output
+/// for a binary task, one per class for `--task all`.
+pub fn check_outputs(outputs: usize, data: &Prepared, path: &Path) -> Result<()> {
+    if outputs != data.outputs() {
+        bail!(
+            "{}: the model has {outputs} outputs, a model of this task ({} classes) has {}; --task all is the task of a model with one output per class",
+            path.display(),
+            data.classes(),
+            data.outputs()
+        );
+    }
+    Ok(())
+}
+
 /// Writes the reconstructions of a multiclass model as a PNG grid with one row per class
 /// (candidate labels `y` are class indices): in each row, the class's candidates that best match
 /// a training image first (by the SSIM of their pairs), up to `cols`.
@@ -189,15 +203,7 @@ pub fn score_file(
         );
     }
     check_labels(&c.y, model.mlp.outputs(), recon)?;
-    if model.mlp.outputs() != data.outputs() {
-        bail!(
-            "{}: the model has {} outputs, a model of its task ({} classes) has {}",
-            model_path.display(),
-            model.mlp.outputs(),
-            data.classes(),
-            data.outputs()
-        );
-    }
+    check_outputs(model.mlp.outputs(), &data, model_path)?;
     let s = score_candidates(&data, &c.x, Some(&model.mlp), k, ssim);
     if let Some(path) = grid_png {
         write_grid(path, &s, &c.x, &data)?;

@@ -192,15 +192,17 @@ pub fn score(input: &ScoreInput, k: usize, ssim: &Ssim) -> Score {
         }
         None => (None, None),
     };
-    // Which training images are recovered: ρ with their reconstruction above ρ with their
-    // nearest held-out image.
+    // How many of some pairs' training images are recovered: ρ with their reconstruction above
+    // ρ with their nearest held-out image.
     let near_heldout = input
         .heldout
         .map(|h| nearest(input.train, h, input.shape.0));
-    let is_recovered = |p: &Pair| near_heldout.as_ref().map(|n| p.rho > n[p.train].1);
-    let recovered = near_heldout
-        .as_ref()
-        .map(|_| all.iter().filter(|p| is_recovered(p) == Some(true)).count());
+    let recovered_of = |pairs: &[Pair]| {
+        near_heldout
+            .as_ref()
+            .map(|n| pairs.iter().filter(|p| p.rho > n[p.train].1).count())
+    };
+    let recovered = recovered_of(&all);
     let baseline_heldout = input
         .heldout
         .map(|h| summarise(&pairs(input.train, h, input.shape, ssim), k));
@@ -217,11 +219,7 @@ pub fn score(input: &ScoreInput, k: usize, ssim: &Ssim) -> Score {
                     class,
                     count: mine.len(),
                     summary: summarise(&mine, k),
-                    recovered: near_heldout.as_ref().map(|_| {
-                        mine.iter()
-                            .filter(|p| is_recovered(p) == Some(true))
-                            .count()
-                    }),
+                    recovered: recovered_of(&mine),
                 }
             })
             .collect()
