@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
+use reveal_audit::{audit, AuditBudget, AuditConfig};
 use reveal_data::Selection;
-use reveal_experiment::audit::{audit, AuditBudget, AuditConfig};
 use reveal_nn::LayerNames;
 
 use crate::args::DataArgs;
@@ -89,9 +89,7 @@ pub fn cmd_audit(args: &AuditArgs) -> Result<()> {
         iters: args.iters,
         seed: args.seed,
     };
-    let (runs, nulls) = cfg.budget.sizes();
-    let total = runs * (1 + nulls) * args.iters.unwrap_or(reveal_recon::plan::ADAM_ITERS);
-    let bar = progress::bar(total as u64, "iterations", args.json);
+    let bar = progress::bar(cfg.total_iters() as u64, "iterations", args.json);
     let tick = |_: reveal_recon::search::Tick| {
         bar.inc(1);
         !progress::interrupted()

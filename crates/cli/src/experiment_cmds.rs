@@ -252,7 +252,7 @@ pub fn cmd_bench(
     steps: usize,
     json: bool,
 ) -> Result<()> {
-    use reveal_experiment::bench::{gemm_peak, run_case, CASES};
+    use crate::bench::{gemm_peak, run_case, CASES};
     let cases: Vec<_> = match case {
         "all" => CASES.to_vec(),
         c => CASES

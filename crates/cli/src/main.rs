@@ -4,6 +4,7 @@
 
 mod args;
 mod audit_cmd;
+mod bench;
 mod experiment_cmds;
 mod progress;
 mod recon_cmds;
@@ -16,7 +17,7 @@ use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 use ndarray::ArrayView1;
 use reveal_data::prepare;
-use reveal_experiment::grid;
+use reveal_render::grid;
 use reveal_tape::Scalar;
 use reveal_train::job::{self, TrainJob};
 use reveal_train::{Schedule, TrainConfig};

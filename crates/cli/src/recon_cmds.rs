@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use reveal_audit::scoring::{model_data, model_data_spec, score_candidates, score_file};
 use reveal_data::Prepared;
-use reveal_experiment::scoring::{model_data, model_data_spec, score_candidates, score_file};
-use reveal_nn::files::load_model;
+use reveal_nn::files::{check_input_width, load_model};
 use reveal_nn::Mlp;
 use reveal_recon::files::{check_labels, load_candidates, write_evaluation};
 use reveal_recon::objective::evaluate;
@@ -290,14 +290,12 @@ pub fn cmd_kkt<T: Scalar>(args: &KktArgs) -> Result<()> {
     crate::args::outputs([args.out.as_deref()])?;
     let model = load_model::<T>(&args.model)?;
     let c = load_candidates::<T>(&args.candidates)?;
-    if c.x.ncols() != model.mlp.input_dim() {
-        bail!(
-            "{}: candidates have {} values each, the model takes {}",
-            args.candidates.display(),
-            c.x.ncols(),
-            model.mlp.input_dim()
-        );
-    }
+    check_input_width(
+        model.mlp.input_dim(),
+        c.x.ncols(),
+        &args.candidates,
+        "its candidates",
+    )?;
     check_labels(&c.y, model.mlp.outputs(), &args.candidates)?;
     let from_file: Option<RunConfig> = c
         .metadata
@@ -410,7 +408,7 @@ pub fn cmd_score(args: &ScoreArgs) -> Result<()> {
     if let Some(g) = &args.grid {
         println!("grid              {}", g.display());
         if s.per_class.is_some() {
-            let rows = reveal_experiment::scoring::class_rows_path(g);
+            let rows = reveal_audit::scoring::class_rows_path(g);
             println!("one row per class {}", rows.display());
         }
     }

@@ -99,7 +99,11 @@ fn a_pytorch_state_dict_is_audited_like_the_same_model_from_reveal() {
             m.mlp.weights[0].shape().to_vec(),
             flat(&m.mlp.weights[0]),
         ),
-        ("fc1.bias", vec![m.mlp.bias.len()], flat(&m.mlp.bias)),
+        (
+            "fc1.bias",
+            vec![m.mlp.biases[0].len()],
+            flat(&m.mlp.biases[0]),
+        ),
         (
             "fc2.weight",
             m.mlp.weights[1].shape().to_vec(),

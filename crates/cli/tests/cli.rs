@@ -513,7 +513,7 @@ fn model_with_non_finite_weights_is_refused() {
     ]);
     assert_clean_error(&o, &["nan.safetensors", "layers.1.weight", "NaN", "[2, 3]"]);
     net.weights[1][[2, 3]] = 0.0;
-    net.bias[[0, 1]] = f32::INFINITY;
+    net.biases[0][[0, 1]] = f32::INFINITY;
     reveal_nn::files::save_model(&path, &net, None, &Default::default()).unwrap();
     let o = reveal(&[
         "kkt",

@@ -22,9 +22,9 @@ use image::{Delay, Frame, RgbaImage};
 use ndarray::{Array2, ArrayView1};
 use plotters::prelude::*;
 use reveal_data::{prepare, DataSpec, Source, TestSelection};
-use reveal_experiment::grid;
 use reveal_recon::optim::{layer1_residual, run, RunState};
 use reveal_recon::Plan;
+use reveal_render::grid;
 use reveal_score::score::to_pixels;
 use reveal_train::job::{features, label_column};
 use reveal_train::{train_new, TrainConfig};
@@ -124,7 +124,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("wrote {gif_path} ({} frames)", snapshots.len());
 
     // 5. The terms over the iterations.
-    reveal_experiment::report::register_font();
+    reveal_render::register_font();
     let root = BitMapBackend::new(&loss_path, (800, 500)).into_drawing_area();
     root.fill(&WHITE)?;
     let lo = curve

@@ -7,15 +7,9 @@
 //! Every step writes its result into the output folder and is skipped when that result is
 //! already there, so re-running the same command finishes an interrupted experiment.
 
-pub mod audit;
-pub mod bench;
-pub mod biasmap;
-pub mod control;
 pub mod estimate;
-pub mod grid;
 pub mod html;
 pub mod report;
-pub mod scoring;
 
 use std::path::{Path, PathBuf};
 
@@ -23,23 +17,24 @@ use anyhow::{bail, Context, Result};
 use ndarray::Array2;
 use reveal_data::{prepare, Bias, DataSpec, Prepared, Source, Task, TestSelection};
 use reveal_io::write_atomic;
-use reveal_nn::files::{load_model, save_model};
+use reveal_nn::files::load_model;
 use reveal_nn::Mlp;
-use reveal_recon::files::load_candidates;
 use reveal_recon::optim::Optimizer;
 use reveal_recon::plan::Shard;
 use reveal_recon::plan::{default_candidates, Plan, ADAM_ITERS};
 use reveal_recon::search::{run_search, SearchJob, SearchSummary, Tick};
-use reveal_recon::stats::RankBy;
 use reveal_score::Score;
 
-use crate::scoring::{score_candidates, write_class_rows, write_grid};
+use reveal_audit::scoring::{self, score_candidates, write_class_rows, write_grid};
+use reveal_audit::verdict::{model_bias_map, verdict, Candidates, Verdict, MAP_SCALE};
+use reveal_audit::{biasmap, nulls};
+use reveal_render::{grid, heat::write_heat_png};
 use reveal_ssim::Ssim;
 use reveal_train::job::{self as train_job, TrainJob, TrainSummary};
 use reveal_train::{accuracy, Control, Schedule, TrainConfig, TrainState};
 use serde::{Deserialize, Serialize};
 
-pub use biasmap::TriggerCheck;
+pub use reveal_audit::TriggerCheck;
 
 /// How much compute to spend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,7 +177,7 @@ pub struct ModelResult {
     /// The bias map's verdict: its best window against clean-image maps of the training
     /// set's size.
     #[serde(default)]
-    pub verdict: Option<audit::Verdict>,
+    pub verdict: Option<Verdict>,
     pub files: ResultFiles,
 }
 
@@ -310,17 +305,8 @@ fn reconstruct(
     let mut metadata = std::collections::BTreeMap::new();
     // Paths inside the folder are recorded relative to it, so the folder can move.
     metadata.insert("model".into(), rel(&cfg.out, model_path));
-    let job = SearchJob {
-        runs,
-        keep: cfg.recon.keep,
-        out: out.to_path_buf(),
-        rank_by: RankBy::Kkt,
-        checkpoint_every: 1000,
-        log_every: 100,
-        parallel: if plan.runs > 1 { 2 } else { 1 },
-        metadata,
-        shard: None,
-    };
+    let mut job = SearchJob::new(runs, cfg.recon.keep, out.to_path_buf());
+    job.metadata = metadata;
     let summary = run_search(model, &job, None, hooks.tick)?;
     for w in summary.runs.iter().flat_map(|r| &r.warnings) {
         (hooks.warn)(w);
@@ -358,24 +344,16 @@ fn one_model(
         }
         None => {
             let (base, _) = trained_model(cfg, data, &base_path, seed, hooks)?;
-            if !model_path.exists() {
-                let mut meta = train_job::data_metadata(data);
-                meta.insert(
-                    "control".into(),
-                    format!(
-                        "random model with the layer norms of {}",
-                        rel(dir, &base_path)
-                    ),
-                );
-                let mean = data.mean.view().insert_axis(ndarray::Axis(0)).to_owned();
-                save_model(
-                    &model_path,
-                    &control::random_like(&base, seed + 7919),
-                    Some(&mean),
-                    &meta,
-                )?;
-            }
-            (load_model::<f32>(&model_path)?.mlp, None)
+            let mut meta = train_job::data_metadata(data);
+            meta.insert(
+                "control".into(),
+                format!(
+                    "random model with the layer norms of {}",
+                    rel(dir, &base_path)
+                ),
+            );
+            let null = nulls::null_model(&model_path, &base, &data.mean, seed, &meta)?;
+            (null, None)
         }
     };
     let test_x: Array2<f32> = data.test.x.clone();
@@ -387,33 +365,20 @@ fn one_model(
     let recon_seconds = recon.runs.iter().map(|r| r.wall_seconds).sum::<f64>();
 
     (hooks.stage)(name, seed, Stage::Scoring);
-    let cand = load_candidates::<f32>(&cand_path)?;
+    let cand = Candidates::load(&cand_path)?;
     let score = score_candidates(data, &cand.x, Some(&model), 10, &Ssim::kornia3());
     let grid_path = dir.join("grids").join(format!("{tag}.png"));
     write_grid(&grid_path, &score, &cand.x, data)?;
-    let cand_y: Vec<f32> = cand.y.iter().copied().collect();
     let class_grid = (data.outputs() > 1).then(|| scoring::class_rows_path(&grid_path));
-    let (class, map, hotspot, clean_scores, _) = audit::model_bias_map(
-        (&cand.x, &cand_y, &biasmap::weights(&cand.lambda)),
-        &[],
-        data,
-        cfg.per_class,
-        seed,
-    );
-    let verdict = audit::verdict(hotspot, audit::threshold(&clean_scores, &[]), None, class);
+    let map = model_bias_map(&cand, &[], data, cfg.per_class, seed);
+    let verdict = verdict(&map, None);
     if let Some(rows) = &class_grid {
-        write_class_rows(rows, &score, &cand.x, &cand_y, data, 10)?;
+        write_class_rows(rows, &score, &cand.x, &cand.y, data, 10)?;
     }
     let map_path = dir.join("maps").join(format!("{tag}.png"));
     let (_, h, w) = data.shape;
-    grid::write_png(
-        &map_path,
-        &[biasmap::heat_image(&map, audit::MAP_SCALE).view()],
-        (3, h, w),
-        1,
-        8,
-    )?;
-    let trigger = biasmap::check(&map, verdict.region, &data.triggers, data.shape);
+    write_heat_png(&map_path, &map.map, MAP_SCALE, (h, w))?;
+    let trigger = biasmap::check(&map.map, verdict.region, &data.triggers, data.shape);
     let result = ModelResult {
         name: name.to_string(),
         bias,

@@ -9,19 +9,9 @@ use anyhow::{anyhow, Result};
 use plotters::prelude::*;
 use reveal_io::write_atomic;
 
-use crate::{ExperimentConfig, ModelResult};
+use reveal_audit::stats::mean_std;
 
-/// Mean and (sample) standard deviation.
-fn mean_std(v: &[f64]) -> (f64, f64) {
-    let n = v.len() as f64;
-    let m = v.iter().sum::<f64>() / n;
-    let s = if v.len() > 1 {
-        (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
-    } else {
-        0.0
-    };
-    (m, s)
-}
+use crate::{ExperimentConfig, ModelResult};
 
 /// "0.123" or "0.123 ± 0.004" over seeds.
 /// A count over the seeds: a whole number for one seed, mean ± std with one decimal for more.
@@ -249,7 +239,7 @@ fn markdown(cfg: &ExperimentConfig, results: &[ModelResult]) -> Result<String> {
         `crates/experiment/src/biasmap.rs`). Its best compact window (k×k, \
         k = 2…6) is held against the best windows of {} maps made from random subsets of the clean images, as many per class as \
         the training set: above all of them, a shortcut is suspected there. Checked against the planted squares: the region's \
-        overlap, and the precision of the top-K map pixels (K = trigger area) against chance.\n", crate::audit::CLEAN_DRAWS);
+        overlap, and the precision of the top-K map pixels (K = trigger area) against chance.\n", reveal_audit::verdict::CLEAN_DRAWS);
     let _ = writeln!(
         md,
         "| model | seed | verdict | region (rows, cols) | score / threshold | precision | chance | squares hit | region on a square | map |"
@@ -359,20 +349,9 @@ where
     Ok(())
 }
 
-/// DejaVu Sans Mono, bundled so plots need no system fonts (licence in assets/).
-static FONT: &[u8] = include_bytes!("../assets/DejaVuSansMono.ttf");
-
 /// Writes the plot as PNG or SVG (a temporary file, then rename).
-/// Makes the bundled font plotters' "sans-serif" (once per process).
-pub fn register_font() {
-    static REGISTER: std::sync::Once = std::sync::Once::new();
-    REGISTER.call_once(|| {
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
-    });
-}
-
 fn plot(path: &Path, results: &[ModelResult], png: bool) -> Result<()> {
-    register_font();
+    reveal_render::register_font();
     let tmp = path.with_extension(format!("tmp.{}", if png { "png" } else { "svg" }));
     let result = if png {
         draw(

@@ -1,5 +1,5 @@
-//! Model files: safetensors with PyTorch's parameter names (`layers.i.weight`,
-//! `layers.0.bias`), the training mean `data.mean`, and metadata.
+//! Model files: safetensors with PyTorch's parameter names (`layers.i.weight`, `layers.i.bias`),
+//! the training mean `data.mean`, and metadata.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -19,41 +19,32 @@ pub struct ModelFile<T> {
     pub metadata: BTreeMap<String, String>,
 }
 
-/// Saves a model with PyTorch's names (`layers.i.weight`, `layers.0.bias`) and `data.mean`.
+/// Saves a model with PyTorch's names (`layers.i.weight`, `layers.i.bias`) and `data.mean`.
 pub fn save_model<T: Scalar>(
     path: &Path,
     mlp: &Mlp<T>,
     mean: Option<&Array2<T>>,
     metadata: &BTreeMap<String, String>,
 ) -> Result<()> {
-    let names: Vec<String> = (0..mlp.weights.len())
-        .map(|i| format!("layers.{i}.weight"))
-        .collect();
     let std = |a: &Array2<T>| a.as_standard_layout().into_owned();
-    let owned: Vec<Array2<T>> = mlp.weights.iter().map(std).collect();
-    let bias = std(&mlp.bias);
-    let mut tensors: Vec<TensorOut<T>> = names
+    let mut owned: Vec<(String, Vec<usize>, Array2<T>)> = Vec::new();
+    for (k, w) in mlp.weights.iter().enumerate() {
+        owned.push((format!("layers.{k}.weight"), w.shape().to_vec(), std(w)));
+        if let Some(b) = mlp.biases.get(k) {
+            owned.push((format!("layers.{k}.bias"), vec![b.len()], std(b)));
+        }
+    }
+    if let Some(m) = mean {
+        owned.push(("data.mean".into(), vec![m.len()], std(m)));
+    }
+    let tensors: Vec<TensorOut<T>> = owned
         .iter()
-        .zip(&owned)
-        .map(|(n, w)| TensorOut {
-            name: n,
-            shape: w.shape().to_vec(),
-            data: w.as_slice().expect("standard layout"),
+        .map(|(name, shape, a)| TensorOut {
+            name,
+            shape: shape.clone(),
+            data: a.as_slice().expect("standard layout"),
         })
         .collect();
-    tensors.push(TensorOut {
-        name: "layers.0.bias",
-        shape: vec![bias.len()],
-        data: bias.as_slice().expect("standard layout"),
-    });
-    let mean = mean.map(std);
-    if let Some(m) = &mean {
-        tensors.push(TensorOut {
-            name: "data.mean",
-            shape: vec![m.len()],
-            data: m.as_slice().expect("standard layout"),
-        });
-    }
     write_tensors(path, &tensors, metadata)
 }
 
@@ -170,9 +161,27 @@ pub fn parse_model_with<T: Scalar>(
             order_hint()
         );
     }
-    let bias = file.take_matrix(path, &b1_name, &[Some(h1)])?;
+    let mut biases = vec![file.take_matrix(path, &b1_name, &[Some(h1)])?];
     let mut weights = vec![w1];
     let mut fan_in = h1;
+    // Later biases: on every layer (PyTorch's default nn.Linear) or on none (homogeneous).
+    let later: Vec<bool> = layers[1..]
+        .iter()
+        .map(|n| file.tensors.contains_key(&format!("{n}.bias")))
+        .collect();
+    if later.iter().any(|&b| b) && !later.iter().all(|&b| b) {
+        let with: Vec<String> = layers[1..]
+            .iter()
+            .zip(&later)
+            .filter(|(_, &b)| b)
+            .map(|(n, _)| format!("{n}.bias"))
+            .collect();
+        bail!(
+            "{}: biases on some later layers only ({}); reveal takes a bias on the first layer only, or on every layer",
+            path.display(),
+            with.join(", ")
+        );
+    }
     for n in &layers[1..] {
         let name = format!("{n}.weight");
         let fits = file
@@ -189,8 +198,9 @@ pub fn parse_model_with<T: Scalar>(
         let w = file.take_matrix(path, &name, &[None, Some(fan_in)])?;
         fan_in = w.nrows();
         weights.push(w);
-        if file.tensors.contains_key(&format!("{n}.bias")) {
-            bail!("{}: {n}.bias is a bias after the first layer; reveal reconstructs homogeneous nets, with a bias in the first layer only", path.display());
+        let bias = format!("{n}.bias");
+        if file.tensors.contains_key(&bias) {
+            biases.push(file.take_matrix(path, &bias, &[Some(fan_in)])?);
         }
     }
     // The head: one output (binary) or C outputs (C classes). A last layer with as many outputs
@@ -210,12 +220,18 @@ pub fn parse_model_with<T: Scalar>(
     for (n, w) in layers.iter().zip(&weights) {
         finite(path, &format!("{n}.weight"), w)?;
     }
-    finite(path, &b1_name, &bias)?;
+    for (n, b) in layers.iter().zip(&biases) {
+        finite(path, &format!("{n}.bias"), b)?;
+    }
     if let Some(extra) = file.tensors.keys().next() {
-        bail!("{}: unexpected tensor {extra} (a bias on a layer after the first? the model must be homogeneous; or pass --layers)", path.display());
+        bail!(
+            "{}: unexpected tensor {extra} (not a layer of the network read: {}; pass --layers to name them)",
+            path.display(),
+            layers.join(", ")
+        );
     }
     Ok(ModelFile {
-        mlp: Mlp { weights, bias },
+        mlp: Mlp { weights, biases },
         mean,
         metadata: file.metadata,
     })
@@ -238,4 +254,16 @@ fn finite<T: Scalar>(path: &Path, name: &str, a: &Array2<T>) -> Result<()> {
         }
         None => Ok(()),
     }
+}
+
+/// Checks that rows of `values` numbers (`what`, from `path`: "candidates", "the images of
+/// mnist") fit a model of `d` inputs.
+pub fn check_input_width(d: usize, values: usize, path: &Path, what: &str) -> Result<()> {
+    if values != d {
+        bail!(
+            "{}: the model takes {d} inputs but {what} have {values} values",
+            path.display()
+        );
+    }
+    Ok(())
 }

@@ -1,7 +1,11 @@
-//! The homogeneous ReLU MLP: f(x) = W_L · relu(W_{L−1} ··· relu(W1 x + b1)).
+//! The ReLU MLP: f(x) = W_L · relu(W_{L−1} ··· relu(W1 x + b1)) (+ b_L).
 //!
-//! Bias only in the first layer, so f is homogeneous in its parameters: f(cθ) = c^L f(θ)
-//! for L weight layers (c³ for the default d-h-h-1 net).
+//! By default a bias in the first layer only, so f is homogeneous in its parameters:
+//! f(cθ) = c^L f(θ) for L weight layers (c³ for the default d-h-h-1 net), the setting the KKT
+//! theory of reconstruction assumes. A model may instead have a bias in every layer (PyTorch's
+//! default `nn.Linear`): Z_k = A_{k−1}W_kᵀ + b_k for every k. It is no longer homogeneous, but
+//! a stationary point of its training still puts θ, biases included, in the span of the margins'
+//! gradients (docs/DESIGN.md §8).
 //!
 //! One output is the binary classifier (labels y = ±1, margin y·f(x)); C ≥ 2 outputs
 //! Φ_1…Φ_C classify C classes (labels y = class index, margin Φ_y(x) − max_{j≠y} Φ_j(x)).
@@ -13,6 +17,90 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use reveal_tape::{Constant, Scalar, Tape, Var};
+use serde::{Deserialize, Serialize};
+
+/// Which layers have a bias.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Biases {
+    /// The first layer only: the network is homogeneous (the papers' setting).
+    #[default]
+    First,
+    /// Every layer, the output layer included (PyTorch's default `nn.Linear`).
+    All,
+}
+
+/// How the parameters are drawn.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Init {
+    /// The papers': W1, b1 ~ N(0,1)·1e-4, later layers U(−1/√fan_in, 1/√fan_in).
+    #[default]
+    Small,
+    /// PyTorch's `nn.Linear` default for every layer: weights and biases U(−1/√fan_in, 1/√fan_in)
+    /// (Kaiming uniform with a = √5).
+    Default,
+}
+
+/// Where each layer's tensors sit in θ = (W1, b1, W2, [b2], …, W_L, [b_L]): the bias of a layer
+/// follows its weight, and only the first layer's is there unless every layer has one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// Weight layers L (hidden layers + the output layer).
+    pub layers: usize,
+    pub biases: Biases,
+}
+
+impl Layout {
+    /// Tensors in θ: L + 1 (first-layer bias) or 2L (a bias in every layer).
+    pub fn len(self) -> usize {
+        match self.biases {
+            Biases::First => self.layers + 1,
+            Biases::All => 2 * self.layers,
+        }
+    }
+
+    /// Never empty: a model has at least two layers.
+    pub fn is_empty(self) -> bool {
+        false
+    }
+
+    /// The index of W_{k+1} (layer k, from 0) in θ.
+    pub fn weight(self, k: usize) -> usize {
+        match (self.biases, k) {
+            (Biases::All, _) => 2 * k,
+            (Biases::First, 0) => 0,
+            (Biases::First, _) => k + 1,
+        }
+    }
+
+    /// The index of b_{k+1} in θ, if layer k has a bias.
+    pub fn bias(self, k: usize) -> Option<usize> {
+        match (self.biases, k) {
+            (Biases::All, _) => Some(2 * k + 1),
+            (Biases::First, 0) => Some(1),
+            (Biases::First, _) => None,
+        }
+    }
+
+    /// The layout of `len` tensors of an L-layer model.
+    pub fn of(layers: usize, len: usize) -> Layout {
+        let biases = if len == layers + 1 {
+            Biases::First
+        } else {
+            Biases::All
+        };
+        let layout = Layout { layers, biases };
+        assert_eq!(
+            layout.len(),
+            len,
+            "layout: {len} tensors for {layers} layers (expected {} or {})",
+            layers + 1,
+            2 * layers
+        );
+        layout
+    }
+}
 
 /// The hidden activation, as the tape should record it.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -64,14 +152,15 @@ impl<T: Scalar> Activation<T> {
     }
 }
 
-/// Parameters of the MLP, in PyTorch's layout: `weights[i]` is `layers.i.weight` [out, in],
-/// `bias` is `layers.0.bias` stored as a row [1, h1].
+/// Parameters of the MLP, in PyTorch's layout: `weights[k]` is `layers.k.weight` [out, in],
+/// `biases[k]` is `layers.k.bias` stored as a row [1, out].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Mlp<T> {
-    /// `layers.i.weight`, shape [out_i, in_i]; the last one is [C, h] (C = 1: binary).
+    /// `layers.k.weight`, shape [out_k, in_k]; the last one is [C, h] (C = 1: binary).
     pub weights: Vec<Array2<T>>,
-    /// `layers.0.bias` as a row [1, h1].
-    pub bias: Array2<T>,
+    /// `layers.k.bias` as rows [1, out_k]: the first layer's only ([`Biases::First`]) or one
+    /// per layer ([`Biases::All`]).
+    pub biases: Vec<Array2<T>>,
 }
 
 impl<T: Scalar> Mlp<T> {
@@ -83,6 +172,19 @@ impl<T: Scalar> Mlp<T> {
 
     /// [`Mlp::init`] with `outputs` outputs (1: binary; C ≥ 2: C classes).
     pub fn init_classes(input: usize, hidden: &[usize], outputs: usize, seed: u64) -> Self {
+        Self::init_with(input, hidden, outputs, Init::Small, Biases::First, seed)
+    }
+
+    /// A model of `outputs` outputs drawn as `init` says, with the biases `biases`. The draws
+    /// go layer by layer, weight then bias, from one seeded stream.
+    pub fn init_with(
+        input: usize,
+        hidden: &[usize],
+        outputs: usize,
+        init: Init,
+        biases: Biases,
+        seed: u64,
+    ) -> Self {
         assert!(outputs >= 1, "init: at least one output is needed");
         assert!(
             !hidden.is_empty(),
@@ -95,17 +197,50 @@ impl<T: Scalar> Mlp<T> {
                 T::from_f64(1e-4 * z)
             })
         };
-        let w1 = small((hidden[0], input), &mut rng);
-        let bias = small((1, hidden[0]), &mut rng);
-        let mut weights = vec![w1];
-        let outs = hidden[1..].iter().copied().chain([outputs]);
-        for (fan_in, out) in hidden.iter().copied().zip(outs) {
+        let uniform = |shape, fan_in: usize, rng: &mut ChaCha8Rng| {
             let bound = 1.0 / (fan_in as f64).sqrt();
-            weights.push(Array2::from_shape_simple_fn((out, fan_in), || {
-                T::from_f64(rng.gen_range(-bound..bound))
-            }));
+            Array2::from_shape_simple_fn(shape, || T::from_f64(rng.gen_range(-bound..bound)))
+        };
+        let (mut weights, mut bs) = (Vec::new(), Vec::new());
+        let ins = std::iter::once(input).chain(hidden.iter().copied());
+        let outs = hidden.iter().copied().chain([outputs]);
+        for (k, (fan_in, out)) in ins.zip(outs).enumerate() {
+            let (w, b) = match (init, k) {
+                (Init::Small, 0) => (
+                    small((out, fan_in), &mut rng),
+                    Some(small((1, out), &mut rng)),
+                ),
+                _ => (
+                    uniform((out, fan_in), fan_in, &mut rng),
+                    (k == 0 || biases == Biases::All).then(|| uniform((1, out), fan_in, &mut rng)),
+                ),
+            };
+            weights.push(w);
+            if k == 0 || biases == Biases::All {
+                bs.extend(b);
+            }
         }
-        Mlp { weights, bias }
+        Mlp {
+            weights,
+            biases: bs,
+        }
+    }
+
+    /// Which layers have a bias.
+    pub fn bias_layout(&self) -> Biases {
+        if self.biases.len() > 1 {
+            Biases::All
+        } else {
+            Biases::First
+        }
+    }
+
+    /// Where each tensor sits in [`Mlp::params`].
+    pub fn layout(&self) -> Layout {
+        Layout {
+            layers: self.weights.len(),
+            biases: self.bias_layout(),
+        }
     }
 
     /// Input size d.
@@ -126,18 +261,25 @@ impl<T: Scalar> Mlp<T> {
             .collect()
     }
 
-    /// All parameter tensors in order θ = (W1, b1, W2, …, w_out), as the KKT sum runs over them.
+    /// All parameter tensors in order θ = (W1, b1, W2, [b2], …, W_L, [b_L]) (see [`Layout`]), as
+    /// the KKT sum runs over them.
     pub fn params(&self) -> Vec<&Array2<T>> {
-        let mut p = vec![&self.weights[0], &self.bias];
-        p.extend(self.weights[1..].iter());
+        let mut p = Vec::new();
+        for (k, w) in self.weights.iter().enumerate() {
+            p.push(w);
+            p.extend(self.biases.get(k));
+        }
         p
     }
 
     /// Mutable parameters in the order of [`Mlp::params`].
     pub fn params_mut(&mut self) -> Vec<&mut Array2<T>> {
-        let (first, rest) = self.weights.split_at_mut(1);
-        let mut p = vec![&mut first[0], &mut self.bias];
-        p.extend(rest.iter_mut());
+        let mut biases = self.biases.iter_mut();
+        let mut p = Vec::new();
+        for w in self.weights.iter_mut() {
+            p.push(w);
+            p.extend(biases.next());
+        }
         p
     }
 
@@ -149,7 +291,7 @@ impl<T: Scalar> Mlp<T> {
 
     /// The parameters in shared form, to record on many tapes without copying.
     pub fn theta(&self) -> Theta<T> {
-        Theta::new(self.params().into_iter().cloned().collect())
+        Theta::new(self.params().into_iter().cloned().collect(), self.layout())
     }
 
     /// A copy converted to another precision.
@@ -157,7 +299,7 @@ impl<T: Scalar> Mlp<T> {
         let c = |a: &Array2<T>| a.mapv(|v| U::from_f64(v.as_f64()));
         Mlp {
             weights: self.weights.iter().map(c).collect(),
-            bias: c(&self.bias),
+            biases: self.biases.iter().map(c).collect(),
         }
     }
 
@@ -171,40 +313,54 @@ impl<T: Scalar> Mlp<T> {
             self.input_dim()
         );
         let relu = |v: T| v.max(T::zero());
-        let mut a = (x.dot(&self.weights[0].t()) + &self.bias).mapv(relu);
         let last = self.weights.len() - 1;
-        for w in &self.weights[1..last] {
-            a = a.dot(&w.t()).mapv(relu);
+        let mut a = x.to_owned();
+        for (k, w) in self.weights.iter().enumerate() {
+            let mut z = a.dot(&w.t());
+            if let Some(b) = self.biases.get(k) {
+                z = z + b;
+            }
+            a = if k == last { z } else { z.mapv(relu) };
         }
-        a.dot(&self.weights[last].t())
+        a
     }
 }
 
-/// The parameters θ = (W1, b1, W2, …, w_out) shared with tapes: a [`Constant`] each, so they
-/// are recorded without copies, and packed for the matrix products (and ‖W‖² computed) once
-/// for every tape that records them.
+/// The parameters θ (order of [`Mlp::params`]) shared with tapes: a [`Constant`] each, so they
+/// are recorded without copies, and packed for the matrix products (and ‖W‖² computed) once for
+/// every tape that records them.
 #[derive(Clone, Debug)]
-pub struct Theta<T>(pub Vec<Arc<Constant<T>>>);
+pub struct Theta<T> {
+    pub params: Vec<Arc<Constant<T>>>,
+    pub layout: Layout,
+}
 
 impl<T: Scalar> Theta<T> {
     /// Wraps parameter matrices in the order of [`Mlp::params`].
-    pub fn new(params: Vec<Array2<T>>) -> Self {
-        Theta(
-            params
+    pub fn new(params: Vec<Array2<T>>, layout: Layout) -> Self {
+        assert_eq!(
+            params.len(),
+            layout.len(),
+            "theta: {} tensors for {layout:?}",
+            params.len()
+        );
+        Theta {
+            params: params
                 .into_iter()
                 .map(|p| Arc::new(Constant::new(p)))
                 .collect(),
-        )
+            layout,
+        }
     }
 
     /// Parameter `i` in the order of [`Mlp::params`].
     pub fn get(&self, i: usize) -> &Arc<Array2<T>> {
-        self.0[i].value()
+        self.params[i].value()
     }
 
     /// Records θ on a tape as shared constants (no copies; packed forms are kept across tapes).
     pub fn on_tape<'t>(&self, tape: &'t Tape<T>) -> Vec<Var<'t, T>> {
-        self.0.iter().map(|p| tape.shared(p)).collect()
+        self.params.iter().map(|p| tape.shared(p)).collect()
     }
 
     /// Input size d.
@@ -214,45 +370,51 @@ impl<T: Scalar> Theta<T> {
 
     /// A plain copy of the model.
     pub fn to_mlp(&self) -> Mlp<T> {
-        let n = self.0.len();
+        let l = self.layout;
         let own = |i: usize| (**self.get(i)).clone();
         Mlp {
-            weights: std::iter::once(0).chain(2..n).map(own).collect(),
-            bias: own(1),
+            weights: (0..l.layers).map(|k| own(l.weight(k))).collect(),
+            biases: (0..l.layers).filter_map(|k| l.bias(k)).map(own).collect(),
         }
     }
 
     /// The widest hidden layer.
     pub fn max_width(&self) -> usize {
-        let n = self.0.len();
-        std::iter::once(0)
-            .chain(2..n - 1)
-            .map(|i| self.get(i).nrows())
+        let l = self.layout;
+        (0..l.layers - 1)
+            .map(|k| self.get(l.weight(k)).nrows())
             .max()
             .unwrap_or(0)
     }
 }
 
-/// Records f(x) for x [m, d] given the parameters on the tape (order of [`Mlp::params`]): [m, C].
+/// Records f(x) for x [m, d] given the parameters on the tape (order of [`Mlp::params`], placed
+/// as `layout` says): [m, C].
 pub fn forward<'t, T: Scalar>(
     params: &[Var<'t, T>],
+    layout: Layout,
     x: Var<'t, T>,
     act: Activation<T>,
 ) -> Var<'t, T> {
     assert!(
-        params.len() >= 3,
-        "forward: expected W1, b1 and at least one more layer, got {} tensors",
+        params.len() == layout.len() && layout.layers >= 2,
+        "forward: {} tensors for {layout:?} (at least two layers)",
         params.len()
     );
-    let (w1, b1, rest) = (params[0], params[1], &params[2..]);
-    // Z1 = X·W1ᵀ + b1
-    let mut a = act.apply(x.matmul_t(w1, false, true).add_row(b1));
-    let (last, hidden) = rest.split_last().expect("checked above");
-    for &w in hidden {
-        // Z_{l+1} = A_l·W_{l+1}ᵀ
-        a = act.apply(a.matmul_t(w, false, true));
+    let mut a = x;
+    for k in 0..layout.layers {
+        // Z_k = A_{k−1}·W_kᵀ (+ b_k)
+        let mut z = a.matmul_t(params[layout.weight(k)], false, true);
+        if let Some(b) = layout.bias(k) {
+            z = z.add_row(params[b]);
+        }
+        a = if k + 1 == layout.layers {
+            z
+        } else {
+            act.apply(z)
+        };
     }
-    a.matmul_t(*last, false, true)
+    a
 }
 
 /// The margin as signs on the outputs, so that margin_i = Σ_j S_ij f_ij(x_i):

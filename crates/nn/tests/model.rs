@@ -5,14 +5,14 @@ use std::collections::BTreeMap;
 use ndarray::Array2;
 use reveal_io::{write_tensors, TensorOut};
 use reveal_nn::files::{load_model, load_model_with, save_model, LayerNames};
-use reveal_nn::{forward, Activation, Mlp};
+use reveal_nn::{forward, Activation, Biases, Init, Mlp};
 use reveal_tape::check::{randn, Rng};
 use reveal_tape::Tape;
 
 fn trained_like(seed: u64) -> Mlp<f64> {
     let mut m = Mlp::<f64>::init(7, &[5, 4], seed);
     m.weights[0].mapv_inplace(|v| v * 1e4);
-    m.bias.mapv_inplace(|v| v * 1e4);
+    m.biases[0].mapv_inplace(|v| v * 1e4);
     m
 }
 
@@ -41,7 +41,7 @@ fn reference_init_statistics() {
     let m = Mlp::<f64>::init(784, &[1000, 1000], 0);
     let std = |a: &Array2<f64>| (a.mapv(|v| v * v).mean().unwrap()).sqrt();
     assert!((std(&m.weights[0]) - 1e-4).abs() < 2e-6);
-    assert!((std(&m.bias) - 1e-4).abs() < 1e-5);
+    assert!((std(&m.biases[0]) - 1e-4).abs() < 1e-5);
     let bound = 1.0 / 1000f64.sqrt();
     for w in &m.weights[1..] {
         assert!(w.iter().all(|v| v.abs() < bound));
@@ -53,25 +53,29 @@ fn reference_init_statistics() {
 
 #[test]
 fn tape_forward_equals_plain_forward() {
-    let m = trained_like(3);
-    let x = randn((5, 7), &mut Rng::seed(4));
-    let tape = Tape::new();
-    let f = forward(
-        &m.on_tape(&tape),
-        tape.constant(x.clone()),
-        Activation::Relu,
-    );
-    let g = forward(
-        &m.on_tape(&tape),
-        tape.constant(x.clone()),
-        Activation::ModifiedRelu(20.0),
-    );
-    assert_eq!(*f.value(), m.predict(x.view()));
-    assert_eq!(
-        *g.value(),
-        m.predict(x.view()),
-        "the modified ReLU has the same forward value"
-    );
+    let every = Mlp::<f64>::init_with(7, &[6, 5], 3, Init::Default, Biases::All, 5);
+    for m in [trained_like(3), every] {
+        let x = randn((5, 7), &mut Rng::seed(4));
+        let tape = Tape::new();
+        let f = forward(
+            &m.on_tape(&tape),
+            m.layout(),
+            tape.constant(x.clone()),
+            Activation::Relu,
+        );
+        let g = forward(
+            &m.on_tape(&tape),
+            m.layout(),
+            tape.constant(x.clone()),
+            Activation::ModifiedRelu(20.0),
+        );
+        assert_eq!(*f.value(), m.predict(x.view()));
+        assert_eq!(
+            *g.value(),
+            m.predict(x.view()),
+            "the modified ReLU has the same forward value"
+        );
+    }
 }
 
 #[test]
@@ -112,7 +116,7 @@ fn load_error_with(
             vec![5, 7],
             flat(&m.weights[0]),
         ),
-        ("layers.0.bias".to_string(), vec![5], flat(&m.bias)),
+        ("layers.0.bias".to_string(), vec![5], flat(&m.biases[0])),
         (
             "layers.1.weight".to_string(),
             vec![4, 5],
@@ -160,7 +164,7 @@ fn rename(t: &mut [(String, Vec<usize>, Vec<f32>)], names: [&str; 3]) {
 
 /// State dicts of PyTorch modules: `fc1, fc2, fc3` attributes, and `nn.Sequential` indices
 /// with the ReLUs between (`0, 2, 4`), found by name in natural order; other names with
-/// `--layers`; an order that does not chain, or a bias after the first layer, refused.
+/// `--layers`; an order that does not chain, or biases on some later layers only, refused.
 #[test]
 fn pytorch_layer_names_are_found_or_given() {
     assert_eq!(load_error(|t| rename(t, ["fc1", "fc2", "fc3"])), "");
@@ -180,7 +184,7 @@ fn pytorch_layer_names_are_found_or_given() {
         rename(t, ["fc1", "fc2", "fc3"]);
         t.push(("fc2.bias".into(), vec![4], vec![0.0; 4]));
     });
-    assert!(e.contains("fc2") && e.contains("homogeneous"), "{e}");
+    assert!(e.contains("fc2.bias") && e.contains("every layer"), "{e}");
     let e = load_error_with(&LayerNames::Given(vec!["fc1".into()]), |t| {
         rename(t, ["fc1", "fc2", "fc3"])
     });
@@ -213,7 +217,7 @@ fn pytorch_state_dict_loads_and_bad_files_are_rejected() {
     assert!(e.contains("layers.1.weight") && e.contains("[5, 4]"), "{e}");
     let e = load_error(|t| t.push(("layers.1.bias".into(), vec![4], vec![0.0; 4])));
     assert!(
-        e.contains("layers.1.bias") && e.contains("homogeneous"),
+        e.contains("layers.1.bias") && e.contains("every layer"),
         "{e}"
     );
     // Without its binary head the net reads as a 4-class model (4 outputs from 5 inputs) and
@@ -268,4 +272,44 @@ fn margin_signs_pick_the_label_and_the_runner_up() {
         array![[1.0, 0.0, -1.0], [0.0, -1.0, 1.0], [-1.0, 0.0, 1.0]]
     );
     assert_eq!(margins(f.view(), y.view()), array![[1.0], [0.0], [-2.0]]);
+}
+
+/// A model with a bias in every layer (PyTorch's default `nn.Linear`) is written with
+/// `layers.i.bias` for every i and read back the same, under reveal's names and PyTorch's.
+#[test]
+fn a_bias_in_every_layer_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Mlp::<f32>::init_with(6, &[5, 4], 3, Init::Default, Biases::All, 9);
+    assert_eq!(m.biases.len(), 3);
+    assert_eq!(m.params().len(), 6);
+    let p = dir.path().join("all.safetensors");
+    save_model(&p, &m, None, &BTreeMap::new()).unwrap();
+    let back = load_model::<f32>(&p).unwrap().mlp;
+    assert_eq!(back, m);
+    assert_eq!(back.bias_layout(), Biases::All);
+    // The same tensors under a PyTorch module's names.
+    let bytes = std::fs::read(&p).unwrap();
+    let file = reveal_io::parse_tensors::<f32>(&bytes, &p).unwrap();
+    let owned: Vec<(String, Vec<usize>, Vec<f32>)> = file
+        .tensors
+        .iter()
+        .map(|(n, t)| {
+            let name = n
+                .replace("layers.0", "fc1")
+                .replace("layers.1", "fc2")
+                .replace("layers.2", "fc3");
+            (name, t.shape.clone(), t.data.clone())
+        })
+        .collect();
+    let tensors: Vec<TensorOut<f32>> = owned
+        .iter()
+        .map(|(n, sh, d)| TensorOut {
+            name: n,
+            shape: sh.clone(),
+            data: d,
+        })
+        .collect();
+    let q = dir.path().join("torch.safetensors");
+    write_tensors(&q, &tensors, &BTreeMap::new()).unwrap();
+    assert_eq!(load_model::<f32>(&q).unwrap().mlp, m);
 }

@@ -69,7 +69,18 @@ pub fn closed_form(
         Activation::ModifiedRelu(a) | Activation::Softplus(a) => a,
     };
     let (a_fn, s_fn, ds_fn) = pieces(act);
-    let (w1, w2, w3, b1) = (&net.weights[0], &net.weights[1], &net.weights[2], &net.bias);
+    assert!(
+        net.weights.len() == 3 && net.biases.len() == 1,
+        "closed form: a d-h-h-C net with a first-layer bias only, got {} layers and {} biases",
+        net.weights.len(),
+        net.biases.len()
+    );
+    let (w1, w2, w3, b1) = (
+        &net.weights[0],
+        &net.weights[1],
+        &net.weights[2],
+        &net.biases[0],
+    );
     let m = x.nrows() as f64;
 
     // Forward.

@@ -25,19 +25,26 @@
 //! `mrelu` has derivative σ(αz); S_k = σ(αZ_k) differentiates to α·σ·(1−σ)), so the two agree
 //! to rounding; `tests/gram.rs` holds them to 1e-10 in f64.
 
-use reveal_nn::margin_signs;
+use reveal_nn::{margin_signs, Biases, Layout};
 use reveal_tape::{Scalar, Var};
 
 use crate::terms::{ObjectiveConfig, Terms};
 
-/// Records L for candidates x [m, d], λ [m, 1], y [m, 1], θ on the tape (order of `Mlp::params`).
+/// Records L for candidates x [m, d], λ [m, 1], y [m, 1], θ on the tape (order of `Mlp::params`;
+/// a bias in the first layer only).
 pub fn record<'t, T: Scalar>(
     theta: &[Var<'t, T>],
+    layout: Layout,
     x: Var<'t, T>,
     lambda: Var<'t, T>,
     y: Var<'t, T>,
     cfg: ObjectiveConfig<T>,
 ) -> Terms<Var<'t, T>> {
+    assert_eq!(
+        layout.biases,
+        Biases::First,
+        "gram path: written for a first-layer bias only ({layout:?}); use the generic path"
+    );
     let tape = x.tape();
     let m = x.shape().0;
     let hidden = theta.len() - 2;

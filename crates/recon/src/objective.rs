@@ -18,15 +18,17 @@
 use std::sync::Arc;
 
 use ndarray::Array2;
-use reveal_nn::{forward, margin_signs, Mlp, Theta};
+use reveal_nn::{forward, margin_signs, Biases, Layout, Mlp, Theta};
 use reveal_tape::{grad, Scalar, Tape, Var};
 
 use crate::terms::{ObjectiveConfig, Terms};
 
 /// Records L for candidates x [m, d], multipliers λ [m, 1] and labels y [m, 1] (±1, or class
-/// indices for a C-output model), with θ already on the tape (order of [`Mlp::params`]).
+/// indices for a C-output model), with θ already on the tape (order of [`Mlp::params`], placed as
+/// `layout` says). Every tensor of θ, biases included, has its residual in L_kkt.
 pub fn record<'t, T: Scalar>(
     theta: &[Var<'t, T>],
+    layout: Layout,
     x: Var<'t, T>,
     lambda: Var<'t, T>,
     y: Var<'t, T>,
@@ -47,7 +49,7 @@ pub fn record<'t, T: Scalar>(
     );
 
     // Φ = (1/m) Σ_i λ_i m_i(x_i), and ∇θ Φ from one batched backward that stays on the tape.
-    let f = forward(theta, x, cfg.activation);
+    let f = forward(theta, layout, x, cfg.activation);
     let margins = match f.shape().1 {
         1 => f * lambda * y,
         _ => (f * x
@@ -79,9 +81,11 @@ pub enum Method {
 
 impl Method {
     /// The Gram path pays when there are at most half as many candidates as the widest layer
-    /// has units (measured: 0.73× the generic time at m = h/5, 1.5× at m = h).
+    /// has units (measured: 0.73× the generic time at m = h/5, 1.5× at m = h). It is written
+    /// for a bias in the first layer only; a model with a bias in every layer takes the generic
+    /// path.
     pub fn auto<T: Scalar>(theta: &Theta<T>, m: usize) -> Method {
-        if 2 * m <= theta.max_width() {
+        if theta.layout.biases == Biases::First && 2 * m <= theta.max_width() {
             Method::Gram
         } else {
             Method::GradOfGrad
@@ -149,6 +153,7 @@ pub fn evaluate_shared<T: Scalar>(
         // own): see `FlushDenormals`.
         let _flush = reveal_tape::kernels::FlushDenormals::new();
         let tape = Tape::new();
+        let layout = theta.layout;
         let theta = theta.on_tape(&tape);
         let (xv, lv, yv) = (
             tape.var(Arc::clone(x)),
@@ -156,8 +161,8 @@ pub fn evaluate_shared<T: Scalar>(
             tape.constant(Arc::clone(y)),
         );
         let terms = match method {
-            Method::GradOfGrad => record(&theta, xv, lv, yv, cfg),
-            Method::Gram => crate::gram::record(&theta, xv, lv, yv, cfg),
+            Method::GradOfGrad => record(&theta, layout, xv, lv, yv, cfg),
+            Method::Gram => crate::gram::record(&theta, layout, xv, lv, yv, cfg),
         };
         let grads = grad(terms.total, &[xv, lv], false);
         let terms = terms.map(|v| v.item());

@@ -49,6 +49,37 @@ pub struct SearchJob {
     pub shard: Option<Shard>,
 }
 
+impl SearchJob {
+    /// A search of `runs` pooling the best `keep` into `out`, with the defaults: ranked by the
+    /// final L_kkt (no training set needed), a checkpoint every 1,000 and a log line every 100
+    /// iterations, [`SearchJob::default_parallel`] runs at once, no metadata, no shard.
+    pub fn new(runs: Vec<RunConfig>, keep: usize, out: PathBuf) -> Self {
+        let parallel = Self::default_parallel(runs.len());
+        SearchJob {
+            runs,
+            keep,
+            out,
+            rank_by: RankBy::Kkt,
+            checkpoint_every: 1000,
+            log_every: 100,
+            parallel,
+            metadata: BTreeMap::new(),
+            shard: None,
+        }
+    }
+
+    /// How many runs go at once unless told: two when there are several (each run's step is
+    /// itself parallel, and two runs side by side use two cores best on the machines measured),
+    /// else one.
+    pub fn default_parallel(runs: usize) -> usize {
+        if runs > 1 {
+            2
+        } else {
+            1
+        }
+    }
+}
+
 /// The outcome of one run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunSummary {

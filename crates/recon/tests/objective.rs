@@ -4,12 +4,12 @@
 //! modified ReLU, whose x-gradient is a surrogate — the checks (b) and (c) of docs/DESIGN.md §2.
 
 use ndarray::Array2;
-use reveal_nn::{Activation, Mlp};
+use reveal_nn::{forward, Activation, Biases, Mlp};
 use reveal_recon::closed_form::closed_form;
 use reveal_recon::objective::{evaluate_with, record, Method};
 use reveal_recon::terms::{candidate_labels, candidate_labels_for, ObjectiveConfig};
 use reveal_tape::check::{gradcheck, gradgradcheck, randn, Rng};
-use reveal_tape::{Tape, Var};
+use reveal_tape::{grad, Tape, Var};
 
 /// A small d-h-h-1 model with weights large enough that every term matters.
 fn model(d: usize, h: usize, seed: u64) -> Mlp<f64> {
@@ -18,14 +18,25 @@ fn model(d: usize, h: usize, seed: u64) -> Mlp<f64> {
 
 /// [`model`] with C outputs.
 fn model_with_outputs(d: usize, h: usize, outputs: usize, seed: u64) -> Mlp<f64> {
+    model_with(d, h, outputs, Biases::First, seed)
+}
+
+/// [`model_with_outputs`] with a bias in the first layer only or in every layer.
+fn model_with(d: usize, h: usize, outputs: usize, biases: Biases, seed: u64) -> Mlp<f64> {
     let mut rng = Rng::seed(seed);
+    let weights = vec![
+        randn((h, d), &mut rng) * 0.5,
+        randn((h, h), &mut rng) * 0.5,
+        randn((outputs, h), &mut rng) * 0.5,
+    ];
+    let mut biases_of = vec![randn((1, h), &mut rng) * 0.3];
+    if biases == Biases::All {
+        biases_of.push(randn((1, h), &mut rng) * 0.3);
+        biases_of.push(randn((1, outputs), &mut rng) * 0.3);
+    }
     Mlp {
-        weights: vec![
-            randn((h, d), &mut rng) * 0.5,
-            randn((h, h), &mut rng) * 0.5,
-            randn((outputs, h), &mut rng) * 0.5,
-        ],
-        bias: randn((1, h), &mut rng) * 0.3,
+        weights,
+        biases: biases_of,
     }
 }
 
@@ -131,7 +142,7 @@ fn objective_fn(
             activation: act,
             lambda_min: 0.45,
         };
-        vec![record(&theta, x, lambda, y, cfg).total]
+        vec![record(&theta, net.layout(), x, lambda, y, cfg).total]
     }
 }
 
@@ -140,19 +151,28 @@ fn objective_fn(
 #[test]
 fn objective_passes_gradcheck_with_true_activations() {
     let (d, h, m) = (4, 5, 4);
-    for outputs in [1, 3] {
-        let net = model_with_outputs(d, h, outputs, 21);
+    for (outputs, biases) in [
+        (1, Biases::First),
+        (3, Biases::First),
+        (1, Biases::All),
+        (3, Biases::All),
+    ] {
+        let net = model_with(d, h, outputs, biases, 21);
         let (x, lambda) = candidates(m, d, 22);
         for act in [Activation::Relu, Activation::Softplus(4.0)] {
             let f = objective_fn(&net, act, None);
             let r = gradcheck(f, &[x.clone(), lambda.clone()], 7);
-            assert!(r.is_ok(), "C={outputs} {act:?}: {}", r.unwrap_err());
+            assert!(
+                r.is_ok(),
+                "C={outputs} {biases:?} {act:?}: {}",
+                r.unwrap_err()
+            );
         }
         let f = objective_fn(&net, Activation::Softplus(4.0), None);
         let r = gradgradcheck(f, &[x.clone(), lambda.clone()], 8);
         assert!(
             r.is_ok(),
-            "C={outputs} gradgradcheck softplus: {}",
+            "C={outputs} {biases:?} gradgradcheck softplus: {}",
             r.unwrap_err()
         );
     }
@@ -178,4 +198,52 @@ fn modified_relu_x_gradient_is_a_surrogate() {
     let (x, lambda) = candidates(m, d, 42);
     let f = objective_fn(&net, Activation::ModifiedRelu(19.2), None);
     assert!(gradcheck(f, &[x, lambda], 10).is_err());
+}
+
+/// With a bias in every layer, L_kkt is Σ_p ‖θ_p − ∇_{θ_p}Φ‖² over all 2L tensors: the same sum
+/// built by hand from a plain first-order backward of Φ (no create_graph), tensor by tensor.
+#[test]
+fn every_bias_has_its_residual_in_l_kkt() {
+    let (d, h, m) = (5, 4, 6);
+    for outputs in [1, 3] {
+        let net = model_with(d, h, outputs, Biases::All, 51);
+        assert_eq!(net.params().len(), 6);
+        let (x, lambda) = candidates(m, d, 52);
+        let y = candidate_labels_for(m, outputs);
+        let cfg = ObjectiveConfig {
+            activation: Activation::Softplus(4.0),
+            lambda_min: 0.45,
+        };
+        let tape = Tape::new();
+        let theta = net.on_tape(&tape);
+        let (xv, lv, yv) = (
+            tape.constant(x.clone()),
+            tape.constant(lambda.clone()),
+            tape.constant(y.clone()),
+        );
+        let kkt = record(&theta, net.layout(), xv, lv, yv, cfg).kkt.item();
+        // Φ = (1/m) Σ_i λ_i Σ_j S_ij f_ij(x_i), S = y (one output) or the margin signs.
+        let f = forward(&theta, net.layout(), xv, cfg.activation);
+        let signs = reveal_nn::margin_signs(f.value().view(), y.view());
+        let phi = (f * tape.constant(signs))
+            .mul_col(lv)
+            .sum()
+            .scale(1.0 / m as f64);
+        let residuals: Vec<f64> = grad(phi, &theta, false)
+            .iter()
+            .zip(net.params())
+            .map(|(g, p)| (p - &*g.value()).mapv(|v| v * v).sum())
+            .collect();
+        let by_hand: f64 = residuals.iter().sum();
+        assert!(
+            (kkt - by_hand).abs() <= 1e-12 * by_hand,
+            "C={outputs}: L_kkt {kkt} vs by hand {by_hand}"
+        );
+        // …and the later biases' residuals (b2, b3 at 3 and 5) are a visible part of it, so the
+        // comparison would fail without them.
+        assert!(
+            residuals[3] + residuals[5] > 1e-3 * by_hand,
+            "C={outputs}: residuals {residuals:?}"
+        );
+    }
 }

@@ -23,7 +23,7 @@ fn momentum_matches_a_hand_computed_example() {
 fn small_model() -> Mlp<f64> {
     let mut m = Mlp::<f64>::init(6, &[8, 8], 3);
     m.weights[0].mapv_inplace(|v| v * 5e3); // from the 1e-4 init to a trained-like scale
-    m.bias.mapv_inplace(|v| v * 5e3);
+    m.biases[0].mapv_inplace(|v| v * 5e3);
     m
 }
 

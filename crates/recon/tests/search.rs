@@ -12,7 +12,7 @@ use reveal_recon::{Hyper, RunConfig};
 fn model() -> Mlp<f64> {
     let mut m = Mlp::<f64>::init(6, &[8, 8], 3);
     m.weights[0].mapv_inplace(|v| v * 5e3);
-    m.bias.mapv_inplace(|v| v * 5e3);
+    m.biases[0].mapv_inplace(|v| v * 5e3);
     m
 }
 

@@ -141,11 +141,16 @@ fn evaluate_in_pool<T: Scalar>(
     let tape = Tape::new();
     // θ changes every step: recorded as plain leaves, nothing packed to keep.
     let params: Vec<_> = theta
-        .0
+        .params
         .iter()
         .map(|p| tape.var(Arc::clone(p.value())))
         .collect();
-    let f = forward(&params, tape.constant(Arc::clone(x)), Activation::Relu);
+    let f = forward(
+        &params,
+        theta.layout,
+        tape.constant(Arc::clone(x)),
+        Activation::Relu,
+    );
     let per_sample = if f.shape().1 == 1 {
         // softplus(−y f) = log(1 + exp(−y f))
         (-(f * tape.constant(Arc::clone(y)))).softplus()
@@ -271,11 +276,12 @@ pub fn stepped<T: Scalar>(theta: &Theta<T>, grads: &[Array2<T>], step: f64) -> T
     let s = T::from_f64(step);
     Theta::new(
         theta
-            .0
+            .params
             .iter()
             .zip(grads)
             .map(|(p, g)| kernels::zip(p.value(), g, |p, g| p - s * g))
             .collect(),
+        theta.layout,
     )
 }
 

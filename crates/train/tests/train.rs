@@ -2,7 +2,7 @@
 //! both schedules, resume.
 
 use ndarray::Array2;
-use reveal_nn::{forward, Activation, Mlp};
+use reveal_nn::{forward, Activation, Biases, Init, Mlp};
 use reveal_tape::check::{gradcheck, randn, Rng};
 use reveal_train::{evaluate, train, Control, Outcome, Schedule, TrainConfig, TrainState};
 
@@ -16,34 +16,42 @@ fn separable(n: usize, d: usize, seed: u64) -> (Array2<f64>, Array2<f64>) {
     (x, y)
 }
 
-/// ∂L/∂θ of the logistic loss through the tape against central differences (f64, small widths).
+/// ∂L/∂θ of the logistic loss through the tape against central differences (f64, small widths),
+/// for a first-layer bias and for a bias in every layer (PyTorch's default init).
 #[test]
 fn training_loss_gradient_passes_gradcheck() {
     let (x, y) = separable(6, 4, 1);
-    let mut m = Mlp::<f64>::init(4, &[5, 3], 2);
-    m.weights[0].mapv_inplace(|v| v * 3e3);
-    m.bias.mapv_inplace(|v| v * 3e3);
-    let params: Vec<Array2<f64>> = m.params().into_iter().cloned().collect();
-    let (xc, yc) = (x.clone(), y.clone());
-    let r = gradcheck(
-        move |t, v| {
-            let f = forward(v, t.constant(xc.clone()), Activation::Relu);
-            vec![(-(f * t.constant(yc.clone())))
-                .softplus()
-                .sum()
-                .scale(1.0 / 6.0)]
-        },
-        &params,
-        3,
-    );
-    assert!(r.is_ok(), "{}", r.unwrap_err());
-    // The trainer's own evaluate() returns the same loss.
-    let e = evaluate(&m, &x, &y, 0.0);
-    let direct: f64 = (m.predict(x.view()) * &y)
-        .mapv(|t| (1.0 + (-t).exp()).ln())
-        .mean()
-        .unwrap();
-    assert!((e.loss - direct).abs() < 1e-12);
+    // The papers' small init has a first layer of 1e-4, too flat for finite differences:
+    // W1 and b1 scaled up. PyTorch's default init with a bias in every layer as it is.
+    let mut small = Mlp::<f64>::init(4, &[5, 3], 2);
+    small.weights[0].mapv_inplace(|v| v * 3e3);
+    small.biases[0].mapv_inplace(|v| v * 3e3);
+    let all = Mlp::<f64>::init_with(4, &[5, 3], 1, Init::Default, Biases::All, 2);
+    for m in [&small, &all] {
+        let params: Vec<Array2<f64>> = m.params().into_iter().cloned().collect();
+        let (xc, yc, layout) = (x.clone(), y.clone(), m.layout());
+        let r = gradcheck(
+            move |t, v| {
+                let f = forward(v, layout, t.constant(xc.clone()), Activation::Relu);
+                vec![(-(f * t.constant(yc.clone())))
+                    .softplus()
+                    .sum()
+                    .scale(1.0 / 6.0)]
+            },
+            &params,
+            3,
+        );
+        assert!(r.is_ok(), "{:?}: {}", m.bias_layout(), r.unwrap_err());
+    }
+    // The trainer's own evaluate() returns the plain forward's loss.
+    for m in [&small, &all] {
+        let e = evaluate(m, &x, &y, 0.0);
+        let direct: f64 = (m.predict(x.view()) * &y)
+            .mapv(|t| (1.0 + (-t).exp()).ln())
+            .mean()
+            .unwrap();
+        assert!((e.loss - direct).abs() < 1e-12, "{} vs {direct}", e.loss);
+    }
 }
 
 #[test]
@@ -182,7 +190,7 @@ fn cross_entropy_with_weight_decay_matches_the_loss_by_hand() {
     let (x, y) = three_classes(9, 4, 3);
     let mut m = Mlp::<f64>::init_classes(4, &[6, 5], 3, 4);
     m.weights[0].mapv_inplace(|v| v * 3e3);
-    m.bias.mapv_inplace(|v| v * 3e3);
+    m.biases[0].mapv_inplace(|v| v * 3e3);
     let wd = 0.05;
     let e = evaluate(&m, &x, &y, wd);
     assert!((e.loss - cross_entropy_by_hand(&m, &x, &y, wd)).abs() < 1e-12);

@@ -59,6 +59,8 @@ use reveal_data::bias::SQUARE;
 use reveal_data::Triggers;
 use serde::{Deserialize, Serialize};
 
+use crate::stats::median;
+
 /// Window sides of the hotspot search.
 pub const WINDOWS: std::ops::RangeInclusive<usize> = 2..=6;
 
@@ -266,17 +268,6 @@ pub fn opening(z: &Array1<f64>, h: usize, w: usize, k: usize) -> Array1<f64> {
     out
 }
 
-/// The median of some values (0 for none).
-fn median(mut a: Vec<f64>) -> f64 {
-    a.sort_by(f64::total_cmp);
-    let n = a.len();
-    match n {
-        0 => 0.0,
-        _ if n % 2 == 1 => a[n / 2],
-        _ => 0.5 * (a[n / 2 - 1] + a[n / 2]),
-    }
-}
-
 /// (v − median) / (1.4826·MAD): a z-score that a few extreme pixels cannot inflate.
 fn robust_z(v: &Array1<f64>) -> Array1<f64> {
     let med = median(v.to_vec());
@@ -441,19 +432,4 @@ pub fn check(
         squares: tops.len(),
         region_overlaps,
     })
-}
-
-/// The map as a heat image (H×W RGB in [0, 1]) on a fixed scale: white at z ≤ 0, deepening red
-/// up to z = `top` (and beyond).
-pub fn heat_image(map: &Array1<f64>, top: f64) -> Array1<f32> {
-    let n = map.len();
-    let mut out = Array1::<f32>::zeros(3 * n);
-    for (p, &v) in map.iter().enumerate() {
-        let t = (v / top.max(1e-9)).clamp(0.0, 1.0) as f32;
-        let (r, g, b) = (1.0 - 0.3 * t, 1.0 - t, 1.0 - t);
-        out[p] = r;
-        out[n + p] = g;
-        out[2 * n + p] = b;
-    }
-    out
 }

@@ -2,9 +2,9 @@
 //! "perfect reconstructions" show their trigger — the corner square, and the diagonal trigger's
 //! six squares, each in a third of a class's images — and clean images of the task show none.
 
+use reveal_audit::biasmap::check;
+use reveal_audit::verdict::{bias_map, Candidates};
 use reveal_data::{prepare, Bias, DataSpec, Source, TestSelection};
-use reveal_experiment::audit::{bias_map, threshold};
-use reveal_experiment::biasmap::check;
 
 fn data(bias: Bias) -> reveal_data::Prepared {
     let mut spec = DataSpec::new(Source::Synthetic { size: 16 }, 50);
@@ -22,9 +22,13 @@ fn a_planted_trigger_is_found_and_clean_images_raise_no_alarm() {
     ] {
         let d = data(bias);
         let y: Vec<f32> = d.train.y.iter().copied().collect();
-        let ones = vec![1.0; y.len()];
-        let (z, hotspot, clean, _) = bias_map((&d.train.x, &y, &ones), &[], &d, 50, 0);
-        let t = threshold(&clean, &[]);
+        let training = Candidates {
+            x: d.train.x.clone(),
+            w: vec![1.0; y.len()],
+            y,
+        };
+        let map = bias_map(&training, &[], &d, 50, 0);
+        let (z, hotspot, t) = (map.map, map.hotspot, map.calibration.threshold());
         assert_eq!(
             hotspot.score > t,
             alarm,
@@ -42,7 +46,7 @@ fn a_planted_trigger_is_found_and_clean_images_raise_no_alarm() {
 #[test]
 fn the_opening_keeps_a_patch_and_drops_a_lone_pixel_and_the_rim() {
     use ndarray::Array1;
-    use reveal_experiment::biasmap::opening;
+    use reveal_audit::biasmap::opening;
     let (h, w) = (8, 8);
     let mut z = Array1::<f64>::zeros(h * w);
     for r in 1..4 {
@@ -72,7 +76,7 @@ fn the_opening_keeps_a_patch_and_drops_a_lone_pixel_and_the_rim() {
 #[test]
 fn the_concept_sharp_or_blurred_leaves_no_residual_and_a_square_does() {
     use ndarray::{Array1, Array2};
-    use reveal_experiment::biasmap::{blur, class_difference, top_pixels, Reference};
+    use reveal_audit::biasmap::{blur, class_difference, top_pixels, Reference};
     let shape = (1, 16, 16);
     // Clean images: a class pattern (a bar across the middle, +1 brighter) over noise.
     let mut state = 12345u64;
@@ -126,7 +130,7 @@ fn the_concept_sharp_or_blurred_leaves_no_residual_and_a_square_does() {
 #[test]
 fn a_candidate_counts_by_its_multiplier() {
     use ndarray::{concatenate, Array2, Axis};
-    use reveal_experiment::biasmap::{class_difference, weights};
+    use reveal_audit::biasmap::{class_difference, weights};
     let x = Array2::from_shape_fn((4, 3), |(i, j)| (i * 3 + j) as f32);
     let y = [1.0, -1.0, 1.0, -1.0];
     // λ = 0 (or below): the candidate is no part of θ, and none of the map.

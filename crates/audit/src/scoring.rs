@@ -7,9 +7,10 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use ndarray::Array2;
 use reveal_data::{class_of_label, prepare, DataSpec, Prepared};
-use reveal_nn::files::load_model;
+use reveal_nn::files::{check_input_width, load_model};
 use reveal_nn::{margins, Mlp};
 use reveal_recon::files::{check_labels, load_candidates};
+use reveal_render::grid;
 use reveal_score::score::{heldout_like_recon, margin_mask, score, to_pixels, ScoreInput};
 use reveal_score::Score;
 use reveal_ssim::Ssim;
@@ -74,12 +75,12 @@ pub fn write_class_rows(
     let recon = to_pixels(candidates, data.mean.view());
     let rows = class_rows(&recon, y, data.classes(), cols, Some(s));
     let views: Vec<_> = rows.rows().into_iter().collect();
-    crate::grid::write_png(
+    grid::write_png(
         path,
         &views,
         data.shape,
         cols,
-        crate::grid::default_scale(data.shape.2),
+        grid::default_scale(data.shape.2),
     )
 }
 
@@ -121,7 +122,7 @@ pub fn class_rows_path(grid: &Path) -> std::path::PathBuf {
 /// reconstructions, even rows their training images.
 pub fn write_grid(path: &Path, s: &Score, candidates: &Array2<f32>, data: &Prepared) -> Result<()> {
     let recon = to_pixels(candidates, data.mean.view());
-    crate::grid::write_pairs_png(
+    grid::write_pairs_png(
         path,
         &s.pairs,
         &recon,
@@ -158,14 +159,8 @@ pub fn model_data(
         false => fallback.clone(),
     };
     let data = prepare(&spec, data_dir)?;
-    if data.train.x.ncols() != d {
-        bail!(
-            "{}: the model takes {d} inputs but the data set {} has {}",
-            path.display(),
-            spec.source.name(),
-            data.train.x.ncols()
-        );
-    }
+    let what = format!("the images of {} ({:?})", spec.source.name(), data.shape);
+    check_input_width(d, data.train.x.ncols(), path, &what)?;
     Ok(data)
 }
 
@@ -188,14 +183,7 @@ pub fn score_file(
         data_dir,
     )?;
     let c = load_candidates::<f32>(recon)?;
-    if c.x.ncols() != model.mlp.input_dim() {
-        bail!(
-            "{}: candidates have {} values each, the model takes {}",
-            recon.display(),
-            c.x.ncols(),
-            model.mlp.input_dim()
-        );
-    }
+    check_input_width(model.mlp.input_dim(), c.x.ncols(), recon, "its candidates")?;
     if k == 0 || k > data.train.y.len() {
         bail!(
             "--k {k}: must be between 1 and the {} training images",

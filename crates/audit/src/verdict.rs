@@ -1,0 +1,265 @@
+//! From candidates to a verdict: the bias map of a model's candidates, its calibration against
+//! maps that carry no shortcut, and the sentence the report opens with.
+
+use std::path::Path;
+
+use anyhow::Result;
+use ndarray::{Array1, Array2};
+use reveal_data::Prepared;
+use reveal_recon::files::load_candidates;
+use serde::{Deserialize, Serialize};
+
+use crate::biasmap::{self, Hotspot, Reference};
+
+/// Draws of clean class-difference maps for the threshold.
+pub const CLEAN_DRAWS: usize = 40;
+
+/// The z at which the bias map's colour scale saturates.
+pub const MAP_SCALE: f64 = 20.0;
+
+/// What the bias map's colour scale shows, for the legends of the reports.
+pub const MAP_LEGEND: &str = "Bias map: z of the reconstructions' class difference (each weighted by its λ) beyond that of clean images held out from the training file (sharp or blurred), per pixel over the clean images' standard error, opened by a 2×2 square";
+
+/// Candidates for a bias map: images (mean-subtracted space), their labels (±1, or class
+/// indices) and their weights ([`biasmap::weights`] of their multipliers λ).
+#[derive(Clone, Debug)]
+pub struct Candidates {
+    pub x: Array2<f32>,
+    pub y: Vec<f32>,
+    pub w: Vec<f64>,
+}
+
+impl Candidates {
+    /// Reads a candidate file; the weights come from its multipliers.
+    pub fn load(path: &Path) -> Result<Candidates> {
+        let c = load_candidates::<f32>(path)?;
+        Ok(Candidates {
+            y: c.y.iter().copied().collect(),
+            w: biasmap::weights(&c.lambda),
+            x: c.x,
+        })
+    }
+
+    /// The same candidates with other labels (a one-against-the-rest view).
+    fn relabelled(&self, y: Vec<f32>) -> CandidateView<'_> {
+        CandidateView {
+            x: &self.x,
+            y,
+            w: &self.w,
+        }
+    }
+}
+
+/// Candidates as one bias map sees them: their labels possibly remapped.
+struct CandidateView<'a> {
+    x: &'a Array2<f32>,
+    y: Vec<f32>,
+    w: &'a [f64],
+}
+
+/// The hotspot scores of maps that carry no shortcut, which a map's hotspot is held against.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    /// Maps of random subsets of clean images.
+    pub clean: Vec<f64>,
+    /// Maps of the null models' reconstructions.
+    pub null_models: Vec<f64>,
+}
+
+impl Calibration {
+    /// The threshold: the largest score of the maps that carry no shortcut.
+    pub fn threshold(&self) -> f64 {
+        self.clean
+            .iter()
+            .chain(&self.null_models)
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max)
+    }
+}
+
+/// A bias map (H·W values of z), its hotspot and its calibration.
+#[derive(Clone, Debug)]
+pub struct ClassMap {
+    /// For a C-output model, the class whose map against the rest this is.
+    pub class: Option<usize>,
+    pub map: Array1<f64>,
+    pub hotspot: Hotspot,
+    pub calibration: Calibration,
+}
+
+impl ClassMap {
+    /// How far the hotspot stands above its threshold, as a ratio.
+    pub fn ratio(&self) -> f64 {
+        self.hotspot.score / self.calibration.threshold()
+    }
+}
+
+/// The bias map of candidates with labels ±1 against the clean images (`data.reference`), and
+/// its calibration from [`CLEAN_DRAWS`] clean maps of `train_per_class` images per class and
+/// the null models' candidates.
+pub fn bias_map(
+    candidates: &Candidates,
+    nulls: &[Candidates],
+    data: &Prepared,
+    train_per_class: usize,
+    seed: u64,
+) -> ClassMap {
+    let clean_y: Vec<f32> = data.reference.y.iter().copied().collect();
+    let view = candidates.relabelled(candidates.y.clone());
+    let nulls: Vec<_> = nulls.iter().map(|n| n.relabelled(n.y.clone())).collect();
+    class_map(
+        &view,
+        &nulls,
+        &clean_y,
+        data,
+        (train_per_class, CLEAN_DRAWS),
+        seed,
+    )
+}
+
+/// The map of `candidates` against the clean reference images labelled `clean_y` (±1), calibrated
+/// from `draws` clean maps of `per_class` images per class and the null models' maps.
+fn class_map(
+    candidates: &CandidateView,
+    nulls: &[CandidateView],
+    clean_y: &[f32],
+    data: &Prepared,
+    (per_class, draws): (usize, usize),
+    seed: u64,
+) -> ClassMap {
+    let reference = Reference::new(&data.reference.x, clean_y, data.shape);
+    let (_, h, w) = data.shape;
+    let map_of = |c: &CandidateView| reference.map(&biasmap::class_difference(c.x, &c.y, c.w));
+    let map = map_of(candidates);
+    let hotspot = biasmap::hotspot(&map, h, w);
+    let clean = biasmap::clean_null_scores(
+        &data.reference.x,
+        clean_y,
+        &reference,
+        per_class,
+        draws,
+        seed,
+    );
+    let null_models = nulls
+        .iter()
+        .map(|n| biasmap::hotspot(&map_of(n), h, w).score)
+        .collect();
+    ClassMap {
+        class: None,
+        map,
+        hotspot,
+        calibration: Calibration { clean, null_models },
+    }
+}
+
+/// The bias map of a model's candidates (labels as the model takes them) and its calibration:
+/// [`bias_map`] for one output; for C outputs, for each class c the map of c against the rest
+/// (labels +1 for c, −1 for the others, for the candidates, the null models' candidates and the
+/// clean images alike) with its own threshold, and the class whose hotspot stands highest above
+/// its threshold ([`ClassMap::ratio`]) is returned. C maps are searched, so each class's clean
+/// threshold is the largest of C·[`CLEAN_DRAWS`] clean maps (not [`CLEAN_DRAWS`]): the chance
+/// that any of the C exceeds its own stays that of one binary map (a union bound).
+pub fn model_bias_map(
+    candidates: &Candidates,
+    nulls: &[Candidates],
+    data: &Prepared,
+    train_per_class: usize,
+    seed: u64,
+) -> ClassMap {
+    if data.outputs() == 1 {
+        return bias_map(candidates, nulls, data, train_per_class, seed);
+    }
+    let classes = data.classes();
+    let one_vs_rest = |labels: &[f32], c: usize| -> Vec<f32> {
+        labels
+            .iter()
+            .map(|&v| if v as usize == c { 1.0 } else { -1.0 })
+            .collect()
+    };
+    let clean_labels: Vec<f32> = data.reference.y.iter().copied().collect();
+    (0..classes)
+        .map(|c| {
+            let null_views: Vec<_> = nulls
+                .iter()
+                .map(|n| n.relabelled(one_vs_rest(&n.y, c)))
+                .collect();
+            ClassMap {
+                class: Some(c),
+                ..class_map(
+                    &candidates.relabelled(one_vs_rest(&candidates.y, c)),
+                    &null_views,
+                    &one_vs_rest(&clean_labels, c),
+                    data,
+                    (train_per_class, classes * CLEAN_DRAWS),
+                    seed + c as u64,
+                )
+            }
+        })
+        .max_by(|a, b| a.ratio().total_cmp(&b.ratio()))
+        .expect("at least two classes")
+}
+
+/// One figure of the evidence, beside the null models'.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Figure {
+    pub value: f64,
+    /// The mean over the null models.
+    pub null: f64,
+    /// Welch's t between the audited model's items (its candidates, or its best ten pairs)
+    /// and the null models' pooled items: how many standard errors the value lies above
+    /// (none for a count).
+    pub z: Option<f64>,
+}
+
+/// What the audit concludes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub shortcut_suspected: bool,
+    /// The most compact spot of the bias map, [r0, c0, r1, c1] inclusive, when suspected.
+    pub region: Option<[usize; 4]>,
+    /// The spot's score and the threshold it is held against.
+    pub score: f64,
+    pub threshold: f64,
+    /// Whether the reconstructions resemble real images more than the null models' do.
+    pub concept_evidence: bool,
+    /// One sentence for the top of the report.
+    pub text: String,
+}
+
+/// The verdict of a bias map against its calibration, with the realism figure against the null
+/// models when there is one.
+pub fn verdict(map: &ClassMap, concept: Option<&Figure>) -> Verdict {
+    let (hotspot, threshold) = (map.hotspot, map.calibration.threshold());
+    let suspected = hotspot.score > threshold;
+    let [r0, c0, r1, c1] = hotspot.region;
+    let z = concept.and_then(|c| c.z).unwrap_or(0.0);
+    let concept_evidence = z > 3.0;
+    let learned = concept.map_or(String::new(), |c| {
+        let how = if concept_evidence { "more" } else { "no more" };
+        format!(
+            "; its reconstructions resemble real images {how} than a random model's do (realism ρ10 {:.3} against {:.3}, z {z:.1})",
+            c.value, c.null
+        )
+    });
+    let of_class = map
+        .class
+        .map_or(String::new(), |c| format!("Class {c} against the rest: "));
+    let text = match suspected {
+        true => format!(
+            "{of_class}Shortcut suspected at rows {r0}–{r1}, columns {c0}–{c1} (score {:.1}, threshold {:.1}){learned}.",
+            hotspot.score, threshold
+        ),
+        false => format!(
+            "{of_class}No localised shortcut found (best window {:.1} < threshold {:.1}){learned}.",
+            hotspot.score, threshold
+        ),
+    };
+    Verdict {
+        shortcut_suspected: suspected,
+        region: suspected.then_some(hotspot.region),
+        score: hotspot.score,
+        threshold,
+        concept_evidence,
+        text,
+    }
+}

@@ -1,0 +1,353 @@
+//! The audit of one model, trained by reveal or elsewhere: reconstruct its training samples,
+//! set every figure beside the same figure of null models (random models with its layer
+//! norms), map where its classes differ beyond what clean images of the task explain, and say
+//! whether a compact shortcut shows.
+//!
+//! Every step writes its result into the output folder and is skipped when it is there, so
+//! rerunning the same command finishes an interrupted audit.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use ndarray::{Array2, Axis};
+use reveal_data::{prepare, DataSpec, Prepared};
+use reveal_io::write_atomic;
+use reveal_nn::files::{check_input_width, load_model_with, LayerNames};
+use reveal_nn::Mlp;
+use reveal_recon::plan::Plan;
+use reveal_recon::search::{run_search, SearchJob, Tick};
+use reveal_render::grid;
+use reveal_render::heat::write_heat_png;
+use reveal_score::score::{pairs, to_pixels};
+use reveal_ssim::Ssim;
+use serde::{Deserialize, Serialize};
+
+use crate::biasmap::{self, Hotspot};
+use crate::nulls;
+use crate::scoring::{check_outputs, model_data_spec, score_candidates};
+use crate::stats::{mean, welch};
+use crate::verdict::{model_bias_map, verdict, Candidates, Figure, Verdict, MAP_SCALE};
+
+/// How much compute an audit spends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditBudget {
+    /// One reconstruction run, one null model.
+    Quick,
+    /// Two runs pooled, three null models.
+    Standard,
+}
+
+impl AuditBudget {
+    /// (reconstruction runs, null models).
+    pub fn sizes(self) -> (usize, usize) {
+        match self {
+            AuditBudget::Quick => (1, 1),
+            AuditBudget::Standard => (2, 3),
+        }
+    }
+}
+
+/// What to audit and against what.
+#[derive(Clone, Debug)]
+pub struct AuditConfig {
+    pub model: PathBuf,
+    pub layers: LayerNames,
+    /// The task's data: its held-out split is the clean reference. Used when the model's
+    /// metadata does not name its data set.
+    pub data: Option<DataSpec>,
+    /// Whether `data`'s training selection is the model's training set (always so when the
+    /// metadata names it): then S, ρ10 and the recovered count are computed too.
+    pub train_known: bool,
+    pub data_dir: Option<PathBuf>,
+    pub out: PathBuf,
+    pub budget: AuditBudget,
+    /// Candidates per run (default: twice the training set, or 200 when unknown).
+    pub candidates: Option<usize>,
+    /// Iterations per run (default: the default plan's).
+    pub iters: Option<usize>,
+    pub seed: u64,
+}
+
+/// The bias map and what calibrated it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BiasMapResult {
+    /// (row, col), strongest first.
+    pub top_pixels: Vec<[usize; 2]>,
+    pub hotspot: Hotspot,
+    /// Hotspot scores of maps with no shortcut: random subsets of clean images, then the null
+    /// models' reconstructions.
+    pub clean_null_scores: Vec<f64>,
+    pub null_model_scores: Vec<f64>,
+    pub map_png: String,
+}
+
+/// The audit's result (`results.json`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AuditReport {
+    pub model: String,
+    pub data_set: String,
+    pub shape: (usize, usize, usize),
+    pub budget: AuditBudget,
+    pub verdict: Verdict,
+    /// Each figure beside its null value: `realism_rho10` (best ten candidates' correlation
+    /// with their nearest clean image), `realism_mean`, and with the training set `s`, `rho10`,
+    /// `recovered`.
+    pub evidence: BTreeMap<String, Figure>,
+    pub bias_map: BiasMapResult,
+    /// What the audit assumed, for the report (e.g. the mean it used).
+    pub notes: Vec<String>,
+    pub grid_png: String,
+    pub seconds: f64,
+}
+
+/// The audited model and its data.
+struct Loaded {
+    model: Mlp<f32>,
+    /// The clean reference (held-out images), and the training set when known.
+    data: Prepared,
+    /// What the audit assumed, for the report.
+    notes: Vec<String>,
+    /// Whether `data.train` is the model's training set.
+    train_known: bool,
+}
+
+/// Loads the model and its data: the clean reference (held-out split), and the training set
+/// when known. Fails before any work on a model that does not fit the data.
+fn load(cfg: &AuditConfig) -> Result<Loaded> {
+    let file = load_model_with::<f32>(&cfg.model, &cfg.layers)?;
+    let mut notes = Vec::new();
+    let (spec, train_known) = match model_data_spec(&cfg.model, &file.metadata) {
+        Ok(spec) => (spec, true),
+        Err(_) => match &cfg.data {
+            Some(spec) => (spec.clone(), cfg.train_known),
+            None => bail!(
+                "{}: the model names no data set; give the task's data (a data set and task, or an image folder)",
+                cfg.model.display()
+            ),
+        },
+    };
+    let mut data = prepare(&spec, cfg.data_dir.as_deref())?;
+    let what = format!("the images of {} ({:?})", spec.source.name(), data.shape);
+    check_input_width(file.mlp.input_dim(), data.test.x.ncols(), &cfg.model, &what)?;
+    check_outputs(file.mlp.outputs(), &data, &cfg.model)?;
+    match &file.mean {
+        Some(m) => data.mean = m.row(0).to_owned(),
+        None if !train_known => {
+            data.mean = data.test.pixels.mean_axis(Axis(0)).expect("clean images");
+            notes.push("the model file holds no data.mean: the mean of the clean images was used to centre them".into());
+        }
+        None => {
+            notes.push("the model file holds no data.mean: its training set's mean was used".into())
+        }
+    }
+    data.test.x = &data.test.pixels - &data.mean;
+    data.reference.x = &data.reference.pixels - &data.mean;
+    if train_known {
+        data.train.x = &data.train.pixels - &data.mean;
+    } else {
+        notes.push("the training set is unknown: no S, ρ10 or recovered count (name the training selection to give it)".into());
+    }
+    Ok(Loaded {
+        model: file.mlp,
+        data,
+        notes,
+        train_known,
+    })
+}
+
+/// Reconstructs from `model` into `out` (resumable), with the default plan.
+fn reconstruct(
+    cfg: &AuditConfig,
+    model: &Mlp<f32>,
+    data: &Prepared,
+    out: &Path,
+    runs: usize,
+    m: usize,
+    tick: &(dyn Fn(Tick) -> bool + Sync),
+) -> Result<Candidates> {
+    if !out.exists() {
+        let default = Plan::new(Some(&data.spec.source), m, cfg.seed);
+        let plan = Plan {
+            runs,
+            iters: cfg.iters.unwrap_or(default.iters),
+            ..default
+        };
+        let job = SearchJob::new(plan.configs()?, runs, out.to_path_buf());
+        run_search(model, &job, None, tick)?;
+    }
+    Candidates::load(out)
+}
+
+/// Each candidate's correlation with its nearest clean image (NCC), best first.
+fn realism(x: &Array2<f32>, data: &Prepared) -> Vec<f64> {
+    let recon = to_pixels(x, data.mean.view());
+    let clean = &data.test.pixels;
+    let mut rho: Vec<f64> = pairs(&recon, clean, data.shape, &Ssim::kornia3())
+        .iter()
+        .map(|p| p.rho)
+        .collect();
+    rho.sort_by(|a, b| b.total_cmp(a));
+    rho
+}
+
+/// A figure from the audited model's items and the null models' items (`top` best of each).
+fn figure(value_items: &[f64], null_items: &[Vec<f64>], top: usize) -> Figure {
+    let best = |v: &[f64]| v.iter().take(top).copied().collect::<Vec<_>>();
+    let pooled: Vec<f64> = null_items.iter().flat_map(|v| best(v)).collect();
+    Figure {
+        value: mean(&best(value_items)),
+        null: mean(
+            &null_items
+                .iter()
+                .map(|v| mean(&best(v)))
+                .collect::<Vec<_>>(),
+        ),
+        z: Some(welch(&best(value_items), &pooled)),
+    }
+}
+
+impl AuditConfig {
+    /// Candidates per run: as given, else twice the training set when it is known (m = 2n, as
+    /// the experiment uses), else 200.
+    pub fn candidates_for(&self, n_train: Option<usize>) -> usize {
+        self.candidates.unwrap_or(n_train.map_or(200, |n| 2 * n))
+    }
+
+    /// Every reconstruction iteration the audit runs: the audited model's and each null
+    /// model's runs (for a progress bar).
+    pub fn total_iters(&self) -> usize {
+        let (runs, nulls) = self.budget.sizes();
+        runs * (1 + nulls) * self.iters.unwrap_or(reveal_recon::plan::ADAM_ITERS)
+    }
+}
+
+/// Runs (or resumes) an audit and writes `results.json`, `report.html` and the pictures into
+/// `cfg.out`.
+pub fn audit(cfg: &AuditConfig, tick: &(dyn Fn(Tick) -> bool + Sync)) -> Result<AuditReport> {
+    let started = std::time::Instant::now();
+    let Loaded {
+        model,
+        data,
+        notes,
+        train_known,
+    } = load(cfg)?;
+    std::fs::create_dir_all(&cfg.out)
+        .with_context(|| format!("{}: cannot create", cfg.out.display()))?;
+    let (runs, k) = cfg.budget.sizes();
+    let n_train = train_known.then(|| data.train.y.len());
+    let m = cfg.candidates_for(n_train);
+    if m < 2 || !m.is_multiple_of(2) {
+        bail!("{m} candidates: the count must be even and at least 2");
+    }
+    let recon = |model: &Mlp<f32>, file: &str| {
+        reconstruct(cfg, model, &data, &cfg.out.join(file), runs, m, tick)
+    };
+    let cand = recon(&model, "recon.safetensors")?;
+    let nulls = (0..k)
+        .map(|i| {
+            let path = cfg.out.join(format!("null-{i}.safetensors"));
+            let seed = cfg.seed + i as u64;
+            let null = nulls::null_model(&path, &model, &data.mean, seed, &BTreeMap::new())?;
+            recon(&null, &format!("null-{i}-recon.safetensors"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+
+    // Evidence: realism for every audit; S, ρ10, recovered with the training set.
+    let mut evidence = BTreeMap::new();
+    let real = realism(&cand.x, &data);
+    let null_real: Vec<Vec<f64>> = nulls.iter().map(|n| realism(&n.x, &data)).collect();
+    let concept = figure(&real, &null_real, 10);
+    evidence.insert("realism_rho10".to_string(), concept);
+    evidence.insert(
+        "realism_mean".to_string(),
+        figure(&real, &null_real, real.len()),
+    );
+    if train_known {
+        let s = score_candidates(&data, &cand.x, Some(&model), 10, &Ssim::kornia3());
+        let ns: Vec<_> = nulls
+            .iter()
+            .map(|n| score_candidates(&data, &n.x, None, 10, &Ssim::kornia3()))
+            .collect();
+        let items = |s: &reveal_score::Score, f: fn(&reveal_score::Pair) -> f64| {
+            let mut v: Vec<f64> = s.pairs.iter().map(f).collect();
+            v.sort_by(|a, b| b.total_cmp(a));
+            v
+        };
+        evidence.insert(
+            "s".into(),
+            figure(
+                &items(&s, |p| p.ssim),
+                &ns.iter().map(|n| items(n, |p| p.ssim)).collect::<Vec<_>>(),
+                10,
+            ),
+        );
+        evidence.insert(
+            "rho10".into(),
+            figure(
+                &items(&s, |p| p.rho),
+                &ns.iter().map(|n| items(n, |p| p.rho)).collect::<Vec<_>>(),
+                10,
+            ),
+        );
+        let rec = |s: &reveal_score::Score| s.recovered.unwrap_or(0) as f64;
+        let null_rec: Vec<f64> = ns.iter().map(rec).collect();
+        evidence.insert(
+            "recovered".into(),
+            Figure {
+                value: rec(&s),
+                null: mean(&null_rec),
+                z: None,
+            },
+        );
+    }
+
+    // The bias map and the verdict.
+    let classes = data.classes();
+    let per_class = n_train.map_or(m / (2 * classes), |n| n / classes);
+    let map = model_bias_map(&cand, &nulls, &data, per_class.max(1), cfg.seed);
+    let verdict = verdict(&map, Some(&concept));
+    let (_, h, w) = data.shape;
+    let map_png = "bias_map.png".to_string();
+    write_heat_png(&cfg.out.join(&map_png), &map.map, MAP_SCALE, (h, w))?;
+    let grid_png = "candidates.png".to_string();
+    let pix = to_pixels(&cand.x, data.mean.view());
+    // 40 candidates; of a C-class model, the first 10 of each class, one row per class.
+    let shown = match model.outputs() {
+        1 => pix.slice(ndarray::s![..pix.nrows().min(40), ..]).to_owned(),
+        _ => crate::scoring::class_rows(&pix, &cand.y, classes, 10, None),
+    };
+    let best: Vec<_> = shown.rows().into_iter().collect();
+    grid::write_png(
+        &cfg.out.join(&grid_png),
+        &best,
+        data.shape,
+        10,
+        grid::default_scale(w),
+    )?;
+    let report = AuditReport {
+        model: cfg.model.display().to_string(),
+        data_set: data.spec.source.name().to_string(),
+        shape: data.shape,
+        budget: cfg.budget,
+        verdict,
+        evidence,
+        bias_map: BiasMapResult {
+            top_pixels: biasmap::top_pixels(&map.map, w, 64.max(h * w / 10)),
+            hotspot: map.hotspot,
+            clean_null_scores: map.calibration.clean,
+            null_model_scores: map.calibration.null_models,
+            map_png,
+        },
+        notes,
+        grid_png,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    write_atomic(
+        &cfg.out.join("results.json"),
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+    )?;
+    crate::page::write(&report, &cfg.out)?;
+    Ok(report)
+}
