@@ -5,8 +5,10 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use reveal_data::{Bias, DataSpec, Selection, Source, Task, TestSelection};
+use reveal_nn::{Biases, Init};
 use reveal_recon::optim::{LrSchedule, Optimizer, StopRule};
 use reveal_recon::Plan;
+use reveal_train::{Schedule, TrainConfig};
 
 /// The data sets `reveal` knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -183,6 +185,99 @@ impl OptimFlags {
             window: self.stop_window,
             tol,
         });
+    }
+}
+
+/// How a model is trained: full-batch gradient descent (the papers' way, which the KKT theory
+/// assumes) or the mini-batch recipes practitioners use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TrainOptimizer {
+    /// Full-batch gradient descent with --schedule (fast or reference).
+    Gd,
+    /// Mini-batch SGD with --momentum.
+    Sgd,
+    /// Mini-batch Adam (β 0.9, 0.999).
+    Adam,
+}
+
+/// The training-recipe flags `train` and `experiment` share (the optimiser and its learning rate
+/// are each command's own: in `experiment`, --optimizer and --lr are the reconstruction's).
+#[derive(Args, Clone, Debug)]
+pub struct RecipeArgs {
+    /// Mini-batch size of sgd and adam.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Momentum of sgd.
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    /// Epochs: the cap of full-batch descent (default 1,000,000 for train, by budget for
+    /// experiment), the count of a mini-batch run (default 100).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Stop when the training loss is below this with zero training error (default: 1e-5 for
+    /// gd; none for sgd and adam, which run their epochs).
+    #[arg(long)]
+    pub target_loss: Option<f64>,
+    /// Weight decay wd: adds (wd/2)·‖θ‖² over every parameter, biases included, to the loss
+    /// (PyTorch's weight_decay for sgd and adam). The loss then has a floor: full-batch descent
+    /// ends at --epochs or at the stationary point.
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// small (the papers': W1, b1 ~ N(0,1)·1e-4, later layers PyTorch's) or default (PyTorch's
+    /// nn.Linear init for every layer: U(±1/√fan_in) for weights and biases).
+    #[arg(long, value_enum, default_value = "small")]
+    pub init: Init,
+    /// first (a bias in the first layer only: homogeneous, the papers' setting) or all (a bias in
+    /// every layer, as PyTorch's nn.Linear).
+    #[arg(long, value_enum, default_value = "first")]
+    pub layer_bias: Biases,
+}
+
+impl RecipeArgs {
+    /// `base` (the command's defaults for full-batch descent) with the recipe the flags give:
+    /// `optimizer`, its learning rate `lr` (default: 0.01 for the reference schedule and sgd,
+    /// 1e-3 for adam) and `gd` the full-batch schedule.
+    pub fn config(
+        &self,
+        optimizer: TrainOptimizer,
+        lr: Option<f64>,
+        gd: Schedule,
+        mut base: TrainConfig,
+    ) -> Result<TrainConfig> {
+        let lr = lr.map(|v| positive("--lr", v)).transpose()?;
+        let batch_size = match self.batch_size {
+            0 => bail!("--batch-size: at least 1"),
+            b => b,
+        };
+        if !(0.0..1.0).contains(&self.momentum) {
+            bail!("--momentum {}: must be in [0, 1)", self.momentum);
+        }
+        base.schedule = match (optimizer, gd) {
+            (TrainOptimizer::Gd, Schedule::Reference { lr: default }) => Schedule::Reference {
+                lr: lr.unwrap_or(default),
+            },
+            (TrainOptimizer::Gd, schedule) => schedule,
+            (TrainOptimizer::Sgd, _) => Schedule::Sgd {
+                lr: lr.unwrap_or(0.01),
+                momentum: self.momentum,
+                batch_size,
+            },
+            (TrainOptimizer::Adam, _) => Schedule::Adam {
+                lr: lr.unwrap_or(1e-3),
+                batch_size,
+            },
+        };
+        let minibatch = optimizer != TrainOptimizer::Gd;
+        if minibatch {
+            (base.max_epochs, base.target_loss) = (100, 0.0);
+        }
+        base.max_epochs = self.epochs.unwrap_or(base.max_epochs);
+        if let Some(t) = self.target_loss {
+            base.target_loss = positive("--target-loss", t)?;
+        }
+        base.weight_decay = non_negative("--weight-decay", self.weight_decay)?;
+        (base.init, base.biases) = (self.init, self.layer_bias);
+        Ok(base)
     }
 }
 

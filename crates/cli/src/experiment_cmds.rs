@@ -8,7 +8,7 @@ use reveal_experiment::estimate::estimate;
 use reveal_experiment::{report, Budget, ExperimentConfig, Hooks, ModelResult, ReconPlan, Stage};
 use reveal_recon::plan::Shard;
 
-use crate::args::{OptimFlags, SourceArgs};
+use crate::args::{OptimFlags, RecipeArgs, SourceArgs, TrainOptimizer};
 use crate::progress;
 
 #[derive(clap::Args)]
@@ -26,9 +26,15 @@ pub struct ExperimentArgs {
     /// output per class, and the corner trigger gives each class its own grey.
     #[arg(long)]
     pub task: Option<Task>,
-    /// Weight decay wd of the training loss's (wd/2)·‖θ‖² (0: none).
-    #[arg(long, default_value_t = 0.0)]
-    pub weight_decay: f64,
+    /// How the models are trained: gd (full-batch gradient descent, the budget's schedule), sgd or
+    /// adam (mini-batch).
+    #[arg(long, value_enum, default_value = "gd")]
+    pub train_optimizer: TrainOptimizer,
+    /// Learning rate of training under sgd (default 0.01) or adam (1e-3).
+    #[arg(long)]
+    pub train_lr: Option<f64>,
+    #[command(flatten)]
+    pub recipe: RecipeArgs,
     /// Training images per class (default: by budget).
     #[arg(long)]
     pub per_class: Option<usize>,
@@ -98,7 +104,12 @@ pub fn cmd_experiment(args: &ExperimentArgs) -> Result<()> {
         bail!("--biases {b}: defined for binary tasks; with --task all use base and corner");
     }
     cfg.task = args.task.clone();
-    cfg.train.weight_decay = crate::args::non_negative("--weight-decay", args.weight_decay)?;
+    cfg.train = args.recipe.config(
+        args.train_optimizer,
+        args.train_lr,
+        cfg.train.schedule,
+        cfg.train,
+    )?;
     cfg.seeds = args.seeds.clone();
     cfg.test = crate::args::parse_test(&args.test)?;
     cfg.control = !args.no_control;

@@ -22,7 +22,7 @@ use reveal_tape::Scalar;
 use reveal_train::job::{self, TrainJob};
 use reveal_train::{Schedule, TrainConfig};
 
-use args::{DataArgs, Precision};
+use args::{DataArgs, Precision, RecipeArgs, TrainOptimizer};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -125,22 +125,17 @@ struct TrainArgs {
     /// Hidden widths, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1000,1000")]
     hidden: Vec<usize>,
-    /// Step-size schedule: fast (loss-based, Lyu & Li 2019) or reference (constant lr).
+    /// gd (full-batch gradient descent, the papers' way), sgd or adam (mini-batch).
+    #[arg(long, value_enum, default_value = "gd")]
+    optimizer: TrainOptimizer,
+    /// Step-size schedule of gd: fast (loss-based, Lyu & Li 2019) or reference (constant lr).
     #[arg(long, default_value = "fast")]
     schedule: ScheduleName,
-    /// Learning rate of the reference schedule.
-    #[arg(long, default_value_t = 0.01)]
-    lr: f64,
-    /// Epoch cap.
-    #[arg(long, default_value_t = 1_000_000)]
-    epochs: usize,
-    /// Stop when the training loss is below this with zero training error.
-    #[arg(long, default_value_t = 1e-5)]
-    target_loss: f64,
-    /// Weight decay wd: adds (wd/2)·‖θ‖² to the loss (0: none, as in the papers' binary runs).
-    /// The loss then has a floor: training ends at --epochs or at the stationary point.
-    #[arg(long, default_value_t = 0.0)]
-    weight_decay: f64,
+    /// Learning rate of the reference schedule (0.01), of sgd (0.01) or of adam (1e-3).
+    #[arg(long)]
+    lr: Option<f64>,
+    #[command(flatten)]
+    recipe: RecipeArgs,
     /// Float precision: f32 (what runs use) or f64 (for checks).
     #[arg(long, value_enum, default_value = "f32")]
     precision: Precision,
@@ -328,28 +323,26 @@ fn cmd_train<T: Scalar>(args: &TrainArgs) -> Result<()> {
     if args.hidden.is_empty() || args.hidden.contains(&0) {
         anyhow::bail!("--hidden: widths must be positive, e.g. 1000,1000");
     }
-    args::positive("--lr", args.lr)?;
-    args::positive("--target-loss", args.target_loss)?;
-    args::non_negative("--weight-decay", args.weight_decay)?;
     let data = prepare(&spec, args.data.source.data_dir().as_deref())?;
-    let schedule = match args.schedule {
+    let gd = match args.schedule {
         ScheduleName::Fast => Schedule::FAST,
-        ScheduleName::Reference => Schedule::Reference { lr: args.lr },
+        ScheduleName::Reference => Schedule::REFERENCE,
     };
+    let config = args.recipe.config(
+        args.optimizer,
+        args.lr,
+        gd,
+        TrainConfig::fast(1e-5, 1_000_000),
+    )?;
     let train_job = TrainJob {
         hidden: args.hidden.clone(),
-        config: TrainConfig {
-            schedule,
-            target_loss: args.target_loss,
-            max_epochs: args.epochs,
-            weight_decay: args.weight_decay,
-        },
+        config,
         seed: args.seed,
         out: args.out.clone(),
         checkpoint_every: args.checkpoint_every,
         resume: args.resume,
     };
-    let bar = progress::bar(args.epochs as u64, "epochs", args.json);
+    let bar = progress::bar(config.max_epochs as u64, "epochs", args.json);
     let summary = job::run::<T>(&train_job, &data, |s| {
         bar.set_position(s.epoch as u64);
         bar.set_message(format!("loss {:.3e}  train error {:.3}", s.loss, s.error));

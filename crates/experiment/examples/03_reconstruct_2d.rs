@@ -60,6 +60,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         target_loss: 1e-10,
         max_epochs: 100_000,
         weight_decay: 0.0,
+        ..TrainConfig::fast(0.0, 0)
     };
     let outcome = train(&mut state, &x, &y, &cfg, |_| Control::Continue);
     let model = state.mlp();

@@ -65,12 +65,21 @@ pub fn estimate(cfg: &ExperimentConfig) -> Result<Estimate> {
     let data = data_for(cfg, cfg.biases[0], cfg.seeds[0])?;
     let x = std::sync::Arc::new(features::<f32>(&data.train.x));
     let y = std::sync::Arc::new(label_column::<f32>(&data.train.y));
-    let model = Mlp::<f32>::init_classes(x.ncols(), &cfg.hidden, data.outputs(), 0);
+    let model: Mlp<f32> = cfg
+        .train
+        .init_model(x.ncols(), &cfg.hidden, data.outputs(), 0);
     let theta = model.theta();
-    let epoch_seconds = median_seconds(3, || {
-        let e = reveal_train::evaluate_shared(&theta, &x, &y, cfg.train.weight_decay);
-        let _ = reveal_train::stepped(&theta, &e.grads, 1e-3);
-    });
+    // A mini-batch epoch is about one full-batch step in batches and one whole-set evaluation.
+    let per_epoch = if cfg.train.schedule.batch_size().is_some() {
+        2.0
+    } else {
+        1.0
+    };
+    let epoch_seconds = per_epoch
+        * median_seconds(3, || {
+            let e = reveal_train::evaluate_shared(&theta, &x, &y, cfg.train.weight_decay);
+            let _ = reveal_train::stepped(&theta, &e.grads, 1e-3);
+        });
     let plan = reveal_recon::Plan {
         m: default_candidates(cfg.per_class, data.outputs()),
         ..cfg.recon.plan.clone()
@@ -87,7 +96,7 @@ pub fn estimate(cfg: &ExperimentConfig) -> Result<Estimate> {
     let n_models = models(cfg).len();
     let typical_epochs = match cfg.train.schedule {
         Schedule::Fast { .. } => cfg.train.max_epochs.min(1000),
-        Schedule::Reference { .. } => cfg.train.max_epochs,
+        _ => cfg.train.max_epochs,
     };
     // The control is not trained: it borrows its seed's base model.
     let trained = cfg.biases.len() * cfg.seeds.len();

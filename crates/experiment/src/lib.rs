@@ -93,7 +93,7 @@ impl ExperimentConfig {
                 schedule: Schedule::REFERENCE,
                 target_loss: 4e-6,
                 max_epochs: 1_000_000,
-                weight_decay: 0.0,
+                ..TrainConfig::fast(4e-6, 1_000_000)
             },
         };
         let recon = ReconPlan::for_budget(&source, budget, Optimizer::Adam, per_class);

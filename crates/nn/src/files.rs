@@ -26,6 +26,18 @@ pub fn save_model<T: Scalar>(
     mean: Option<&Array2<T>>,
     metadata: &BTreeMap<String, String>,
 ) -> Result<()> {
+    save_model_with_extra(path, mlp, mean, &[], metadata)
+}
+
+/// [`save_model`] with more named tensors beside the model's (a training checkpoint's optimiser
+/// moments); a reader takes them out with [`parse_tensors`] before [`model_from_tensors`].
+pub fn save_model_with_extra<T: Scalar>(
+    path: &Path,
+    mlp: &Mlp<T>,
+    mean: Option<&Array2<T>>,
+    extra: &[(String, &Array2<T>)],
+    metadata: &BTreeMap<String, String>,
+) -> Result<()> {
     let std = |a: &Array2<T>| a.as_standard_layout().into_owned();
     let mut owned: Vec<(String, Vec<usize>, Array2<T>)> = Vec::new();
     for (k, w) in mlp.weights.iter().enumerate() {
@@ -36,6 +48,9 @@ pub fn save_model<T: Scalar>(
     }
     if let Some(m) = mean {
         owned.push(("data.mean".into(), vec![m.len()], std(m)));
+    }
+    for (name, a) in extra {
+        owned.push((name.clone(), a.shape().to_vec(), std(a)));
     }
     let tensors: Vec<TensorOut<T>> = owned
         .iter()
@@ -133,7 +148,15 @@ pub fn parse_model_with<T: Scalar>(
     path: &Path,
     names: &LayerNames,
 ) -> Result<ModelFile<T>> {
-    let mut file = parse_tensors::<T>(bytes, path)?;
+    model_from_tensors(parse_tensors::<T>(bytes, path)?, path, names)
+}
+
+/// The model held by the tensors of a parsed file (every tensor must belong to it).
+pub fn model_from_tensors<T: Scalar>(
+    mut file: TensorFile<T>,
+    path: &Path,
+    names: &LayerNames,
+) -> Result<ModelFile<T>> {
     let layers = layer_names(&file, path, names)?;
     let shapes: Vec<String> = layers
         .iter()

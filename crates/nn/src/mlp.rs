@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 /// Which layers have a bias.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Biases {
     /// The first layer only: the network is homogeneous (the papers' setting).
@@ -32,6 +33,7 @@ pub enum Biases {
 
 /// How the parameters are drawn.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Init {
     /// The papers': W1, b1 ~ N(0,1)·1e-4, later layers U(−1/√fan_in, 1/√fan_in).

@@ -11,10 +11,12 @@ use anyhow::{bail, Context, Result};
 use ndarray::{Array2, Axis};
 use reveal_data::Prepared;
 use reveal_io::{
-    load_checkpoint, read_file, read_timing, remove_checkpoints, rotate_checkpoint, truncate_log,
-    write_timing,
+    load_checkpoint, parse_tensors, read_file, read_timing, remove_checkpoints, rotate_checkpoint,
+    truncate_log, write_timing,
 };
-use reveal_nn::files::{parse_model, save_model, ModelFile};
+use reveal_nn::files::{
+    model_from_tensors, save_model, save_model_with_extra, LayerNames, ModelFile,
+};
 use reveal_nn::Mlp;
 use reveal_tape::Scalar;
 use serde::{Deserialize, Serialize};
@@ -106,7 +108,8 @@ pub fn data_metadata(data: &Prepared) -> BTreeMap<String, String> {
     m
 }
 
-/// The schedule's state in a training checkpoint's metadata (`train.state`).
+/// The schedule's state in a training checkpoint's metadata (`train.state`); a mini-batch
+/// optimiser's moments are tensors `optim.0`, `optim.1`, … of the same file.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct CheckpointState {
     pub epoch: usize,
@@ -114,15 +117,39 @@ pub struct CheckpointState {
     pub c: f64,
     pub seed: u64,
     pub elapsed: f64,
+    /// Mini-batch steps taken (Adam's t).
+    #[serde(default)]
+    pub steps: u64,
 }
 
-/// Parses a training checkpoint: a model file whose metadata holds the schedule's state.
-pub fn parse_checkpoint<T: Scalar>(
-    bytes: &[u8],
-    path: &Path,
-) -> Result<(ModelFile<T>, CheckpointState)> {
-    let file = parse_model::<T>(bytes, path)?;
-    let st: CheckpointState = file
+/// A parsed training checkpoint.
+pub struct Checkpoint<T> {
+    pub file: ModelFile<T>,
+    pub state: CheckpointState,
+    /// The optimiser's moments, in order (see [`TrainState::moments`]).
+    pub moments: Vec<Array2<T>>,
+}
+
+/// Parses a training checkpoint: a model file whose metadata holds the schedule's state, and
+/// the optimiser's moments beside the model's tensors.
+pub fn parse_checkpoint<T: Scalar>(bytes: &[u8], path: &Path) -> Result<Checkpoint<T>> {
+    let mut tensors = parse_tensors::<T>(bytes, path)?;
+    let mut moments = Vec::new();
+    while let Some(t) = tensors.tensors.remove(&format!("optim.{}", moments.len())) {
+        let dim = match t.shape[..] {
+            [r, c] => (r, c),
+            [c] => (1, c),
+            _ => bail!(
+                "{}: optim.{} has shape {:?}",
+                path.display(),
+                moments.len(),
+                t.shape
+            ),
+        };
+        moments.push(Array2::from_shape_vec(dim, t.data)?);
+    }
+    let file = model_from_tensors(tensors, path, &LayerNames::Auto)?;
+    let state: CheckpointState = file
         .metadata
         .get("train.state")
         .and_then(|s| serde_json::from_str(s).ok())
@@ -132,7 +159,11 @@ pub fn parse_checkpoint<T: Scalar>(
                 path.display()
             )
         })?;
-    Ok((file, st))
+    Ok(Checkpoint {
+        file,
+        state,
+        moments,
+    })
 }
 
 /// Trains a model on `data` as `job` says; `on_epoch` sees every accepted step (for progress
@@ -162,14 +193,23 @@ pub fn run<T: Scalar>(
     let mut warnings = Vec::new();
     let (mut state, elapsed_before) = if let Some(loaded) = resumed {
         warnings.extend(loaded.warning);
-        let (file, st) = loaded.value;
-        if file.mlp.input_dim() != d || file.mlp.hidden() != job.hidden {
+        let Checkpoint {
+            file,
+            state: st,
+            moments,
+        } = loaded.value;
+        if file.mlp.input_dim() != d
+            || file.mlp.hidden() != job.hidden
+            || file.mlp.bias_layout() != job.config.biases
+        {
             bail!(
-                "{}: checkpoint is a {}-{:?} model, this run wants {d}-{:?}",
+                "{}: checkpoint is a {}-{:?} model with biases {:?}, this run wants {d}-{:?} with {:?}",
                 ckpt.display(),
                 file.mlp.input_dim(),
                 file.mlp.hidden(),
-                job.hidden
+                file.mlp.bias_layout(),
+                job.hidden,
+                job.config.biases
             );
         }
         if file.metadata.get("data") != meta.get("data") {
@@ -180,17 +220,17 @@ pub fn run<T: Scalar>(
         }
         let mut s = TrainState::new(file.mlp, job.config.schedule);
         (s.epoch, s.rejected, s.c) = (st.epoch, st.rejected, st.c);
+        (s.moments, s.steps, s.shuffle_seed) = (moments, st.steps, job.seed);
         truncate_log(&log, "epoch", st.epoch)?;
         (s, st.elapsed)
     } else {
         let _ = std::fs::remove_file(&log);
-        (
-            TrainState::new(
-                Mlp::<T>::init_classes(d, &job.hidden, data.outputs(), job.seed),
-                job.config.schedule,
-            ),
-            0.0,
-        )
+        let mlp: Mlp<T> = job
+            .config
+            .init_model(d, &job.hidden, data.outputs(), job.seed);
+        let mut s = TrainState::new(mlp, job.config.schedule);
+        s.shuffle_seed = job.seed;
+        (s, 0.0)
     };
 
     let started = Instant::now();
@@ -202,12 +242,21 @@ pub fn run<T: Scalar>(
             c: s.c,
             seed: job.seed,
             elapsed: elapsed_before + started.elapsed().as_secs_f64(),
+            steps: s.steps,
         };
         m.insert(
             "train.state".into(),
             serde_json::to_string(&st).expect("serialisable"),
         );
-        rotate_checkpoint(&ckpt, || save_model(&ckpt, &s.mlp(), Some(&mean), &m))
+        let moments: Vec<(String, &Array2<T>)> = s
+            .moments
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (format!("optim.{i}"), a))
+            .collect();
+        rotate_checkpoint(&ckpt, || {
+            save_model_with_extra(&ckpt, &s.mlp(), Some(&mean), &moments, &m)
+        })
     };
     let mut log_file = OpenOptions::new()
         .create(true)

@@ -10,19 +10,31 @@
 //!
 //! (the logistic and the cross-entropy loss; ‖θ‖² sums over every parameter tensor, b1 included).
 //!
-//! Two schedules:
+//! Full-batch gradient descent, as the papers train (the setting the KKT theory assumes):
 //! - `Reference`: a constant learning rate (0.01 in the papers; ≈10⁶ epochs).
 //! - `Fast`: the loss-based step size after Lyu and Li (2019): lr_t = c_t / L(θ_t); take the plain
 //!   gradient step; if the loss did not fall (or is not finite) reject it and halve c, else accept
 //!   and multiply c by 1.01; c_0 = 0.05. As the loss falls the step grows, which is what the
 //!   margin-maximising phase of training needs.
+//!
+//! And the recipes practitioners use, on mini-batches (a seeded shuffle per epoch, the last batch
+//! possibly smaller, as PyTorch's DataLoader), with PyTorch's update rules, g = ∇L_batch + wd·θ:
+//! - `Sgd`: v ← μ·v + g, θ ← θ − lr·v;
+//! - `Adam`: m ← β₁m + (1−β₁)g, v ← β₂v + (1−β₂)g², θ ← θ − lr·m̂/(√v̂ + ε) with
+//!   m̂ = m/(1−β₁ᵗ), v̂ = v/(1−β₂ᵗ), β = (0.9, 0.999), ε = 1e-8.
+//!
+//! A mini-batch run stops at its epoch cap, or earlier at zero training error with the loss below
+//! the target when one is given (target 0: none).
 
 pub mod job;
 
 use std::sync::Arc;
 
-use ndarray::Array2;
-use reveal_nn::{class_index, forward, margins, Activation, Mlp, Theta};
+use ndarray::{Array2, Axis, Zip};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use reveal_nn::{class_index, forward, margins, Activation, Biases, Init, Mlp, Theta};
 use reveal_tape::{grad, kernels, Scalar, Tape};
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +46,14 @@ pub enum Schedule {
     Reference { lr: f64 },
     /// θ ← θ − (c/L)·∇L with backtracking on c.
     Fast { c0: f64 },
+    /// Mini-batch SGD with momentum μ (PyTorch's convention).
+    Sgd {
+        lr: f64,
+        momentum: f64,
+        batch_size: usize,
+    },
+    /// Mini-batch Adam (PyTorch's, β = (0.9, 0.999), ε = 1e-8).
+    Adam { lr: f64, batch_size: usize },
 }
 
 impl Schedule {
@@ -41,7 +61,20 @@ impl Schedule {
     pub const REFERENCE: Schedule = Schedule::Reference { lr: 0.01 };
     /// The fast schedule with c_0 = 0.05.
     pub const FAST: Schedule = Schedule::Fast { c0: 0.05 };
+
+    /// The mini-batch size of a mini-batch optimiser (`None`: full batch).
+    pub fn batch_size(self) -> Option<usize> {
+        match self {
+            Schedule::Sgd { batch_size, .. } | Schedule::Adam { batch_size, .. } => {
+                Some(batch_size)
+            }
+            Schedule::Reference { .. } | Schedule::Fast { .. } => None,
+        }
+    }
 }
+
+/// Adam's β₁, β₂ and ε (PyTorch's defaults).
+pub const ADAM: (f64, f64, f64) = (0.9, 0.999, 1e-8);
 
 /// When to stop.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -56,10 +89,20 @@ pub struct TrainConfig {
     /// `max_epochs`, rather than at `target_loss`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub weight_decay: f64,
+    /// How the fresh model is drawn (the papers' small init by default).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub init: Init,
+    /// Which layers have a bias (the first only by default).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub biases: Biases,
 }
 
 fn is_zero(v: &f64) -> bool {
     *v == 0.0
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 impl TrainConfig {
@@ -70,7 +113,20 @@ impl TrainConfig {
             target_loss,
             max_epochs,
             weight_decay: 0.0,
+            init: Init::Small,
+            biases: Biases::First,
         }
+    }
+
+    /// A fresh model of this recipe's init and biases.
+    pub fn init_model<T: Scalar>(
+        &self,
+        input: usize,
+        hidden: &[usize],
+        outputs: usize,
+        seed: u64,
+    ) -> Mlp<T> {
+        Mlp::init_with(input, hidden, outputs, self.init, self.biases, seed)
     }
 }
 
@@ -83,7 +139,9 @@ pub fn train_new<T: Scalar>(
     seed: u64,
     cfg: &TrainConfig,
 ) -> (TrainState<T>, Outcome) {
-    let mut state = TrainState::new(Mlp::<T>::init(x.ncols(), hidden, seed), cfg.schedule);
+    let mlp = cfg.init_model::<T>(x.ncols(), hidden, 1, seed);
+    let mut state = TrainState::new(mlp, cfg.schedule);
+    state.shuffle_seed = seed;
     let outcome = train(&mut state, x, y, cfg, |_| Control::Continue);
     (state, outcome)
 }
@@ -221,6 +279,13 @@ pub struct TrainState<T> {
     pub loss: f64,
     /// Training error at the current θ.
     pub error: f64,
+    /// The mini-batch optimiser's moments, one per tensor of θ in order: SGD's velocity v, or
+    /// Adam's m then v (empty for full-batch descent until the first step).
+    pub moments: Vec<Array2<T>>,
+    /// Mini-batch steps taken (Adam's t).
+    pub steps: u64,
+    /// Seed of the mini-batch shuffles (epoch e shuffles with seed + e).
+    pub shuffle_seed: u64,
 }
 
 impl<T: Scalar> TrainState<T> {
@@ -233,7 +298,7 @@ impl<T: Scalar> TrainState<T> {
     pub fn new(mlp: Mlp<T>, schedule: Schedule) -> Self {
         let c = match schedule {
             Schedule::Fast { c0 } => c0,
-            Schedule::Reference { .. } => 0.0,
+            _ => 0.0,
         };
         TrainState {
             theta: mlp.theta(),
@@ -242,6 +307,9 @@ impl<T: Scalar> TrainState<T> {
             c,
             loss: f64::INFINITY,
             error: 1.0,
+            moments: Vec::new(),
+            steps: 0,
+            shuffle_seed: 0,
         }
     }
 }
@@ -285,9 +353,36 @@ pub fn stepped<T: Scalar>(theta: &Theta<T>, grads: &[Array2<T>], step: f64) -> T
     )
 }
 
-/// Runs full-batch gradient descent from `state` until it converges, hits the cap, or the
-/// callback (called after every accepted step) says stop.
+/// Trains from `state` as `cfg` says until it converges, hits the cap, or the callback (called
+/// after every epoch) says stop.
 pub fn train<T: Scalar>(
+    state: &mut TrainState<T>,
+    x: &Array2<T>,
+    y: &Array2<T>,
+    cfg: &TrainConfig,
+    on_epoch: impl FnMut(&TrainState<T>) -> Control,
+) -> Outcome {
+    match cfg.schedule.batch_size() {
+        Some(batch) => train_minibatch(state, x, y, cfg, batch, on_epoch),
+        None => train_full_batch(state, x, y, cfg, on_epoch),
+    }
+}
+
+/// Why training stops before another epoch, if it does.
+fn finished<T>(state: &TrainState<T>, cfg: &TrainConfig) -> Option<Outcome> {
+    if !state.loss.is_finite() {
+        Some(Outcome::Diverged)
+    } else if state.loss < cfg.target_loss && state.error == 0.0 {
+        Some(Outcome::Converged)
+    } else if state.epoch >= cfg.max_epochs {
+        Some(Outcome::EpochCap)
+    } else {
+        None
+    }
+}
+
+/// Full-batch gradient descent (the reference and the fast schedule): each epoch one step.
+fn train_full_batch<T: Scalar>(
     state: &mut TrainState<T>,
     x: &Array2<T>,
     y: &Array2<T>,
@@ -299,29 +394,21 @@ pub fn train<T: Scalar>(
     let mut here = evaluate_shared(&state.theta, &x, &y, wd);
     (state.loss, state.error) = (here.loss, here.error);
     loop {
-        if !state.loss.is_finite() {
-            return Outcome::Diverged;
-        }
-        if state.loss < cfg.target_loss && state.error == 0.0 {
-            return Outcome::Converged;
-        }
-        if state.epoch >= cfg.max_epochs {
-            return Outcome::EpochCap;
+        if let Some(outcome) = finished(state, cfg) {
+            return outcome;
         }
         let step = match cfg.schedule {
-            Schedule::Reference { lr } => lr,
             Schedule::Fast { .. } => state.c / state.loss,
+            Schedule::Reference { lr } | Schedule::Sgd { lr, .. } | Schedule::Adam { lr, .. } => lr,
         };
         let next = stepped(&state.theta, &here.grads, step);
         let there = evaluate_shared(&next, &x, &y, wd);
-        let accept = match cfg.schedule {
-            Schedule::Reference { .. } => there.loss.is_finite(),
-            Schedule::Fast { .. } => there.loss.is_finite() && there.loss < state.loss,
-        };
+        let fast = matches!(cfg.schedule, Schedule::Fast { .. });
+        let accept = there.loss.is_finite() && (!fast || there.loss < state.loss);
         if !accept {
-            match cfg.schedule {
-                Schedule::Reference { .. } => return Outcome::Diverged,
-                Schedule::Fast { .. } => {
+            match fast {
+                false => return Outcome::Diverged,
+                true => {
                     state.c *= 0.5;
                     state.rejected += 1;
                     if state.c < 1e-30 {
@@ -342,4 +429,130 @@ pub fn train<T: Scalar>(
             return Outcome::Stopped;
         }
     }
+}
+
+/// Mini-batch SGD or Adam: each epoch one pass over a seeded shuffle of the training set in
+/// batches of `batch`, then L and the error on the whole set (for the stopping rule and the log).
+fn train_minibatch<T: Scalar>(
+    state: &mut TrainState<T>,
+    x: &Array2<T>,
+    y: &Array2<T>,
+    cfg: &TrainConfig,
+    batch: usize,
+    mut on_epoch: impl FnMut(&TrainState<T>) -> Control,
+) -> Outcome {
+    assert!(batch > 0, "train: a batch of at least one sample");
+    let n = x.nrows();
+    let (xs, ys) = (Arc::new(x.clone()), Arc::new(y.clone()));
+    let wd = cfg.weight_decay;
+    let whole = evaluate_shared(&state.theta, &xs, &ys, wd);
+    (state.loss, state.error) = (whole.loss, whole.error);
+    let tensors = state.theta.params.len();
+    let per_tensor = match cfg.schedule {
+        Schedule::Adam { .. } => 2,
+        _ => 1,
+    };
+    if state.moments.len() != per_tensor * tensors {
+        state.moments = (0..per_tensor)
+            .flat_map(|_| {
+                state
+                    .theta
+                    .params
+                    .iter()
+                    .map(|p| Array2::zeros(p.value().dim()))
+            })
+            .collect();
+    }
+    loop {
+        if let Some(outcome) = finished(state, cfg) {
+            return outcome;
+        }
+        let mut order: Vec<usize> = (0..n).collect();
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(state.shuffle_seed.wrapping_add(state.epoch as u64));
+        order.shuffle(&mut rng);
+        for rows in order.chunks(batch) {
+            let xb = Arc::new(x.select(Axis(0), rows));
+            let yb = Arc::new(y.select(Axis(0), rows));
+            let g = evaluate_shared(&state.theta, &xb, &yb, wd).grads;
+            state.steps += 1;
+            state.theta = optimiser_step(
+                &state.theta,
+                &g,
+                &mut state.moments,
+                state.steps,
+                cfg.schedule,
+            );
+        }
+        state.epoch += 1;
+        let whole = evaluate_shared(&state.theta, &xs, &ys, wd);
+        (state.loss, state.error) = (whole.loss, whole.error);
+        if !state.loss.is_finite() {
+            return Outcome::Diverged;
+        }
+        if on_epoch(state) == Control::Stop {
+            return Outcome::Stopped;
+        }
+    }
+}
+
+/// One update of SGD with momentum or Adam (t = `step`, from 1) given the gradient `g` of each
+/// tensor; the moments are updated in place, θ is returned anew.
+fn optimiser_step<T: Scalar>(
+    theta: &Theta<T>,
+    g: &[Array2<T>],
+    moments: &mut [Array2<T>],
+    step: u64,
+    schedule: Schedule,
+) -> Theta<T> {
+    let params = theta.params.iter().map(|p| (**p.value()).clone());
+    let updated: Vec<Array2<T>> = match schedule {
+        Schedule::Sgd { lr, momentum, .. } => {
+            let (lr, mu) = (T::from_f64(lr), T::from_f64(momentum));
+            params
+                .zip(g)
+                .zip(moments.iter_mut())
+                .map(|((mut p, g), v)| {
+                    // v ← μ·v + g;  θ ← θ − lr·v
+                    Zip::from(&mut p).and(v).and(g).for_each(|p, v, &g| {
+                        *v = mu * *v + g;
+                        *p = *p - lr * *v;
+                    });
+                    p
+                })
+                .collect()
+        }
+        Schedule::Adam { lr, .. } => {
+            let (b1, b2, eps) = ADAM;
+            let t = step as i32;
+            // The bias corrections folded into the step: lr·√(1−β₂ᵗ)/(1−β₁ᵗ), ε·√(1−β₂ᵗ).
+            let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
+            let (lr_t, eps_t) = (
+                T::from_f64(lr * c2.sqrt() / c1),
+                T::from_f64(eps * c2.sqrt()),
+            );
+            let (b1, b2) = (T::from_f64(b1), T::from_f64(b2));
+            let (first, second) = moments.split_at_mut(g.len());
+            params
+                .zip(g)
+                .zip(first.iter_mut().zip(second.iter_mut()))
+                .map(|((mut p, g), (m, v))| {
+                    Zip::from(&mut p)
+                        .and(m)
+                        .and(v)
+                        .and(g)
+                        .for_each(|p, m, v, &g| {
+                            *m = b1 * *m + (T::one() - b1) * g;
+                            *v = b2 * *v + (T::one() - b2) * g * g;
+                            *p = *p - lr_t * *m / (v.sqrt() + eps_t);
+                        });
+                    p
+                })
+                .collect()
+        }
+        Schedule::Reference { .. } | Schedule::Fast { .. } => {
+            unreachable!("full-batch schedules take plain gradient steps")
+        }
+    };
+    Theta::new(updated, theta.layout)
 }

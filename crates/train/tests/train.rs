@@ -67,6 +67,7 @@ fn both_schedules_reach_zero_error_on_a_separable_set() {
             target_loss: 1e-3,
             max_epochs: cap,
             weight_decay: 0.0,
+            ..TrainConfig::fast(0.0, 0)
         };
         let outcome = train(&mut state, &x, &y, &cfg, |_| Control::Continue);
         assert_eq!(
@@ -95,6 +96,7 @@ fn fast_schedule_is_much_faster_than_the_reference() {
                 target_loss: 1e-4,
                 max_epochs: 300_000,
                 weight_decay: 0.0,
+                ..TrainConfig::fast(0.0, 0)
             },
             |_| Control::Continue,
         );
@@ -119,6 +121,7 @@ fn stopped_and_resumed_equals_uninterrupted() {
         target_loss: 1e-6,
         max_epochs: 400,
         weight_decay: 0.0,
+        ..TrainConfig::fast(0.0, 0)
     };
     let init = || TrainState::new(Mlp::<f64>::init(5, &[8, 8], 9), Schedule::FAST);
     let mut whole = init();
@@ -151,6 +154,7 @@ fn an_unfittable_set_stalls() {
         target_loss: 1e-5,
         max_epochs: 100_000,
         weight_decay: 0.0,
+        ..TrainConfig::fast(0.0, 0)
     };
     let outcome = train(&mut state, &x, &y, &cfg, |_| Control::Continue);
     assert_eq!(outcome, Outcome::Stalled, "loss {}", state.loss);
@@ -240,6 +244,7 @@ fn three_classes_train_to_zero_error_and_weight_decay_to_a_stationary_point() {
             target_loss: 1e-3,
             max_epochs: 20_000,
             weight_decay: wd,
+            ..TrainConfig::fast(0.0, 0)
         };
         let outcome = train(&mut state, &x, &y, &cfg, |_| Control::Continue);
         assert_eq!(state.error, 0.0, "wd {wd}: {outcome:?}");
@@ -266,4 +271,125 @@ fn three_classes_train_to_zero_error_and_weight_decay_to_a_stationary_point() {
         theta_norms[1],
         theta_norms[0]
     );
+}
+
+/// A mini-batch recipe on the whole set as one batch, so each step's gradient is `evaluate`'s.
+fn one_batch(schedule: Schedule, wd: f64, epochs: usize) -> TrainConfig {
+    TrainConfig {
+        schedule,
+        target_loss: 0.0,
+        max_epochs: epochs,
+        weight_decay: wd,
+        init: Init::Default,
+        biases: Biases::All,
+    }
+}
+
+/// PyTorch's update rules, written out by hand from `evaluate`'s gradients (with wd·θ in them):
+/// SGD with momentum over two steps, Adam over two steps with its bias corrections.
+#[test]
+fn sgd_and_adam_steps_follow_pytorch_rules() {
+    let (x, y) = separable(8, 4, 3);
+    let m0 = Mlp::<f64>::init_with(4, &[6, 5], 1, Init::Default, Biases::All, 4);
+    let wd = 0.01;
+    let grads = |m: &Mlp<f64>| evaluate(m, &x, &y, wd).grads;
+    let step = |m: &Mlp<f64>, delta: &dyn Fn(usize, usize, f64) -> f64| {
+        let mut out = m.clone();
+        for (p, t) in out.params_mut().into_iter().enumerate() {
+            for (i, v) in t.iter_mut().enumerate() {
+                *v += delta(p, i, *v);
+            }
+        }
+        out
+    };
+    let flat = |g: &[Array2<f64>], p: usize, i: usize| g[p].iter().nth(i).copied().unwrap();
+    let run = |schedule| {
+        let mut s = TrainState::new(m0.clone(), schedule);
+        train(&mut s, &x, &y, &one_batch(schedule, wd, 2), |_| {
+            Control::Continue
+        });
+        s.mlp()
+    };
+    let close = |a: &Mlp<f64>, b: &Mlp<f64>, what: &str| {
+        for (p, q) in a.params().iter().zip(b.params()) {
+            let diff = (*p - q).mapv(f64::abs).fold(0.0f64, |m, &v| m.max(v));
+            assert!(diff < 1e-12, "{what}: max difference {diff:e}");
+        }
+    };
+
+    // SGD: v1 = g0, θ1 = θ0 − lr·v1; v2 = μ·v1 + g1, θ2 = θ1 − lr·v2.
+    let (lr, mu) = (0.05, 0.9);
+    let g0 = grads(&m0);
+    let m1 = step(&m0, &|p, i, _| -lr * flat(&g0, p, i));
+    let g1 = grads(&m1);
+    let m2 = step(&m1, &|p, i, _| {
+        -lr * (mu * flat(&g0, p, i) + flat(&g1, p, i))
+    });
+    let sgd = Schedule::Sgd {
+        lr,
+        momentum: mu,
+        batch_size: 8,
+    };
+    close(&run(sgd), &m2, "sgd");
+
+    // Adam: m_t = β1·m + (1−β1)·g, v_t = β2·v + (1−β2)·g², θ −= lr·m̂/(√v̂ + ε).
+    let (b1, b2, eps, lr): (f64, f64, f64, f64) = (0.9, 0.999, 1e-8, 1e-2);
+    let adam_delta = |ms: &[f64], vs: &[f64], t: i32| {
+        let (mh, vh) = (ms[0] / (1.0 - b1.powi(t)), vs[0] / (1.0 - b2.powi(t)));
+        -lr * mh / (vh.sqrt() + eps)
+    };
+    let a1 = step(&m0, &|p, i, _| {
+        let g = flat(&g0, p, i);
+        adam_delta(&[(1.0 - b1) * g], &[(1.0 - b2) * g * g], 1)
+    });
+    let h1 = grads(&a1);
+    let a2 = step(&a1, &|p, i, _| {
+        let (g, h) = (flat(&g0, p, i), flat(&h1, p, i));
+        let m = b1 * (1.0 - b1) * g + (1.0 - b1) * h;
+        let v = b2 * (1.0 - b2) * g * g + (1.0 - b2) * h * h;
+        adam_delta(&[m], &[v], 2)
+    });
+    close(&run(Schedule::Adam { lr, batch_size: 8 }), &a2, "adam");
+}
+
+/// Mini-batch SGD and Adam from PyTorch's init, with a bias in every layer, fit a separable set;
+/// stopping and continuing (moments and shuffles included) gives the run that never stopped.
+#[test]
+fn minibatch_recipes_fit_and_resume_exactly() {
+    let (x, y) = separable(24, 5, 12);
+    for schedule in [
+        Schedule::Sgd {
+            lr: 0.05,
+            momentum: 0.9,
+            batch_size: 5,
+        },
+        Schedule::Adam {
+            lr: 1e-2,
+            batch_size: 5,
+        },
+    ] {
+        let cfg = one_batch(schedule, 5e-4, 60);
+        let init = || {
+            let mut s = TrainState::new(cfg.init_model::<f64>(5, &[16, 16], 1, 3), schedule);
+            s.shuffle_seed = 3;
+            s
+        };
+        let mut whole = init();
+        let outcome = train(&mut whole, &x, &y, &cfg, |_| Control::Continue);
+        assert_eq!(outcome, Outcome::EpochCap, "{schedule:?}");
+        assert_eq!(whole.error, 0.0, "{schedule:?}: loss {}", whole.loss);
+        assert_eq!(
+            whole.steps,
+            60 * 5,
+            "{schedule:?}: 24 samples in batches of 5"
+        );
+        let mut part = init();
+        let stop = train(&mut part, &x, &y, &cfg, |s| match s.epoch {
+            17 => Control::Stop,
+            _ => Control::Continue,
+        });
+        assert_eq!(stop, Outcome::Stopped);
+        train(&mut part, &x, &y, &cfg, |_| Control::Continue);
+        assert_eq!(part.mlp(), whole.mlp(), "{schedule:?}");
+    }
 }
