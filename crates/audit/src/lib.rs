@@ -11,15 +11,19 @@
 //! - [`scoring`]: a model's candidates scored against its training set (S, ρ10, recovered);
 //! - [`workflow`]: the audit end to end, resumable ([`audit`]);
 //! - [`page`]: the audit's HTML page, from its finished report;
+//! - [`zoo`]: a population of models, clean and with planted shortcuts, audited to measure the
+//!   audit's error rates ([`metrics`]);
 //! - [`stats`]: the few statistics all of these use.
 
 pub mod biasmap;
+pub mod metrics;
 pub mod nulls;
 pub mod page;
 pub mod scoring;
 pub mod stats;
 pub mod verdict;
 pub mod workflow;
+pub mod zoo;
 
 pub use biasmap::TriggerCheck;
 pub use verdict::{Candidates, Verdict};

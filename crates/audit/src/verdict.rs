@@ -211,10 +211,34 @@ pub struct Figure {
     pub z: Option<f64>,
 }
 
+/// Where a suspected shortcut lives: in a few pixels, or spread over the image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShortcutKind {
+    Localised,
+    Global,
+}
+
+/// How far the reconstruction got towards the KKT conditions: the relative residual
+/// ‖θ − (1/m) Σ λ_i ∇θ m_i(x_i)‖ / ‖θ‖ at the final candidates, and the same for the null
+/// models (weights that are no KKT point of any data).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Residual {
+    pub value: f64,
+    pub null: f64,
+}
+
 /// What the audit concludes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
+    /// A shortcut of either kind is suspected.
     pub shortcut_suspected: bool,
+    /// Which kind, when one is suspected.
+    #[serde(default)]
+    pub kind: Option<ShortcutKind>,
+    /// No shortcut was found, but the reconstructions are not good enough to say there is none.
+    #[serde(default)]
+    pub inconclusive: bool,
     /// The most compact spot of the bias map, [r0, c0, r1, c1] inclusive, when suspected.
     pub region: Option<[usize; 4]>,
     /// The spot's score and the threshold it is held against.
@@ -222,6 +246,9 @@ pub struct Verdict {
     pub threshold: f64,
     /// Whether the reconstructions resemble real images more than the null models' do.
     pub concept_evidence: bool,
+    /// How close the reconstruction came to a KKT point, beside the null models'.
+    #[serde(default)]
+    pub kkt_residual: Option<Residual>,
     /// One sentence for the top of the report.
     pub text: String,
 }
@@ -256,6 +283,9 @@ pub fn verdict(map: &ClassMap, concept: Option<&Figure>) -> Verdict {
     };
     Verdict {
         shortcut_suspected: suspected,
+        kind: suspected.then_some(ShortcutKind::Localised),
+        inconclusive: false,
+        kkt_residual: None,
         region: suspected.then_some(hotspot.region),
         score: hotspot.score,
         threshold,

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use reveal_audit::{audit, AuditBudget, AuditConfig};
+use reveal_audit::{audit, AuditConfig};
 use reveal_data::Selection;
 use reveal_nn::LayerNames;
 
@@ -81,10 +81,7 @@ pub fn cmd_audit(args: &AuditArgs) -> Result<()> {
         train_known,
         data_dir: args.data.source.data_dir(),
         out: args.out.clone(),
-        budget: match args.budget {
-            BudgetArg::Quick => AuditBudget::Quick,
-            BudgetArg::Standard => AuditBudget::Standard,
-        },
+        budget: args.budget.into(),
         candidates: args.candidates,
         iters: args.iters,
         seed: args.seed,

@@ -9,6 +9,7 @@ mod experiment_cmds;
 mod progress;
 mod recon_cmds;
 mod shard;
+mod zoo_cmd;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -72,6 +73,9 @@ enum Command {
     /// Audit one model (reveal's or PyTorch's): did it learn the concept or a shortcut, and
     /// where? Reconstruction, null models, a calibrated bias map, an HTML report.
     Audit(audit_cmd::AuditArgs),
+    /// Build a population of models (recipes × clean and planted shortcuts × seeds), audit each,
+    /// and measure the audit: detection and false-alarm rates, AUROC, localisation.
+    Zoo(zoo_cmd::ZooArgs),
     /// Merge the shards of a search or an experiment run with --shard I/N into the output one
     /// unsharded run would write (run it from the folder the shards ran in).
     Pool {
@@ -236,6 +240,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Score(args) => recon_cmds::cmd_score(&args),
         Command::Experiment(args) => experiment_cmds::cmd_experiment(&args),
         Command::Audit(args) => audit_cmd::cmd_audit(&args),
+        Command::Zoo(args) => zoo_cmd::cmd_zoo(&args),
         Command::Pool { out } => cmd_pool(&out),
         Command::Demo { out } => experiment_cmds::cmd_demo(out),
         Command::Bench {

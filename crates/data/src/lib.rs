@@ -9,6 +9,7 @@ pub mod bias;
 pub mod formats;
 pub mod images;
 pub mod synthetic;
+pub mod trigger;
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 pub use bias::{Bias, Triggers};
 pub use images::Images;
+pub use trigger::{KindName, Trigger, TriggerKind};
 
 /// Where the images come from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -230,6 +232,9 @@ pub struct DataSpec {
     pub bias: Bias,
     /// Seed of the bias positions.
     pub seed: u64,
+    /// A zoo's trigger on one class's images (after the bias), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<Trigger>,
 }
 
 impl DataSpec {
@@ -244,6 +249,7 @@ impl DataSpec {
             test: TestSelection::PerClass(500),
             bias: Bias::None,
             seed: 0,
+            trigger: None,
         }
     }
 }
@@ -502,6 +508,9 @@ pub fn prepare(spec: &DataSpec, dir: Option<&Path>) -> Result<Prepared> {
         train_images.shape,
         spec.seed,
     )?;
+    if let Some(t) = &spec.trigger {
+        t.apply(&mut train.pixels, &class, train_images.shape)?;
+    }
 
     // Images of the training file the training set did not take, the first k of each class.
     let held_out = |k| {

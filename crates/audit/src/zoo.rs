@@ -1,0 +1,418 @@
+//! A model zoo: a population of models trained the ways people train them, clean and with a
+//! planted shortcut of a known kind, place and strength, each audited as a user would, so that
+//! the audit's error rates are measured rather than hoped for ([`crate::metrics`]).
+//!
+//! Members: for every recipe and seed one clean model, and for every trigger kind, fraction and
+//! seed one triggered model (the class drawn from the seed). Each member's model and audit sit
+//! in `members/<name>/`; a rerun reuses both (only the maps and verdicts are computed again, so
+//! a changed statistic is re-measured in seconds). `zoo.json` holds every member and the table.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use reveal_data::{prepare, DataSpec, KindName, Source, Task, TestSelection, Trigger};
+use reveal_io::write_atomic;
+use reveal_nn::files::LayerNames;
+use reveal_nn::{Biases, Init};
+use reveal_recon::search::Tick;
+use reveal_train::job::{self as train_job, TrainJob};
+use reveal_train::{Control, Schedule, TrainConfig, TrainState};
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::{auroc, rate, tpr_at_fpr};
+use crate::verdict::{ShortcutKind, Verdict};
+use crate::workflow::{audit, AuditBudget, AuditConfig};
+
+/// A named training recipe.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Recipe {
+    pub name: String,
+    pub config: TrainConfig,
+}
+
+impl Recipe {
+    /// The recipes by name: `gd` (the papers': full-batch descent with the fast schedule from the
+    /// small init to loss 1e-5), `adam` (lr 1e-3, batches of 20, 60 epochs, PyTorch's init),
+    /// `sgd` (momentum 0.9, lr 0.01, weight decay 5e-4, batches of 20, 150 epochs, PyTorch's
+    /// init); each with a first-layer bias, or with `-all` a bias in every layer.
+    pub fn named(name: &str) -> Result<Recipe, String> {
+        let (base, biases) = match name.strip_suffix("-all") {
+            Some(b) => (b, Biases::All),
+            None => (name, Biases::First),
+        };
+        let config = match base {
+            "gd" => TrainConfig::fast(1e-5, 100_000),
+            "adam" => TrainConfig {
+                schedule: Schedule::Adam {
+                    lr: 1e-3,
+                    batch_size: 20,
+                },
+                target_loss: 0.0,
+                max_epochs: 60,
+                init: Init::Default,
+                ..TrainConfig::fast(0.0, 0)
+            },
+            "sgd" => TrainConfig {
+                schedule: Schedule::Sgd {
+                    lr: 0.01,
+                    momentum: 0.9,
+                    batch_size: 20,
+                },
+                target_loss: 0.0,
+                max_epochs: 150,
+                weight_decay: 5e-4,
+                init: Init::Default,
+                ..TrainConfig::fast(0.0, 0)
+            },
+            _ => {
+                return Err(format!(
+                    "unknown recipe {name:?}: expected gd, adam or sgd, each optionally with -all"
+                ))
+            }
+        };
+        Ok(Recipe {
+            name: name.to_string(),
+            config: TrainConfig { biases, ..config },
+        })
+    }
+}
+
+impl std::str::FromStr for Recipe {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Recipe::named(s)
+    }
+}
+
+/// What a zoo is made of.
+#[derive(Clone, Debug)]
+pub struct ZooConfig {
+    pub source: Source,
+    pub task: Option<Task>,
+    pub per_class: usize,
+    pub hidden: Vec<usize>,
+    pub recipes: Vec<Recipe>,
+    pub kinds: Vec<KindName>,
+    /// Shares of the chosen class's images that carry the trigger (e.g. 1.0 and 0.3).
+    pub fractions: Vec<f64>,
+    pub seeds: Vec<u64>,
+    pub test: TestSelection,
+    pub data_dir: Option<PathBuf>,
+    pub out: PathBuf,
+    pub budget: AuditBudget,
+    /// Reconstruction iterations per run (default: the audit's).
+    pub iters: Option<usize>,
+}
+
+/// One model of the zoo and what the audit said of it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Member {
+    pub name: String,
+    pub recipe: String,
+    pub seed: u64,
+    /// The planted shortcut (none: a clean model).
+    pub trigger: Option<Trigger>,
+    pub train_error: f64,
+    pub test_accuracy: f64,
+    pub verdict: Verdict,
+    /// The verdict's score over its threshold (the detector's continuous output).
+    pub ratio: f64,
+    /// For a localised trigger: the share of the map's top-K pixels inside it, K its area.
+    pub precision: Option<f64>,
+    pub audit_seconds: f64,
+}
+
+/// One row of the zoo's table: a recipe against one kind of trigger (or all clean models).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Row {
+    pub recipe: String,
+    /// The trigger kind, or "clean".
+    pub kind: String,
+    pub models: usize,
+    /// Share flagged (false-alarm rate for the clean row).
+    pub flagged: Option<f64>,
+    /// Share flagged of the right kind (localised for patch and line, global for the others).
+    pub flagged_right_kind: Option<f64>,
+    pub inconclusive: Option<f64>,
+    /// Against the same recipe's clean models.
+    pub auroc: Option<f64>,
+    pub tpr_at_5_fpr: Option<f64>,
+    /// Mean top-K precision of the flagged localised triggers.
+    pub precision: Option<f64>,
+}
+
+/// `zoo.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ZooReport {
+    pub data_set: String,
+    pub members: Vec<Member>,
+    pub rows: Vec<Row>,
+}
+
+impl ZooConfig {
+    /// Every member's (recipe, trigger kind and fraction, seed), clean models first.
+    pub fn plan(&self) -> Vec<(usize, Option<(KindName, f64)>, u64)> {
+        let mut out = Vec::new();
+        for r in 0..self.recipes.len() {
+            out.extend(self.seeds.iter().map(|&s| (r, None, s)));
+            for &k in &self.kinds {
+                for &f in &self.fractions {
+                    out.extend(self.seeds.iter().map(|&s| (r, Some((k, f)), s)));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A member's folder name: recipe, kind and share, seed.
+fn member_name(recipe: &str, planted: Option<(KindName, f64)>, seed: u64) -> String {
+    match planted {
+        None => format!("{recipe}-clean-s{seed}"),
+        Some((k, f)) => format!("{recipe}-{k}{:.0}-s{seed}", 100.0 * f),
+    }
+}
+
+/// The data set of a member: the task's training set, with the trigger drawn from the seed.
+fn member_data(
+    cfg: &ZooConfig,
+    planted: Option<(KindName, f64)>,
+    seed: u64,
+) -> Result<reveal_data::Prepared> {
+    let mut spec = DataSpec::new(cfg.source.clone(), cfg.per_class);
+    if let Some(t) = &cfg.task {
+        spec.task = t.clone();
+    }
+    spec.test = cfg.test;
+    let clean = prepare(&spec, cfg.data_dir.as_deref())?;
+    if let Some((kind, fraction)) = planted {
+        let (shape, classes) = (clean.shape, clean.classes());
+        // One stream per member: the kind's index keeps kinds of one seed apart.
+        let index = KindName::ALL.iter().position(|&k| k == kind).unwrap_or(0) as u64;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(index));
+        spec.trigger = Some(Trigger {
+            kind: kind.draw(shape, &mut rng)?,
+            class: rng.gen_range(0..classes),
+            fraction,
+            seed: rng.gen(),
+        });
+        return prepare(&spec, cfg.data_dir.as_deref());
+    }
+    Ok(clean)
+}
+
+/// Top-K precision of a map's strongest pixels (row, col) against a trigger's pixels.
+fn precision(top: &[[usize; 2]], trigger: &Trigger, shape: (usize, usize, usize)) -> Option<f64> {
+    let pixels = trigger.kind.pixels(shape);
+    if pixels.is_empty() {
+        return None;
+    }
+    let w = shape.2;
+    let k = pixels.len().min(top.len());
+    let inside = top[..k]
+        .iter()
+        .filter(|&&[r, c]| pixels.contains(&(r * w + c)))
+        .count();
+    Some(inside as f64 / k as f64)
+}
+
+/// Builds (or resumes) the zoo, audits every member and writes `zoo.json` and `zoo.md`;
+/// `member` hears of each member as it starts (its index, the count and its name).
+pub fn run(
+    cfg: &ZooConfig,
+    member: &dyn Fn(usize, usize, &str),
+    epoch: &dyn Fn(&TrainState<f32>) -> Control,
+    tick: &(dyn Fn(Tick) -> bool + Sync),
+) -> Result<ZooReport> {
+    let plan = cfg.plan();
+    let mut members = Vec::new();
+    for (i, &(r, planted, seed)) in plan.iter().enumerate() {
+        let recipe = &cfg.recipes[r];
+        let name = member_name(&recipe.name, planted, seed);
+        member(i, plan.len(), &name);
+        let dir = cfg.out.join("members").join(&name);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("{}: cannot create", dir.display()))?;
+        let data = member_data(cfg, planted, seed)?;
+        let model = dir.join("model.safetensors");
+        if !model.exists() {
+            let job = TrainJob {
+                hidden: cfg.hidden.clone(),
+                config: recipe.config,
+                seed,
+                out: model.clone(),
+                checkpoint_every: 0,
+                resume: true,
+            };
+            train_job::run::<f32>(&job, &data, epoch)?;
+        }
+        let file = reveal_nn::files::load_model::<f32>(&model)?;
+        let summary = train_job::read_summary(&model, &file.metadata)?;
+        let report = audit(
+            &AuditConfig {
+                model: model.clone(),
+                layers: LayerNames::Auto,
+                data: None,
+                train_known: true,
+                data_dir: cfg.data_dir.clone(),
+                out: dir.join("audit"),
+                budget: cfg.budget,
+                candidates: None,
+                iters: cfg.iters,
+                seed,
+            },
+            tick,
+        )?;
+        let trigger = data.spec.trigger.clone();
+        members.push(Member {
+            name,
+            recipe: recipe.name.clone(),
+            seed,
+            precision: trigger
+                .as_ref()
+                .and_then(|t| precision(&report.bias_map.top_pixels, t, data.shape)),
+            trigger,
+            train_error: summary.train_error,
+            test_accuracy: summary.test_accuracy,
+            ratio: report.verdict.score / report.verdict.threshold,
+            verdict: report.verdict,
+            audit_seconds: report.seconds,
+        });
+    }
+    let report = ZooReport {
+        data_set: cfg.source.name().to_string(),
+        rows: table(&cfg.recipes, &members),
+        members,
+    };
+    write_atomic(
+        &cfg.out.join("zoo.json"),
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+    )?;
+    write_atomic(&cfg.out.join("zoo.md"), markdown(&report).as_bytes())?;
+    Ok(report)
+}
+
+/// The table: per recipe its clean models' false alarms, then each trigger kind's detection.
+pub fn table(recipes: &[Recipe], members: &[Member]) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for recipe in recipes {
+        let of_recipe: Vec<&Member> = members.iter().filter(|m| m.recipe == recipe.name).collect();
+        let clean: Vec<&Member> = of_recipe
+            .iter()
+            .copied()
+            .filter(|m| m.trigger.is_none())
+            .collect();
+        let clean_ratios: Vec<f64> = clean.iter().map(|m| m.ratio).collect();
+        let flags = |ms: &[&Member], f: &dyn Fn(&Member) -> bool| {
+            rate(&ms.iter().map(|m| f(m)).collect::<Vec<_>>())
+        };
+        rows.push(Row {
+            recipe: recipe.name.clone(),
+            kind: "clean".into(),
+            models: clean.len(),
+            flagged: flags(&clean, &|m| m.verdict.shortcut_suspected),
+            flagged_right_kind: None,
+            inconclusive: flags(&clean, &|m| m.verdict.inconclusive),
+            auroc: None,
+            tpr_at_5_fpr: None,
+            precision: None,
+        });
+        for kind in KindName::ALL {
+            let of_kind: Vec<&Member> = of_recipe
+                .iter()
+                .copied()
+                .filter(|m| m.trigger.as_ref().is_some_and(|t| t.kind.name() == kind))
+                .collect();
+            if of_kind.is_empty() {
+                continue;
+            }
+            let ratios: Vec<f64> = of_kind.iter().map(|m| m.ratio).collect();
+            let right = |m: &Member| {
+                m.verdict.shortcut_suspected
+                    && m.verdict.kind
+                        == Some(if kind.localised() {
+                            ShortcutKind::Localised
+                        } else {
+                            ShortcutKind::Global
+                        })
+            };
+            let located: Vec<f64> = of_kind
+                .iter()
+                .filter(|m| m.verdict.shortcut_suspected)
+                .filter_map(|m| m.precision)
+                .collect();
+            rows.push(Row {
+                recipe: recipe.name.clone(),
+                kind: kind.name().into(),
+                models: of_kind.len(),
+                flagged: flags(&of_kind, &|m| m.verdict.shortcut_suspected),
+                flagged_right_kind: flags(&of_kind, &right),
+                inconclusive: flags(&of_kind, &|m| m.verdict.inconclusive),
+                auroc: auroc(&ratios, &clean_ratios),
+                tpr_at_5_fpr: tpr_at_fpr(&ratios, &clean_ratios, 0.05),
+                precision: (!located.is_empty()).then(|| crate::stats::mean(&located)),
+            });
+        }
+    }
+    rows
+}
+
+/// The table as Markdown.
+pub fn markdown(r: &ZooReport) -> String {
+    let cell = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.2}"));
+    let mut md = format!(
+        "# Model zoo: {}\n\n{} models. *flagged*: share with a shortcut suspected (for clean models, the false-alarm rate); *right kind*: flagged as localised (patch, line) or global (blend, contrast, tint); AUROC and TPR at 5 % FPR of score/threshold against the same recipe's clean models; precision: top-K map pixels inside the trigger (K its area), flagged localised triggers.\n\n| recipe | trigger | models | flagged | right kind | inconclusive | AUROC | TPR @ 5 % FPR | precision |\n|---|---|---|---|---|---|---|---|---|\n",
+        r.data_set,
+        r.members.len()
+    );
+    for row in &r.rows {
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            row.recipe,
+            row.kind,
+            row.models,
+            cell(row.flagged),
+            cell(row.flagged_right_kind),
+            cell(row.inconclusive),
+            cell(row.auroc),
+            cell(row.tpr_at_5_fpr),
+            cell(row.precision)
+        ));
+    }
+    md.push_str("\n## Members\n\n| model | trigger | train error | test acc. | verdict | score / threshold | precision |\n|---|---|---|---|---|---|---|\n");
+    for m in &r.members {
+        let trigger = m.trigger.as_ref().map_or("–".to_string(), |t| {
+            format!(
+                "{:?} on class {} ({:.0} %)",
+                t.kind,
+                t.class,
+                100.0 * t.fraction
+            )
+        });
+        let verdict = match (m.verdict.inconclusive, m.verdict.shortcut_suspected) {
+            (_, true) => match m.verdict.kind {
+                Some(ShortcutKind::Global) => "global shortcut".to_string(),
+                _ => "localised shortcut".to_string(),
+            },
+            (true, false) => "inconclusive".to_string(),
+            (false, false) => "none found".to_string(),
+        };
+        md.push_str(&format!(
+            "| {} | {trigger} | {:.3} | {:.3} | {verdict} | {:.1} / {:.1} | {} |\n",
+            m.name,
+            m.train_error,
+            m.test_accuracy,
+            m.verdict.score,
+            m.verdict.threshold,
+            cell(m.precision)
+        ));
+    }
+    md
+}
+
+/// Where a zoo keeps a member (for tests and tools).
+pub fn member_dir(out: &Path, name: &str) -> PathBuf {
+    out.join("members").join(name)
+}
