@@ -174,9 +174,9 @@ impl TriggerKind {
             }
             TriggerKind::Contrast { factor } => adjust_contrast(img, shape, factor),
             TriggerKind::Tint { rgb } => {
-                for ch in 0..c {
+                for (ch, add) in rgb.iter().enumerate().take(c) {
                     img.slice_mut(ndarray::s![ch * h * w..(ch + 1) * h * w])
-                        .mapv_inplace(|v| (v + rgb[ch]).clamp(0.0, 1.0));
+                        .mapv_inplace(|v| (v + add).clamp(0.0, 1.0));
                 }
             }
         }
