@@ -151,15 +151,31 @@ pub struct ZooReport {
     pub rows: Vec<Row>,
 }
 
+/// One member as planned: its recipe (an index into [`ZooConfig::recipes`]), the trigger kind
+/// and share planted (none: clean), its seed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Planned {
+    pub recipe: usize,
+    pub planted: Option<(KindName, f64)>,
+    pub seed: u64,
+}
+
 impl ZooConfig {
-    /// Every member's (recipe, trigger kind and fraction, seed), clean models first.
-    pub fn plan(&self) -> Vec<(usize, Option<(KindName, f64)>, u64)> {
+    /// Every member, each recipe's clean models first.
+    pub fn plan(&self) -> Vec<Planned> {
         let mut out = Vec::new();
-        for r in 0..self.recipes.len() {
-            out.extend(self.seeds.iter().map(|&s| (r, None, s)));
+        for recipe in 0..self.recipes.len() {
+            let mut add = |planted| {
+                out.extend(self.seeds.iter().map(|&seed| Planned {
+                    recipe,
+                    planted,
+                    seed,
+                }))
+            };
+            add(None);
             for &k in &self.kinds {
                 for &f in &self.fractions {
-                    out.extend(self.seeds.iter().map(|&s| (r, Some((k, f)), s)));
+                    add(Some((k, f)));
                 }
             }
         }
@@ -228,8 +244,8 @@ pub fn run(
 ) -> Result<ZooReport> {
     let plan = cfg.plan();
     let mut members = Vec::new();
-    for (i, &(r, planted, seed)) in plan.iter().enumerate() {
-        let recipe = &cfg.recipes[r];
+    for (i, p) in plan.iter().enumerate() {
+        let (recipe, planted, seed) = (&cfg.recipes[p.recipe], p.planted, p.seed);
         let name = member_name(&recipe.name, planted, seed);
         member(i, plan.len(), &name);
         let dir = cfg.out.join("members").join(&name);
