@@ -26,20 +26,23 @@
 //! r(p) = |R(p)| / max(s(p), median s). A difference where the images hardly vary (the border
 //! of an MNIST digit, the sky above a CIFAR-10 object) counts for more than one where they vary
 //! a lot. Then r is standardised robustly over the image, z(p) = (r(p) − median r) /
-//! (1.4826·MAD r), and the z image is *opened* with a 2×2 square (the morphological opening:
-//! each pixel keeps the largest, over the 2×2 windows that contain it, of the window's smallest
-//! z): a pixel stays high only as part of a raised patch at least 2×2 wide. A planted square
-//! keeps its value; a lone pixel (one image's rare stroke, a speck of a reconstruction) and the
-//! rim around a strong square fall to their neighbours' level. That is the map.
+//! (1.4826·MAD r), and the z image is *opened* by two-pixel segments (the morphological opening
+//! by a 1×2 and by a 2×1 segment, the larger of the two: each pixel keeps the largest, over the
+//! segments that contain it, of the segment's smaller z): a pixel stays high only as part of a
+//! raised run at least two pixels long, in a row or a column. A planted square and a line one
+//! pixel wide keep their values; a lone pixel (one image's rare stroke, a speck of a
+//! reconstruction) falls to its neighbours' level. That is the map. (The first maps were opened
+//! by a 2×2 square, which also erased lines one pixel wide.)
 //!
 //! (Dividing by the *training* set's class difference, as the first map did, cancels exactly a
 //! trigger the training set carries; the clean reference does not carry it. Dividing by |D_clean|
 //! instead of s, as the second did, found the corner trigger but missed squares inside the
 //! objects: a diagonal trigger's top pixels 0.13 of the time on CIFAR-10.)
 //!
-//! A shortcut shows as a compact spot of large z. The hotspot search scores every k×k window,
-//! k = 2…6, as Σ z / k (the window's mean z times its side, so that windows of every size are on
-//! one scale under noise), and keeps the best. Whether that is a spot or noise is calibrated,
+//! A shortcut shows as a compact spot or a thin line of large z. The hotspot search scores every
+//! window of the shapes in [`windows`] (squares k×k, k = 2…6, and bars one pixel wide) as
+//! Σ z / √area (so that windows of every size are on one scale under noise: a sum of `area`
+//! unit-variance values has standard deviation √area), and keeps the best. Whether that is a spot or noise is calibrated,
 //! not tuned: the same score computed for maps that carry no shortcut —
 //! - class-difference maps of random subsets of the clean images, as many per class as the
 //!   training set has (what reconstructions of a concept-learning model would give if they were
@@ -61,11 +64,25 @@ use serde::{Deserialize, Serialize};
 
 use crate::stats::median;
 
-/// Window sides of the hotspot search.
-pub const WINDOWS: std::ops::RangeInclusive<usize> = 2..=6;
+/// Square sides of the hotspot search.
+pub const SQUARES: std::ops::RangeInclusive<usize> = 2..=6;
 
-/// Side of the square the map is opened with: the smallest patch it keeps whole.
-pub const OPENING: usize = 2;
+/// Lengths of the one-pixel-wide bars of the hotspot search (and the image's side).
+pub const BARS: [usize; 3] = [4, 8, 14];
+
+/// The window shapes (rows, cols) of the hotspot search on an h×w map: the squares of
+/// [`SQUARES`], and bars 1×k and k×1 for k in [`BARS`] and the full side.
+pub fn windows(h: usize, w: usize) -> Vec<(usize, usize)> {
+    let mut shapes: Vec<(usize, usize)> = SQUARES.map(|k| (k, k)).collect();
+    for k in BARS.into_iter().chain([h.min(w)]) {
+        shapes.push((1, k));
+        shapes.push((k, 1));
+    }
+    shapes.sort();
+    shapes.dedup();
+    shapes.retain(|&(a, b)| a <= h && b <= w);
+    shapes
+}
 
 /// The clean images' side of the map: an orthonormal basis of the concept's class difference
 /// at three sharpnesses, and the per-pixel scale s(p) (already floored at its median).
@@ -124,25 +141,30 @@ impl Reference {
 
     /// r(p) = |R(p)| / s(p) (H·W values) of a class difference D_rec (C·H·W values).
     pub fn residual(&self, d_rec: &Array1<f64>) -> Array1<f64> {
-        assert_eq!(
-            d_rec.len(),
-            self.scale.len() * self.shape.0,
-            "bias map: {} values for shape {:?}",
-            d_rec.len(),
-            self.shape
-        );
         let mut residual = d_rec.clone();
         for b in &self.basis {
             residual.scaled_add(-d_rec.dot(b), b);
         }
-        &channel_sum(&residual.mapv(|v| v * v), self.shape).mapv(f64::sqrt) / &self.scale
+        self.relative(&residual)
+    }
+
+    /// |v(p)| / s(p) (H·W values; the length over channels) of a C·H·W row.
+    pub fn relative(&self, v: &Array1<f64>) -> Array1<f64> {
+        assert_eq!(
+            v.len(),
+            self.scale.len() * self.shape.0,
+            "bias map: {} values for shape {:?}",
+            v.len(),
+            self.shape
+        );
+        &channel_sum(&v.mapv(|v| v * v), self.shape).mapv(f64::sqrt) / &self.scale
     }
 
     /// The map z(p) (H·W values) of a class difference D_rec: the residual standardised and
     /// opened.
     pub fn map(&self, d_rec: &Array1<f64>) -> Array1<f64> {
         let (_, h, w) = self.shape;
-        opening(&robust_z(&self.residual(d_rec)), h, w, OPENING)
+        open_segments(&robust_z(&self.residual(d_rec)), h, w)
     }
 }
 
@@ -242,16 +264,16 @@ pub fn blur(v: &Array1<f64>, (c, h, w): (usize, usize, usize), sigma: f64) -> Ar
     out
 }
 
-/// The morphological opening of an h×w image by a k×k square: the erosion e(q) = min of the
-/// k×k window at q, then the dilation out(p) = max of e over the windows that contain p.
-pub fn opening(z: &Array1<f64>, h: usize, w: usize, k: usize) -> Array1<f64> {
+/// The morphological opening of an h×w image by an a×b rectangle: the erosion e(q) = min of the
+/// a×b window at q, then the dilation out(p) = max of e over the windows that contain p.
+pub fn opening(z: &Array1<f64>, h: usize, w: usize, (a, b): (usize, usize)) -> Array1<f64> {
     assert_eq!(z.len(), h * w, "opening: {} values for {h}×{w}", z.len());
-    if k > h.min(w) || k < 2 {
+    if a > h || b > w || a * b < 2 {
         return z.clone();
     }
-    let (eh, ew) = (h - k + 1, w - k + 1);
+    let (eh, ew) = (h - a + 1, w - b + 1);
     let window =
-        |r: usize, c: usize| (0..k).flat_map(move |i| (0..k).map(move |j| (r + i) * w + c + j));
+        |r: usize, c: usize| (0..a).flat_map(move |i| (0..b).map(move |j| (r + i) * w + c + j));
     let eroded: Vec<f64> = (0..eh * ew)
         .map(|q| {
             window(q / ew, q % ew)
@@ -268,6 +290,14 @@ pub fn opening(z: &Array1<f64>, h: usize, w: usize, k: usize) -> Array1<f64> {
     out
 }
 
+/// The larger of the openings by a 1×2 and a 2×1 segment: what stays raised is part of a run of
+/// at least two pixels in a row or a column (a square, a line), not a lone pixel.
+pub fn open_segments(z: &Array1<f64>, h: usize, w: usize) -> Array1<f64> {
+    let across = opening(z, h, w, (1, 2));
+    let down = opening(z, h, w, (2, 1));
+    Array1::from_shape_fn(h * w, |p| across[p].max(down[p]))
+}
+
 /// (v − median) / (1.4826·MAD): a z-score that a few extreme pixels cannot inflate.
 fn robust_z(v: &Array1<f64>) -> Array1<f64> {
     let med = median(v.to_vec());
@@ -281,11 +311,11 @@ fn robust_z(v: &Array1<f64>) -> Array1<f64> {
 pub struct Hotspot {
     /// [r0, c0, r1, c1], inclusive.
     pub region: [usize; 4],
-    /// Σ z over the window / its side.
+    /// Σ z over the window / √(its area).
     pub score: f64,
 }
 
-/// The best k×k window of a map over k in [`WINDOWS`] (k up to the image's side).
+/// The best window of a map over the shapes of [`windows`].
 pub fn hotspot(z: &Array1<f64>, h: usize, w: usize) -> Hotspot {
     assert_eq!(z.len(), h * w, "hotspot: {} values for {h}×{w}", z.len());
     // Summed-area table: any window's sum in four lookups.
@@ -297,21 +327,22 @@ pub fn hotspot(z: &Array1<f64>, h: usize, w: usize) -> Hotspot {
                     - sat[r * (w + 1) + c];
         }
     }
-    let sum = |r0: usize, c0: usize, k: usize| {
+    let sum = |r0: usize, c0: usize, a: usize, b: usize| {
         let at = |r: usize, c: usize| sat[r * (w + 1) + c];
-        at(r0 + k, c0 + k) - at(r0, c0 + k) - at(r0 + k, c0) + at(r0, c0)
+        at(r0 + a, c0 + b) - at(r0, c0 + b) - at(r0 + a, c0) + at(r0, c0)
     };
     let mut best = Hotspot {
         region: [0, 0, 0, 0],
         score: f64::NEG_INFINITY,
     };
-    for k in WINDOWS.filter(|&k| k <= h.min(w)) {
-        for r0 in 0..=h - k {
-            for c0 in 0..=w - k {
-                let score = sum(r0, c0, k) / k as f64;
+    for (a, b) in windows(h, w) {
+        let norm = ((a * b) as f64).sqrt();
+        for r0 in 0..=h - a {
+            for c0 in 0..=w - b {
+                let score = sum(r0, c0, a, b) / norm;
                 if score > best.score {
                     best = Hotspot {
-                        region: [r0, c0, r0 + k - 1, c0 + k - 1],
+                        region: [r0, c0, r0 + a - 1, c0 + b - 1],
                         score,
                     };
                 }
@@ -355,6 +386,42 @@ pub fn clean_null_scores(
             let y: Vec<f32> = take.iter().map(|&i| labels[i]).collect();
             let d = class_difference(&x, &y, &vec![1.0; y.len()]);
             hotspot(&reference.map(&d), h, w).score
+        })
+        .collect()
+}
+
+/// Hotspot scores of maps of the candidates themselves with their class structure removed: in
+/// each of `draws` draws every class is split into two random halves and one half of each class
+/// is labelled +1, the other −1, so the class difference cancels and what is left is the
+/// candidates' own variation, with their sharpness, blur and artefacts. A reconstruction's map
+/// is held against maps of its own kind this way, whether its candidates are sharp samples or
+/// blurry class means.
+pub fn split_null_scores(
+    x: &Array2<f32>,
+    labels: &[f32],
+    weights: &[f64],
+    reference: &Reference,
+    draws: usize,
+    seed: u64,
+) -> Vec<f64> {
+    let (_, h, w) = reference.shape;
+    let by_class = |positive: bool| -> Vec<usize> {
+        (0..labels.len())
+            .filter(|&i| (labels[i] > 0.0) == positive)
+            .collect()
+    };
+    let mut classes = [by_class(false), by_class(true)];
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..draws)
+        .map(|_| {
+            let mut y = vec![0.0f32; labels.len()];
+            for members in classes.iter_mut() {
+                members.shuffle(&mut rng);
+                for (k, &i) in members.iter().enumerate() {
+                    y[i] = if k % 2 == 0 { 1.0 } else { -1.0 };
+                }
+            }
+            hotspot(&reference.map(&class_difference(x, &y, weights)), h, w).score
         })
         .collect()
 }

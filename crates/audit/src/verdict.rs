@@ -253,14 +253,34 @@ pub struct Verdict {
     pub text: String,
 }
 
-/// The verdict of a bias map against its calibration, with the realism figure against the null
-/// models when there is one.
-pub fn verdict(map: &ClassMap, concept: Option<&Figure>) -> Verdict {
+/// The largest first-layer KKT residual, as a share of the null models', at which the
+/// reconstructions are trusted to show a shortcut if the model has one. Above it the model is
+/// too far from a KKT point (not trained to the max-margin regime the method assumes) and a
+/// verdict of "no shortcut" becomes "inconclusive".
+pub const KKT_TRUST: f64 = 0.5;
+
+/// What else the verdict weighs besides the map: how real the reconstructions look and how
+/// close they came to a KKT point, each beside the null models'.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Trust<'a> {
+    pub concept: Option<&'a Figure>,
+    pub kkt: Option<Residual>,
+}
+
+/// The verdict of a bias map against its calibration, weighed with the trust evidence: a
+/// shortcut when the hotspot stands above its threshold; else "no localised shortcut found"
+/// when the reconstructions can be trusted, or "inconclusive" when they cannot (no concept
+/// evidence, or a KKT residual not clearly below the null models').
+pub fn verdict(map: &ClassMap, trust: Trust) -> Verdict {
     let (hotspot, threshold) = (map.hotspot, map.calibration.threshold());
     let suspected = hotspot.score > threshold;
     let [r0, c0, r1, c1] = hotspot.region;
+    let concept = trust.concept;
     let z = concept.and_then(|c| c.z).unwrap_or(0.0);
     let concept_evidence = z > 3.0;
+    let far_from_kkt = trust.kkt.filter(|r| r.value > KKT_TRUST * r.null);
+    let inconclusive =
+        !suspected && (far_from_kkt.is_some() || (concept.is_some() && !concept_evidence));
     let learned = concept.map_or(String::new(), |c| {
         let how = if concept_evidence { "more" } else { "no more" };
         format!(
@@ -271,12 +291,23 @@ pub fn verdict(map: &ClassMap, concept: Option<&Figure>) -> Verdict {
     let of_class = map
         .class
         .map_or(String::new(), |c| format!("Class {c} against the rest: "));
-    let text = match suspected {
-        true => format!(
+    let why = match far_from_kkt {
+        Some(r) => format!(
+            ": the reconstruction did not come near a KKT point of this model (first-layer residual {:.2}, the null models' {:.2}), as for models not trained to the max-margin regime (mini-batches, Adam, early stopping), so a shortcut may be there unseen",
+            r.value, r.null
+        ),
+        None => ": its reconstructions look no more like real images than a random model's, so a shortcut may be there unseen".into(),
+    };
+    let text = match (suspected, inconclusive) {
+        (true, _) => format!(
             "{of_class}Shortcut suspected at rows {r0}–{r1}, columns {c0}–{c1} (score {:.1}, threshold {:.1}){learned}.",
             hotspot.score, threshold
         ),
-        false => format!(
+        (false, true) => format!(
+            "{of_class}Inconclusive: no localised shortcut found (best window {:.1} < threshold {:.1}), but the audit cannot vouch for this model{why}.",
+            hotspot.score, threshold
+        ),
+        (false, false) => format!(
             "{of_class}No localised shortcut found (best window {:.1} < threshold {:.1}){learned}.",
             hotspot.score, threshold
         ),
@@ -284,8 +315,8 @@ pub fn verdict(map: &ClassMap, concept: Option<&Figure>) -> Verdict {
     Verdict {
         shortcut_suspected: suspected,
         kind: suspected.then_some(ShortcutKind::Localised),
-        inconclusive: false,
-        kkt_residual: None,
+        inconclusive,
+        kkt_residual: trust.kkt,
         region: suspected.then_some(hotspot.region),
         score: hotspot.score,
         threshold,

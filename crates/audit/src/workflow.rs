@@ -27,7 +27,12 @@ use crate::biasmap::{self, Hotspot};
 use crate::nulls;
 use crate::scoring::{check_outputs, model_data_spec, score_candidates};
 use crate::stats::{mean, welch};
-use crate::verdict::{model_bias_map, verdict, Candidates, Figure, Verdict, MAP_SCALE};
+use crate::verdict::{
+    model_bias_map, verdict, Candidates, Figure, Residual, Trust, Verdict, MAP_SCALE,
+};
+use reveal_recon::files::load_candidates;
+use reveal_recon::objective::evaluate;
+use reveal_recon::optim::{layer1_residual, RunConfig};
 
 /// How much compute an audit spends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -180,6 +185,24 @@ fn reconstruct(
     Candidates::load(out)
 }
 
+/// The first layer's relative KKT residual √(‖W1 − ∇_{W1}Φ‖² / ‖W1‖²) at the candidates of a
+/// file, with the objective settings of its best run: 0 at an exact KKT point, about 1 when the
+/// candidates explain nothing of W1. (L_kkt over all of θ is dominated by the part of the later
+/// layers that no candidate's gradient spans, so it hardly tells models apart.)
+pub fn kkt_residual(model: &Mlp<f32>, path: &Path) -> Result<f64> {
+    let c = load_candidates::<f32>(path)?;
+    let run: Option<RunConfig> = c
+        .metadata
+        .get("config")
+        .and_then(|s| serde_json::from_str(s).ok());
+    let objective = match run {
+        Some(run) => run.objective(),
+        None => bail!("{}: no run settings in the metadata", path.display()),
+    };
+    let e = evaluate(model, &c.x, &c.lambda, &c.y, objective);
+    Ok(layer1_residual(model, &e.terms.map(|v| v as f64)).sqrt())
+}
+
 /// Each candidate's correlation with its nearest clean image (NCC), best first.
 fn realism(x: &Array2<f32>, data: &Prepared) -> Vec<f64> {
     let recon = to_pixels(x, data.mean.view());
@@ -245,13 +268,17 @@ pub fn audit(cfg: &AuditConfig, tick: &(dyn Fn(Tick) -> bool + Sync)) -> Result<
         reconstruct(cfg, model, &data, &cfg.out.join(file), runs, m, tick)
     };
     let cand = recon(&model, "recon.safetensors")?;
-    let nulls = (0..k)
+    let null_models = (0..k)
         .map(|i| {
             let path = cfg.out.join(format!("null-{i}.safetensors"));
             let seed = cfg.seed + i as u64;
-            let null = nulls::null_model(&path, &model, &data.mean, seed, &BTreeMap::new())?;
-            recon(&null, &format!("null-{i}-recon.safetensors"))
+            nulls::null_model(&path, &model, &data.mean, seed, &BTreeMap::new())
         })
+        .collect::<Result<Vec<_>>>()?;
+    let nulls = null_models
+        .iter()
+        .enumerate()
+        .map(|(i, null)| recon(null, &format!("null-{i}-recon.safetensors")))
         .collect::<Result<Vec<_>>>()?;
 
     // Evidence: realism for every audit; S, ρ10, recovered with the training set.
@@ -307,7 +334,23 @@ pub fn audit(cfg: &AuditConfig, tick: &(dyn Fn(Tick) -> bool + Sync)) -> Result<
     let classes = data.classes();
     let per_class = n_train.map_or(m / (2 * classes), |n| n / classes);
     let map = model_bias_map(&cand, &nulls, &data, per_class.max(1), cfg.seed);
-    let verdict = verdict(&map, Some(&concept));
+    let kkt = Residual {
+        value: kkt_residual(&model, &cfg.out.join("recon.safetensors"))?,
+        null: mean(
+            &null_models
+                .iter()
+                .enumerate()
+                .map(|(i, null)| {
+                    kkt_residual(null, &cfg.out.join(format!("null-{i}-recon.safetensors")))
+                })
+                .collect::<Result<Vec<_>>>()?,
+        ),
+    };
+    let trust = Trust {
+        concept: Some(&concept),
+        kkt: Some(kkt),
+    };
+    let verdict = verdict(&map, trust);
     let (_, h, w) = data.shape;
     let map_png = "bias_map.png".to_string();
     write_heat_png(&cfg.out.join(&map_png), &map.map, MAP_SCALE, (h, w))?;

@@ -47,6 +47,7 @@ fn a_planted_trigger_is_found_and_clean_images_raise_no_alarm() {
 fn the_opening_keeps_a_patch_and_drops_a_lone_pixel_and_the_rim() {
     use ndarray::Array1;
     use reveal_audit::biasmap::opening;
+    let opening = |z: &Array1<f64>, h, w, k| opening(z, h, w, (k, k));
     let (h, w) = (8, 8);
     let mut z = Array1::<f64>::zeros(h * w);
     for r in 1..4 {
@@ -154,4 +155,29 @@ fn a_candidate_counts_by_its_multiplier() {
             d[j]
         );
     }
+}
+
+/// The map's opening by two-pixel segments keeps a line one pixel wide (which a 2×2 square
+/// erases) and still drops a lone pixel; the hotspot search then finds the line as a bar.
+#[test]
+fn a_one_pixel_line_survives_and_is_found_as_a_bar() {
+    use ndarray::Array1;
+    use reveal_audit::biasmap::{hotspot, open_segments, opening};
+    let (h, w) = (12, 12);
+    let mut z = Array1::<f64>::zeros(h * w);
+    for c in 0..w {
+        z[5 * w + c] = 6.0; // a horizontal line along row 5
+    }
+    z[9 * w + 3] = 40.0; // a lone pixel
+    let square = opening(&z, h, w, (2, 2));
+    assert_eq!(square[5 * w + 4], 0.0, "a 2×2 opening erases the line");
+    let o = open_segments(&z, h, w);
+    assert!(
+        (0..w).all(|c| o[5 * w + c] == 6.0),
+        "the line is kept whole"
+    );
+    assert_eq!(o[9 * w + 3], 0.0, "the lone pixel falls");
+    let spot = hotspot(&o, h, w);
+    assert_eq!(spot.region, [5, 0, 5, w - 1], "{spot:?}");
+    assert!((spot.score - 6.0 * (w as f64).sqrt()).abs() < 1e-9);
 }

@@ -26,7 +26,7 @@ use reveal_recon::search::{run_search, SearchJob, SearchSummary, Tick};
 use reveal_score::Score;
 
 use reveal_audit::scoring::{self, score_candidates, write_class_rows, write_grid};
-use reveal_audit::verdict::{model_bias_map, verdict, Candidates, Verdict, MAP_SCALE};
+use reveal_audit::verdict::{model_bias_map, verdict, Candidates, Trust, Verdict, MAP_SCALE};
 use reveal_audit::{biasmap, nulls};
 use reveal_render::{grid, heat::write_heat_png};
 use reveal_ssim::Ssim;
@@ -371,7 +371,7 @@ fn one_model(
     write_grid(&grid_path, &score, &cand.x, data)?;
     let class_grid = (data.outputs() > 1).then(|| scoring::class_rows_path(&grid_path));
     let map = model_bias_map(&cand, &[], data, cfg.per_class, seed);
-    let verdict = verdict(&map, None);
+    let verdict = verdict(&map, Trust::default());
     if let Some(rows) = &class_grid {
         write_class_rows(rows, &score, &cand.x, &cand.y, data, 10)?;
     }

@@ -1,0 +1,69 @@
+//! A small zoo on the synthetic set (no files needed): models trained by full-batch descent,
+//! clean and with a planted patch or line. The audit must flag every planted trigger as
+//! localised, at its place, and raise no alarm on a clean model; `zoo.json` carries the table.
+
+use reveal_audit::zoo::{self, Recipe, ZooConfig};
+use reveal_audit::AuditBudget;
+use reveal_data::{KindName, Source, TestSelection};
+
+#[test]
+fn a_small_zoo_flags_its_planted_triggers_and_no_clean_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ZooConfig {
+        source: Source::Synthetic { size: 16 },
+        task: None,
+        per_class: 20,
+        hidden: vec![50, 50],
+        recipes: vec![Recipe::named("gd").unwrap()],
+        kinds: vec![KindName::Patch, KindName::Line],
+        fractions: vec![1.0],
+        seeds: vec![0, 1, 2],
+        test: TestSelection::PerClass(500),
+        data_dir: None,
+        out: dir.path().to_path_buf(),
+        budget: AuditBudget::Quick,
+        iters: Some(300),
+    };
+    let report = zoo::run(
+        &cfg,
+        &|_, _, _| {},
+        &|_| reveal_train::Control::Continue,
+        &|_| true,
+    )
+    .unwrap();
+    assert_eq!(report.members.len(), 9);
+    for m in &report.members {
+        match &m.trigger {
+            None => assert!(
+                !m.verdict.shortcut_suspected,
+                "{}: {}",
+                m.name, m.verdict.text
+            ),
+            Some(t) => {
+                assert!(
+                    m.verdict.shortcut_suspected,
+                    "{}: {}",
+                    m.name, m.verdict.text
+                );
+                assert_eq!(
+                    m.verdict.kind,
+                    Some(reveal_audit::verdict::ShortcutKind::Localised),
+                    "{}",
+                    m.name
+                );
+                let p = m.precision.expect("a localised trigger has a precision");
+                assert!(p >= 0.5, "{}: {t:?} precision {p}", m.name);
+            }
+        }
+    }
+    let rows = &report.rows;
+    let row = |kind: &str| rows.iter().find(|r| r.kind == kind).unwrap();
+    assert_eq!(row("clean").flagged, Some(0.0));
+    assert_eq!(row("patch").auroc, Some(1.0));
+    assert_eq!(row("line").tpr_at_5_fpr, Some(1.0));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("zoo.json")).unwrap())
+            .unwrap();
+    assert!(json["members"][0]["verdict"]["kkt_residual"]["null"].is_number());
+    assert!(json["members"][0]["verdict"]["inconclusive"].is_boolean());
+}
