@@ -19,10 +19,10 @@ pub fn write(r: &AuditReport, dir: &Path) -> Result<()> {
 pub fn page(r: &AuditReport, dir: &Path) -> Result<String> {
     let mut h = head("reveal audit");
     let _ = write!(h, "<h1>reveal audit: {}</h1>", escape(&r.model));
-    let class = if r.verdict.shortcut_suspected {
-        "bad"
-    } else {
-        "good"
+    let class = match (r.verdict.shortcut_suspected, r.verdict.inconclusive) {
+        (true, _) => "bad",
+        (false, true) => "unsure",
+        (false, false) => "good",
     };
     let _ = write!(
         h,
@@ -37,6 +37,15 @@ pub fn page(r: &AuditReport, dir: &Path) -> Result<String> {
         r.budget,
         r.seconds
     );
+    if let Some(k) = r.verdict.kkt_residual {
+        let _ = write!(
+            h,
+            "<p>How near the reconstruction came to a KKT point of the model: first-layer residual ‖W1 − ∇<sub>W1</sub>Φ‖/‖W1‖ = {:.3}, against {:.3} for the null models (0 is an exact KKT point; above {:.0} % of the null's, a verdict of no shortcut is inconclusive).</p>",
+            k.value,
+            k.null,
+            100.0 * crate::verdict::KKT_TRUST
+        );
+    }
     for n in &r.notes {
         let _ = write!(h, "<p><em>Note: {}</em></p>", escape(n));
     }

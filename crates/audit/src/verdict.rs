@@ -18,7 +18,7 @@ pub const CLEAN_DRAWS: usize = 40;
 pub const MAP_SCALE: f64 = 20.0;
 
 /// What the bias map's colour scale shows, for the legends of the reports.
-pub const MAP_LEGEND: &str = "Bias map: z of the reconstructions' class difference (each weighted by its λ) beyond that of clean images held out from the training file (sharp or blurred), per pixel over the clean images' standard error, opened by a 2×2 square";
+pub const MAP_LEGEND: &str = "Bias map: z of the reconstructions' class difference (each weighted by its λ) beyond that of clean images held out from the training file (sharp or blurred), per pixel over the clean images' standard error, opened by two-pixel segments";
 
 /// Candidates for a bias map: images (mean-subtracted space), their labels (±1, or class
 /// indices) and their weights ([`biasmap::weights`] of their multipliers λ).
@@ -308,7 +308,7 @@ pub fn verdict(map: &ClassMap, trust: Trust) -> Verdict {
             hotspot.score, threshold
         ),
         (false, false) => format!(
-            "{of_class}No localised shortcut found (best window {:.1} < threshold {:.1}){learned}.",
+            "{of_class}No localised shortcut found (best window {:.1} < threshold {:.1}){learned}. Shortcuts spread over the whole image (a blended pattern, a contrast or colour change) are not tested.",
             hotspot.score, threshold
         ),
     };

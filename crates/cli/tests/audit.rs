@@ -63,6 +63,18 @@ fn audit_writes_the_verdict_the_evidence_and_a_self_contained_report() {
         false => assert!(v["region"].is_null()),
     }
     assert!(r["bias_map"]["top_pixels"].as_array().unwrap().len() >= 64);
+    // How far to trust it: the KKT residual beside the null models', and the rule that ties it
+    // to "inconclusive".
+    let (k, null) = (
+        v["kkt_residual"]["value"].as_f64().unwrap(),
+        v["kkt_residual"]["null"].as_f64().unwrap(),
+    );
+    assert!(k > 0.0 && null > 0.0 && k <= 1.5 && null <= 1.5, "{v}");
+    let suspected = v["shortcut_suspected"].as_bool().unwrap();
+    if !suspected && k > 0.5 * null {
+        assert_eq!(v["inconclusive"], true, "{v}");
+    }
+    assert_eq!(v["inconclusive"].as_bool().unwrap() && suspected, false);
     // The training set is known from the metadata: S, ρ10 and recovered beside their nulls.
     for k in ["realism_rho10", "realism_mean", "s", "rho10", "recovered"] {
         assert!(
@@ -281,4 +293,45 @@ fn bad_input_gets_a_one_line_error_before_any_work() {
         &["audit", "--model", "three.safetensors", "--out", "x"],
         &["3 outputs", "--task all"],
     );
+}
+
+/// A model trained the way people train them — Adam on mini-batches from PyTorch's init, a bias
+/// in every layer — is audited with no extra flag; its reconstruction stays far from a KKT point,
+/// and the audit says so rather than "no shortcut found".
+#[test]
+fn an_adam_model_with_a_bias_in_every_layer_is_audited_and_not_vouched_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(reveal_in(d).args([
+        "train",
+        "--per-class",
+        "8",
+        "--hidden",
+        "32,32",
+        "--optimizer",
+        "adam",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "40",
+        "--init",
+        "default",
+        "--layer-bias",
+        "all",
+        "--out",
+        "adam.safetensors",
+    ]));
+    let m = reveal_nn::files::load_model::<f32>(&d.join("adam.safetensors")).unwrap();
+    assert_eq!(m.mlp.biases.len(), 3, "a bias in every layer");
+    assert!(m.metadata["train"].contains("\"adam\""), "{}", m.metadata["train"]);
+    let r = audit(d, &["--model", "adam.safetensors", "--out", "a"]);
+    let v = &r["verdict"];
+    let (k, null) = (
+        v["kkt_residual"]["value"].as_f64().unwrap(),
+        v["kkt_residual"]["null"].as_f64().unwrap(),
+    );
+    if !v["shortcut_suspected"].as_bool().unwrap() && k > 0.5 * null {
+        assert_eq!(v["inconclusive"], true, "{v}");
+        assert!(v["text"].as_str().unwrap().starts_with("Inconclusive"), "{v}");
+    }
 }

@@ -235,9 +235,9 @@ fn markdown(cfg: &ExperimentConfig, results: &[ModelResult]) -> Result<String> {
     let _ = writeln!(md, "## Bias maps\n");
     let _ = writeln!(md, "The map: where the reconstructions' classes differ (the λ-weighted mean of the +1 candidates minus \
         that of the −1 candidates) beyond what the class difference of clean images held out from the training file explains, sharp or blurred, weighed \
-        against the clean images' standard error at each pixel, as a robust z over the image, opened by a 2×2 square (see \
-        `crates/experiment/src/biasmap.rs`). Its best compact window (k×k, \
-        k = 2…6) is held against the best windows of {} maps made from random subsets of the clean images, as many per class as \
+        against the clean images' standard error at each pixel, as a robust z over the image, opened by two-pixel segments (see \
+        `crates/audit/src/biasmap.rs`). Its best window (k×k squares, \
+        k = 2…6, and one-pixel bars) is held against the best windows of {} maps made from random subsets of the clean images, as many per class as \
         the training set: above all of them, a shortcut is suspected there. Checked against the planted squares: the region's \
         overlap, and the precision of the top-K map pixels (K = trigger area) against chance.\n", reveal_audit::verdict::CLEAN_DRAWS);
     let _ = writeln!(
