@@ -27,17 +27,22 @@ thread_local! {
     static LARGEST: Cell<usize> = const { Cell::new(0) };
 }
 
+// SAFETY: every call is passed on unchanged to the system allocator, which upholds
+// GlobalAlloc's contract; the bookkeeping beside it allocates nothing.
 unsafe impl GlobalAlloc for Largest {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let _ = LARGEST.try_with(|l| l.set(l.get().max(layout.size())));
-        System.alloc(layout)
+        // SAFETY: the caller's layout, as GlobalAlloc::alloc requires.
+        unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
+        // SAFETY: ptr was allocated by System with this layout (the caller's contract).
+        unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let _ = LARGEST.try_with(|l| l.set(l.get().max(new_size)));
-        System.realloc(ptr, layout, new_size)
+        // SAFETY: as for dealloc, with a new size the caller vouches for.
+        unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
 

@@ -204,3 +204,45 @@ fn kernels_flush_denormals_and_restore_the_thread_mode() {
         "the mode is restored when the guard drops"
     );
 }
+
+/// Views with negative strides (rows or columns reversed, as `slice(s![..;-1, ..])` gives) go
+/// through every backend and every path — matrix-vector products included — to ndarray's
+/// product. (The matrix-vector path once clamped a negative row stride to 0 and read row 0 for
+/// every output.)
+#[test]
+fn reversed_views_multiply_right_on_every_backend() {
+    use ndarray::s;
+    let mut rng = Rng::seed(41);
+    for backend in Backend::available() {
+        for (m, k, n) in [(9, 5, 1), (1, 6, 8), (13, 7, 11), (5, 1, 4)] {
+            let a = randn((m, k), &mut rng);
+            let b = randn((k, n), &mut rng);
+            for (ra, ca, rb, cb) in [
+                (true, false, false, false),
+                (false, true, false, false),
+                (false, false, true, false),
+                (false, false, false, true),
+                (true, true, true, true),
+            ] {
+                fn flip(x: &Array2<f64>, r: bool, c: bool) -> ArrayView2<'_, f64> {
+                    let v = x.view();
+                    match (r, c) {
+                        (true, true) => v.slice_move(s![..;-1, ..;-1]),
+                        (true, false) => v.slice_move(s![..;-1, ..]),
+                        (false, true) => v.slice_move(s![.., ..;-1]),
+                        (false, false) => v,
+                    }
+                }
+                let (av, bv) = (flip(&a, ra, ca), flip(&b, rb, cb));
+                let want = av.dot(&bv);
+                let got = matmul_with(backend, av, bv, None);
+                assert!(
+                    rel_err(&got, &want) < 1e-12,
+                    "{} {m}×{k}·{k}×{n} reversed (A rows {ra}, cols {ca}; B rows {rb}, cols {cb}): {:e}",
+                    backend.name(),
+                    rel_err(&got, &want)
+                );
+            }
+        }
+    }
+}

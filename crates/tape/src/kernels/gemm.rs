@@ -167,9 +167,12 @@ macro_rules! element {
                 b: (*const $t, isize, isize),
                 c: (*mut $t, isize, isize),
             ) {
-                $gemm(
-                    m, k, n, 1.0, a.0, a.1, a.2, b.0, b.1, b.2, 0.0, c.0, c.1, c.2,
-                )
+                // SAFETY: the caller vouches for the three matrices (# Safety above).
+                unsafe {
+                    $gemm(
+                        m, k, n, 1.0, a.0, a.1, a.2, b.0, b.1, b.2, 0.0, c.0, c.1, c.2,
+                    )
+                }
             }
         }
     };
@@ -353,6 +356,7 @@ struct Strided<T> {
 
 // SAFETY: only read, and only while the view it was made from is borrowed by the caller.
 unsafe impl<T: Sync> Sync for Strided<T> {}
+// SAFETY: as for Sync: a shared read-only view, sent to threads that only read through it.
 unsafe impl<T: Sync> Send for Strided<T> {}
 
 impl<T: Copy> Strided<T> {
@@ -387,25 +391,32 @@ unsafe fn pack_panel<T: Scalar>(
     if count < width {
         out.fill(T::zero());
     }
-    let base = ptr.offset(first as isize * line + pc as isize * step);
+    // The caller vouches that each element addressed, at first + l along the lines and pc + p
+    // along k for l < count and p < kc, lies inside the operand; `out` holds kc·width values.
+    // SAFETY: the panel's first element is such an element.
+    let base = unsafe { ptr.offset(first as isize * line + pc as isize * step) };
     if line == 1 {
         // The lines are adjacent in memory: one contiguous run per step.
         for (p, dst) in out.chunks_exact_mut(width).take(kc).enumerate() {
-            let src = std::slice::from_raw_parts(base.offset(p as isize * step), count);
+            // SAFETY: see above.
+            let src = unsafe { std::slice::from_raw_parts(base.offset(p as isize * step), count) };
             dst[..count].copy_from_slice(src);
         }
     } else if step == 1 {
         // Each line is contiguous along k: read it in one pass, write every width-th value.
         for l in 0..count {
-            let src = std::slice::from_raw_parts(base.offset(l as isize * line), kc);
+            // SAFETY: see above.
+            let src = unsafe { std::slice::from_raw_parts(base.offset(l as isize * line), kc) };
             for (p, &v) in src.iter().enumerate() {
-                *out.get_unchecked_mut(p * width + l) = v;
+                // SAFETY: p < kc and l < count ≤ width, so the index is below kc·width.
+                unsafe { *out.get_unchecked_mut(p * width + l) = v };
             }
         }
     } else {
         for p in 0..kc {
             for l in 0..count {
-                out[p * width + l] = *base.offset(l as isize * line + p as isize * step);
+                // SAFETY: see above.
+                out[p * width + l] = unsafe { *base.offset(l as isize * line + p as isize * step) };
             }
         }
     }
@@ -477,9 +488,11 @@ enum Rhs<'a, T> {
 /// A pointer to C shared by the threads, each writing its own columns.
 #[derive(Clone, Copy)]
 struct Out<T>(*mut T);
-// SAFETY: the threads write disjoint column ranges.
-unsafe impl<T> Send for Out<T> {}
-unsafe impl<T> Sync for Out<T> {}
+// SAFETY: the threads write disjoint tiles of C, so no element is reached from two threads;
+// the elements are written from other threads than the owner's, hence T: Send.
+unsafe impl<T: Send> Send for Out<T> {}
+// SAFETY: as for Send.
+unsafe impl<T: Send> Sync for Out<T> {}
 
 /// C = A·B with our kernels for rows r0..r1 and column panels p0..p1 of C (one thread's share).
 #[allow(clippy::too_many_arguments)]

@@ -44,6 +44,13 @@ macro_rules! micro_kernel {
         fma = $fma:ident, add = $add:ident, store = $store:ident
     ) => {
         $(#[$doc])*
+        ///
+        /// # Safety
+        ///
+        /// The CPU must have the target feature. `b` must hold `k·NR` readable values; `a` must
+        /// hold `k·MR` values when `lda` is 0, else MR rows of `k` values `lda` apart; `c` must
+        /// be writable at `rows` rows of `cols` values, `ldc` apart, with `rows ≤ MR`,
+        /// `cols ≤ NR`, and `rows == MR` when `lda` is not 0. No other thread may touch that tile.
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = $feature)]
         #[allow(clippy::too_many_arguments)]
@@ -61,6 +68,9 @@ macro_rules! micro_kernel {
             const MR: usize = $mr;
             const NV: usize = $nv;
             const NR: usize = NV * $lanes;
+            // SAFETY: every pointer below stays inside the panels and the tile that the caller
+            // vouches for (see # Safety); the intrinsics need the feature this function enables.
+            unsafe {
             // Ask for the tile's rows of C now, so that they are in cache when the tile is
             // written after the k steps (each row is NR values: 128 bytes, two lines).
             for i in 0..MR {
@@ -116,6 +126,7 @@ macro_rules! micro_kernel {
                         *ci.add(j) = if accumulate { *ci.add(j) + v } else { v };
                     }
                 }
+            }
             }
         }
     };

@@ -97,16 +97,24 @@ trait Pass: Sync {
 
 /// The pass's loop compiled for AVX-512 (the pass inlines into it and vectorises 16 wide).
 #[cfg(target_arch = "x86_64")]
+///
+/// # Safety
+/// The CPU must have these features, and `range` must satisfy [`Pass::run`]'s contract.
 #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")]
 unsafe fn run_avx512<P: Pass>(p: &P, range: Range<usize>) {
-    p.run(range)
+    // SAFETY: the caller upholds Pass::run's contract.
+    unsafe { p.run(range) }
 }
 
 /// The pass's loop compiled for AVX2 + FMA.
 #[cfg(target_arch = "x86_64")]
+///
+/// # Safety
+/// The CPU must have these features, and `range` must satisfy [`Pass::run`]'s contract.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn run_avx2<P: Pass>(p: &P, range: Range<usize>) {
-    p.run(range)
+    // SAFETY: the caller upholds Pass::run's contract.
+    unsafe { p.run(range) }
 }
 
 /// Runs a pass over `0..len` with the widest vector instructions this CPU has, split across
@@ -140,8 +148,9 @@ fn apply<P: Pass>(p: &P, len: usize) {
 
 /// A raw pointer the threads of a pass share, each using its own range.
 struct Shared<T>(*mut T);
-// SAFETY: passes hand disjoint ranges to the threads.
-unsafe impl<T> Sync for Shared<T> {}
+// SAFETY: passes hand disjoint ranges to the threads, so no element is reached from two
+// threads; the elements themselves move between threads, hence T: Send.
+unsafe impl<T: Send> Sync for Shared<T> {}
 
 /// The pass of [`map`] and [`zip`]: out[i] = f(ins[0][i], …) for K inputs.
 struct Apply<'a, T, F, const K: usize> {
@@ -153,10 +162,13 @@ struct Apply<'a, T, F, const K: usize> {
 impl<T: Element, F: Fn([T; K]) -> T + Sync, const K: usize> Pass for Apply<'_, T, F, K> {
     #[inline(always)]
     unsafe fn run(&self, range: Range<usize>) {
-        let out = std::slice::from_raw_parts_mut(self.out.0.add(range.start), range.len());
+        // SAFETY: `range` lies inside out (the contract of run), and no other call touches it.
+        let out =
+            unsafe { std::slice::from_raw_parts_mut(self.out.0.add(range.start), range.len()) };
         let ins = self.ins.map(|a| &a[range.clone()]);
         for (i, o) in out.iter_mut().enumerate() {
-            o.write((self.f)(ins.map(|a| *a.get_unchecked(i))));
+            // SAFETY: every input has the output's length, so i < range.len() is inside it.
+            o.write((self.f)(ins.map(|a| unsafe { *a.get_unchecked(i) })));
         }
     }
 }
@@ -221,8 +233,14 @@ struct Update<'a, T, F> {
 impl<T: Element, F: Fn(&mut T, &mut T, T) + Sync> Pass for Update<'_, T, F> {
     #[inline(always)]
     unsafe fn run(&self, range: Range<usize>) {
-        let p = std::slice::from_raw_parts_mut(self.p.0.add(range.start), range.len());
-        let v = std::slice::from_raw_parts_mut(self.v.0.add(range.start), range.len());
+        // SAFETY: `range` lies inside p and v (the contract of run), and no other call touches
+        // it.
+        let (p, v) = unsafe {
+            (
+                std::slice::from_raw_parts_mut(self.p.0.add(range.start), range.len()),
+                std::slice::from_raw_parts_mut(self.v.0.add(range.start), range.len()),
+            )
+        };
         for ((p, v), &g) in p.iter_mut().zip(v).zip(&self.g[range]) {
             (self.f)(p, v, g);
         }
@@ -263,23 +281,25 @@ pub fn update<T: Element>(
 }
 
 /// The pass of [`matvec`] when M's rows are contiguous: out[i] = ⟨M_i, x⟩, summed in 16
-/// interleaved partial sums (a fixed order, so it vectorises and stays deterministic).
+/// interleaved partial sums (a fixed order, so it vectorises and stays deterministic). Row i
+/// starts at m + i·ld, `ld` of either sign (a view with its rows reversed has ld < 0).
 struct RowDots<'a, T> {
     m: *const T,
-    ld: usize,
+    ld: isize,
     x: &'a [T],
     out: Shared<MaybeUninit<T>>,
 }
 
 // SAFETY: M is only read; each range writes its own elements of out.
-unsafe impl<T: Sync> Sync for RowDots<'_, T> {}
+unsafe impl<T: Sync + Send> Sync for RowDots<'_, T> {}
 
 impl<T: Element + num_traits::Float> Pass for RowDots<'_, T> {
     #[inline(always)]
     unsafe fn run(&self, range: Range<usize>) {
         let k = self.x.len();
         for i in range {
-            let row = std::slice::from_raw_parts(self.m.add(i * self.ld), k);
+            // SAFETY: row i of the rows×k matrix that matvec's caller vouches for.
+            let row = unsafe { std::slice::from_raw_parts(self.m.offset(i as isize * self.ld), k) };
             let mut acc = [T::zero(); 16];
             let (body, tail) = (k / 16 * 16, k % 16);
             for (r, x) in row[..body]
@@ -297,35 +317,46 @@ impl<T: Element + num_traits::Float> Pass for RowDots<'_, T> {
             for a in acc {
                 s = s + a;
             }
-            (*self.out.0.add(i)).write(s);
+            // SAFETY: i lies in range, inside out, and no other call touches it.
+            unsafe { (*self.out.0.add(i)).write(s) };
         }
     }
 }
 
 /// The pass of [`matvec`] when M's columns are contiguous (M = Nᵀ, N row-major):
-/// out[i] = Σ_p x[p]·N[p, i], added up over p in order.
+/// out[i] = Σ_p x[p]·N[p, i], added up over p in order. Row p of N starts at n + p·ld, `ld` of
+/// either sign.
 struct ColumnSums<'a, T> {
     n: *const T,
-    ld: usize,
+    ld: isize,
     x: &'a [T],
     out: Shared<MaybeUninit<T>>,
 }
 
 // SAFETY: N is only read; each range writes its own elements of out.
-unsafe impl<T: Sync> Sync for ColumnSums<'_, T> {}
+unsafe impl<T: Sync + Send> Sync for ColumnSums<'_, T> {}
 
 impl<T: Element + num_traits::Float> Pass for ColumnSums<'_, T> {
     #[inline(always)]
     unsafe fn run(&self, range: Range<usize>) {
-        let out = std::slice::from_raw_parts_mut(self.out.0.add(range.start), range.len());
+        // SAFETY: `range` lies inside out (the contract of run), and no other call touches it.
+        let out =
+            unsafe { std::slice::from_raw_parts_mut(self.out.0.add(range.start), range.len()) };
         for o in out.iter_mut() {
             o.write(T::zero());
         }
         for (p, &xp) in self.x.iter().enumerate() {
-            let row =
-                std::slice::from_raw_parts(self.n.add(p * self.ld + range.start), range.len());
+            // SAFETY: columns `range` of row p of the k×rows matrix N that matvec's caller
+            // vouches for.
+            let row = unsafe {
+                std::slice::from_raw_parts(
+                    self.n.offset(p as isize * self.ld + range.start as isize),
+                    range.len(),
+                )
+            };
             for (o, &v) in out.iter_mut().zip(row) {
-                o.write(o.assume_init() + xp * v);
+                // SAFETY: every element of out was written with zero above.
+                o.write(unsafe { o.assume_init() } + xp * v);
             }
         }
     }
@@ -336,7 +367,7 @@ impl<T: Element + num_traits::Float> Pass for ColumnSums<'_, T> {
 /// spend mostly on padding.
 ///
 /// # Safety
-/// The pointer and strides must address a valid rows×k matrix.
+/// The pointer and strides must address a valid rows×k matrix (strides of either sign).
 pub(crate) unsafe fn matvec<T: Element + num_traits::Float>(
     (m, rs, cs): (*const T, isize, isize),
     rows: usize,
@@ -348,7 +379,7 @@ pub(crate) unsafe fn matvec<T: Element + num_traits::Float>(
         apply(
             &RowDots {
                 m,
-                ld: rs.max(0) as usize,
+                ld: rs,
                 x,
                 out: dst,
             },
@@ -359,7 +390,7 @@ pub(crate) unsafe fn matvec<T: Element + num_traits::Float>(
         apply(
             &ColumnSums {
                 n: m,
-                ld: cs as usize,
+                ld: cs,
                 x,
                 out: dst,
             },
@@ -367,6 +398,6 @@ pub(crate) unsafe fn matvec<T: Element + num_traits::Float>(
         );
     }
     // SAFETY: the pass wrote every one of the rows elements.
-    out.set_len(rows);
+    unsafe { out.set_len(rows) };
     out
 }
