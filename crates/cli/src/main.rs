@@ -37,6 +37,8 @@ Examples:
   reveal experiment --dataset mnist --task all --per-class 10 --out mc/   # multiclass: base, corner, control
   reveal audit --model m.safetensors --out audit/  # one model: verdict, evidence, report.html
   reveal audit --model torch.safetensors --layers fc1,fc2,fc3 --dataset mnist --out a/
+  reveal train --dataset mnist --optimizer adam --batch-size 20 --epochs 60 --init default --layer-bias all --out adam.safetensors
+  reveal zoo --dataset mnist --recipes gd,adam,sgd --seeds 0,1 --out zoo/   # how often is the audit right?
 
 Real data: pass --data-dir DIR or set REVEAL_DATA to a folder holding mnist/ and cifar10/.";
 
@@ -60,7 +62,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Train the homogeneous MLP to zero training error with full-batch gradient descent.
+    /// Train an MLP: full-batch gradient descent (the papers' way) or mini-batch SGD or Adam.
     Train(TrainArgs),
     /// Reconstruct training samples from a model's weights (KKT conditions), with a search.
     Reconstruct(recon_cmds::ReconstructArgs),
