@@ -36,6 +36,7 @@ use reveal_recon::optim::{layer1_residual, RunConfig};
 
 /// How much compute an audit spends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum AuditBudget {
     /// One reconstruction run, one null model.

@@ -125,7 +125,7 @@ pub struct OptimFlags {
     /// by a cosine) or sgd (the reference's recipe: SGD with momentum at a preset's lr, λ lr
     /// 1e-4, constant, 20,000 iterations for MNIST and 10,000 for CIFAR-10).
     #[arg(long, value_enum, default_value = "adam")]
-    pub optimizer: OptimizerName,
+    pub optimizer: Optimizer,
     /// Iterations per run (default: by optimizer and budget).
     #[arg(long)]
     pub iters: Option<usize>,
@@ -137,7 +137,7 @@ pub struct OptimFlags {
     pub lambda_lr: Option<f64>,
     /// Learning-rate schedule: constant or cosine (default: cosine under Adam, constant under SGD).
     #[arg(long, value_enum)]
-    pub schedule: Option<ScheduleArg>,
+    pub schedule: Option<LrSchedule>,
     /// Stop a run early once its candidates move less than this (relative) over a window of
     /// --stop-window iterations; --iters is then a cap (default: no early stop).
     #[arg(long)]
@@ -147,27 +147,10 @@ pub struct OptimFlags {
     pub stop_window: usize,
 }
 
-/// The optimizers of a reconstruction run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum OptimizerName {
-    Adam,
-    Sgd,
-}
-
-/// Learning-rate schedules.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ScheduleArg {
-    Constant,
-    Cosine,
-}
-
 impl OptimFlags {
     /// The library's optimizer.
     pub fn optimizer(&self) -> Optimizer {
-        match self.optimizer {
-            OptimizerName::Adam => Optimizer::Adam,
-            OptimizerName::Sgd => Optimizer::Sgd,
-        }
+        self.optimizer
     }
 
     /// Puts the flags given into a plan made for [`OptimFlags::optimizer`].
@@ -176,10 +159,7 @@ impl OptimFlags {
         plan.pins.lr = self.lr;
         plan.lambda_lr = self.lambda_lr.unwrap_or(plan.lambda_lr);
         if let Some(s) = self.schedule {
-            plan.schedule = match s {
-                ScheduleArg::Constant => LrSchedule::Constant,
-                ScheduleArg::Cosine => LrSchedule::Cosine,
-            };
+            plan.schedule = s;
         }
         plan.stop = self.stop_tol.map(|tol| StopRule {
             window: self.stop_window,

@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
-use reveal_audit::{audit, AuditConfig};
+use anyhow::Result;
+use reveal_audit::{audit, AuditBudget, AuditConfig};
 use reveal_data::Selection;
 use reveal_nn::LayerNames;
 
@@ -30,10 +30,10 @@ pub struct AuditArgs {
     /// The model was trained on this selection of the data flags' training split (first, or
     /// random:SEED, with --per-class): S, ρ10 and the recovered count are then computed too.
     #[arg(long)]
-    pub train_selection: Option<String>,
+    pub train_selection: Option<Selection>,
     /// quick (one run, one null model) or standard (two runs, three null models).
     #[arg(long, value_enum, default_value = "quick")]
-    pub budget: BudgetArg,
+    pub budget: AuditBudget,
     /// Candidates per run (default: twice the training set, or 200 when it is unknown).
     #[arg(long)]
     pub candidates: Option<usize>,
@@ -48,28 +48,15 @@ pub struct AuditArgs {
     pub json: bool,
 }
 
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub enum BudgetArg {
-    Quick,
-    Standard,
-}
-
 pub fn cmd_audit(args: &AuditArgs) -> Result<()> {
     crate::args::outputs([Some(args.out.join("results.json").as_path())])?;
     let mut spec = args.data.spec()?;
-    let train_known = match args.train_selection.as_deref() {
+    let train_known = match args.train_selection {
         None => false,
-        Some("first") => {
-            spec.selection = Selection::First;
+        Some(selection) => {
+            spec.selection = selection;
             true
         }
-        Some(s) => match s.strip_prefix("random:").map(str::parse::<u64>) {
-            Some(Ok(seed)) => {
-                spec.selection = Selection::Random { seed };
-                true
-            }
-            _ => bail!("--train-selection {s:?}: expected first or random:SEED"),
-        },
     };
     let cfg = AuditConfig {
         model: args.model.clone(),
@@ -81,7 +68,7 @@ pub fn cmd_audit(args: &AuditArgs) -> Result<()> {
         train_known,
         data_dir: args.data.source.data_dir(),
         out: args.out.clone(),
-        budget: args.budget.into(),
+        budget: args.budget,
         candidates: args.candidates,
         iters: args.iters,
         seed: args.seed,

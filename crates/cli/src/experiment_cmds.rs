@@ -44,7 +44,7 @@ pub struct ExperimentArgs {
     /// How much compute: quick (fast training schedule, one reconstruction run per model) or
     /// paper (the reference recipe: constant-lr training, a search of 20 runs; hours to days).
     #[arg(long, value_enum, default_value = "quick")]
-    pub budget: BudgetArg,
+    pub budget: Budget,
     /// Leave out the null control (a random model with the base model's layer norms).
     #[arg(long)]
     pub no_control: bool,
@@ -79,18 +79,9 @@ pub struct ExperimentArgs {
     pub pool: bool,
 }
 
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub enum BudgetArg {
-    Quick,
-    Paper,
-}
-
 pub fn cmd_experiment(args: &ExperimentArgs) -> Result<()> {
     let source = args.source.source()?;
-    let budget = match args.budget {
-        BudgetArg::Quick => Budget::Quick,
-        BudgetArg::Paper => Budget::Paper,
-    };
+    let budget = args.budget;
     let mut cfg = ExperimentConfig::new(source, args.out.clone(), budget);
     cfg.data_dir = args.source.data_dir();
     let multiclass = args.task == Some(Task::All);
@@ -99,10 +90,6 @@ pub fn cmd_experiment(args: &ExperimentArgs) -> Result<()> {
         (None, false) => Bias::ALL.to_vec(),
         (None, true) => vec![Bias::None, Bias::Corner],
     };
-    // `bias::apply` refuses them too; here the error comes before any model is trained.
-    if let Some(b) = cfg.biases.iter().find(|b| multiclass && b.binary_only()) {
-        bail!("--biases {b}: defined for binary tasks; with --task all use base and corner");
-    }
     cfg.task = args.task.clone();
     cfg.train = args.recipe.config(
         args.train_optimizer,
@@ -117,9 +104,6 @@ pub fn cmd_experiment(args: &ExperimentArgs) -> Result<()> {
         cfg.per_class = n;
     }
     if let Some(h) = &args.hidden {
-        if h.is_empty() || h.contains(&0) {
-            bail!("--hidden: widths must be positive");
-        }
         cfg.hidden = h.clone();
     }
     cfg.recon = ReconPlan::for_budget(&cfg.source, budget, args.optim.optimizer(), cfg.per_class);
@@ -132,9 +116,9 @@ pub fn cmd_experiment(args: &ExperimentArgs) -> Result<()> {
     if let Some(p) = &args.preset {
         plan.preset = p.clone();
     }
-    // Checks the preset, the run count and the rates before any work starts.
-    plan.configs()?;
     cfg.shard = args.shard;
+    // Checks the whole configuration before any work starts.
+    cfg.validate()?;
     let estimate = estimate(&cfg)?;
     if args.dry_run {
         match args.json {

@@ -64,7 +64,7 @@ pub struct ReconstructArgs {
     /// Seed of the initial candidates and of the search.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Runs at once (default: one per core when several runs).
+    /// Runs at once (default: two when there are several runs, each a parallel step itself).
     #[arg(long)]
     pub parallel: Option<usize>,
     /// Float precision: f32 (what runs use) or f64 (for checks).
@@ -149,7 +149,9 @@ pub fn cmd_reconstruct<T: Scalar>(args: &ReconstructArgs) -> Result<()> {
         },
         checkpoint_every: args.checkpoint_every,
         log_every: args.log_every,
-        parallel: args.parallel.unwrap_or(if args.runs > 1 { 2 } else { 1 }),
+        parallel: args
+            .parallel
+            .unwrap_or(SearchJob::default_parallel(args.runs)),
         metadata: meta,
         shard: args.shard,
     };

@@ -44,7 +44,7 @@ pub struct ZooArgs {
     pub hidden: Vec<usize>,
     /// The audit's budget for every member.
     #[arg(long, value_enum, default_value = "quick")]
-    pub budget: crate::audit_cmd::BudgetArg,
+    pub budget: AuditBudget,
     /// Reconstruction iterations per run (default: the audit's).
     #[arg(long)]
     pub iters: Option<usize>,
@@ -84,7 +84,7 @@ pub fn cmd_zoo(args: &ZooArgs) -> Result<()> {
         test: reveal_data::TestSelection::PerClass(500),
         data_dir: args.source.data_dir(),
         out: args.out.clone(),
-        budget: args.budget.into(),
+        budget: args.budget,
         iters: args.iters,
     };
     let count = cfg.plan().len();
@@ -105,13 +105,4 @@ pub fn cmd_zoo(args: &ZooArgs) -> Result<()> {
         println!("\nzoo: {}", args.out.join("zoo.md").display());
     }
     Ok(())
-}
-
-impl From<crate::audit_cmd::BudgetArg> for AuditBudget {
-    fn from(b: crate::audit_cmd::BudgetArg) -> Self {
-        match b {
-            crate::audit_cmd::BudgetArg::Quick => AuditBudget::Quick,
-            crate::audit_cmd::BudgetArg::Standard => AuditBudget::Standard,
-        }
-    }
 }

@@ -206,6 +206,18 @@ pub enum Selection {
     Random { seed: u64 },
 }
 
+impl std::str::FromStr for Selection {
+    type Err = String;
+    /// `first`, or `random:SEED`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match (s, s.strip_prefix("random:").map(str::parse::<u64>)) {
+            ("first", _) => Ok(Selection::First),
+            (_, Some(Ok(seed))) => Ok(Selection::Random { seed }),
+            _ => Err(format!("{s:?}: expected first or random:SEED")),
+        }
+    }
+}
+
 /// Which test images, and how many.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -38,6 +38,7 @@ pub use reveal_audit::TriggerCheck;
 
 /// How much compute to spend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Budget {
     /// Fast schedule; one reconstruction run at the reference setting (20k iterations for MNIST,
@@ -45,7 +46,8 @@ pub enum Budget {
     Quick,
     /// The reference recipe: lr 0.01 up to 10⁶ epochs, 50,000 iterations, a search of many runs.
     Paper,
-    /// The built-in demo: a small synthetic set sized for a few minutes.
+    /// The built-in demo: a small synthetic set sized for a minute.
+    #[cfg_attr(feature = "clap", value(skip))]
     Demo,
 }
 
@@ -112,6 +114,32 @@ impl ExperimentConfig {
             test: TestSelection::PerClass(500),
             shard: None,
         }
+    }
+}
+
+impl ExperimentConfig {
+    /// Checks the configuration before any work starts: seeds, biases and hidden widths given,
+    /// the biases defined for the task (only none and corner for more than two classes; the
+    /// data crate refuses them too, but only when that model's turn comes), and a plan whose
+    /// runs can be made (preset, run count, rates).
+    pub fn validate(&self) -> Result<()> {
+        if self.seeds.is_empty() || self.biases.is_empty() {
+            bail!("an experiment needs at least one seed and one bias");
+        }
+        if self.hidden.is_empty() || self.hidden.contains(&0) {
+            bail!("hidden widths must be positive, e.g. 1000,1000");
+        }
+        if self.per_class == 0 {
+            bail!("at least one training image per class is needed");
+        }
+        let multiclass = self.task == Some(Task::All);
+        if let Some(b) = self.biases.iter().find(|b| multiclass && b.binary_only()) {
+            bail!(
+                "bias {b}: defined for binary tasks; a task of every class takes base and corner"
+            );
+        }
+        self.recon.plan.configs()?;
+        Ok(())
     }
 }
 
@@ -407,9 +435,7 @@ fn one_model(
 
 /// Runs the whole experiment and writes the report; returns every model's result.
 pub fn run(cfg: &ExperimentConfig, hooks: &Hooks) -> Result<Vec<ModelResult>> {
-    if cfg.seeds.is_empty() || cfg.biases.is_empty() {
-        bail!("an experiment needs at least one seed and one bias");
-    }
+    cfg.validate()?;
     for sub in ["models", "recon", "scores", "grids", "maps", "previews"] {
         std::fs::create_dir_all(cfg.out.join(sub))
             .with_context(|| format!("{}: cannot create", cfg.out.join(sub).display()))?;

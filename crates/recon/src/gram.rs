@@ -19,19 +19,22 @@
 //! ‖W_k − Δ_kᵀ A_{k−1}‖² = ‖W_k‖² − 2⟨Δ_k, A_{k−1}W_kᵀ⟩ + ⟨Δ_kΔ_kᵀ, A_{k−1}A_{k−1}ᵀ⟩
 //! ```
 //!
+//! With a bias in every layer, Z_k = P_k + 1b_kᵀ with P_k = A_{k−1}W_kᵀ: the middle term takes
+//! P_k, each bias adds ‖b_k − 1ᵀΔ_k‖², and the output bias ‖b − 1ᵀc‖².
+//!
 //! For m < h this is about half the GEMM work of the generic grad-of-grad path (docs/DESIGN.md §4) and
 //! skips all h×d elementwise passes. Its gradient w.r.t. (x, λ) is a plain first-order backward.
 //! The derivative rules enter exactly as in the generic path (the modified ReLU's activation
 //! `mrelu` has derivative σ(αz); S_k = σ(αZ_k) differentiates to α·σ·(1−σ)), so the two agree
 //! to rounding; `tests/gram.rs` holds them to 1e-10 in f64.
 
-use reveal_nn::{margin_signs, Biases, Layout};
+use reveal_nn::{margin_signs, Layout};
 use reveal_tape::{Scalar, Var};
 
 use crate::terms::{ObjectiveConfig, Terms};
 
-/// Records L for candidates x [m, d], λ [m, 1], y [m, 1], θ on the tape (order of `Mlp::params`;
-/// a bias in the first layer only).
+/// Records L for candidates x [m, d], λ [m, 1], y [m, 1], θ on the tape (order of `Mlp::params`,
+/// placed as `layout` says: a bias in the first layer only, or in every layer).
 pub fn record<'t, T: Scalar>(
     theta: &[Var<'t, T>],
     layout: Layout,
@@ -40,16 +43,12 @@ pub fn record<'t, T: Scalar>(
     y: Var<'t, T>,
     cfg: ObjectiveConfig<T>,
 ) -> Terms<Var<'t, T>> {
-    assert_eq!(
-        layout.biases,
-        Biases::First,
-        "gram path: written for a first-layer bias only ({layout:?}); use the generic path"
-    );
     let tape = x.tape();
     let m = x.shape().0;
-    let hidden = theta.len() - 2;
-    let weight_in = |k: usize| if k == 0 { theta[0] } else { theta[k + 1] };
-    let (b1, w_out) = (theta[1], theta[hidden + 1]);
+    let hidden = layout.layers - 1;
+    let weight = |k: usize| theta[layout.weight(k)];
+    let bias = |k: usize| layout.bias(k).map(|i| theta[i]);
+    let w_out = weight(hidden);
     // ‖W‖² is a constant here (θ is not differentiated): computed once per run when θ was
     // recorded from shared constants.
     let norm2 = |w: Var<'t, T>| {
@@ -61,28 +60,39 @@ pub fn record<'t, T: Scalar>(
     };
     let inner = |a: Var<'t, T>, b: Var<'t, T>| (a * b).sum();
     let gram = |a: Var<'t, T>| a.matmul_t(a, false, true);
+    // ‖b − 1ᵀΔ‖², a bias's residual (its gradient of Φ sums the layer's deltas over candidates).
+    let bias_residual = |b: Var<'t, T>, delta: Var<'t, T>| (b - delta.sum_rows()).square().sum();
 
-    // Forward, keeping every pre-activation: Z_0 = XW1ᵀ + b1, Z_k = A_{k−1}W_kᵀ.
-    let xw1 = x.matmul_t(theta[0], false, true);
-    let mut z = vec![xw1.add_row(b1)];
-    let mut a = vec![cfg.activation.apply(z[0])];
-    for k in 1..hidden {
-        z.push(a[k - 1].matmul_t(weight_in(k), false, true));
+    // Forward, keeping every product P_k = A_{k−1}W_kᵀ (A_{−1} = X) and pre-activation
+    // Z_k = P_k (+ b_k).
+    let mut p: Vec<Var<'t, T>> = Vec::with_capacity(hidden);
+    let mut z: Vec<Var<'t, T>> = Vec::with_capacity(hidden);
+    let mut a: Vec<Var<'t, T>> = Vec::with_capacity(hidden);
+    for k in 0..hidden {
+        let input = if k == 0 { x } else { a[k - 1] };
+        p.push(input.matmul_t(weight(k), false, true));
+        z.push(bias(k).map_or(p[k], |b| p[k].add_row(b)));
         a.push(cfg.activation.apply(z[k]));
     }
 
-    // c = λ⊙y/m (or diag(λ/m)·S) and the output layer: ‖W − cᵀA_{H−1}‖².
+    // c = λ⊙y/m (or diag(λ/m)·S) and the output layer: ‖W − cᵀA_{H−1}‖² (+ ‖b − 1ᵀc‖²).
     let last = hidden - 1;
     let inv_m = T::one() / T::from_f64(m as f64);
     let binary = w_out.shape().0 == 1;
     let c = if binary {
         (lambda * y).scale(inv_m)
     } else {
-        let f = a[last].value().dot(&w_out.value().t());
+        let mut f = a[last].value().dot(&w_out.value().t());
+        if let Some(b) = bias(hidden) {
+            f = f + &*b.value();
+        }
         let signs = tape.constant(margin_signs(f.view(), y.value().view()));
         signs.mul_col(lambda).scale(inv_m)
     };
     let mut kkt = (w_out - c.matmul_t(a[last], true, false)).square().sum();
+    if let Some(b) = bias(hidden) {
+        kkt = kkt + bias_residual(b, c);
+    }
     let s_last = cfg.activation.derivative(z[last]);
     let mut delta = if binary {
         s_last.mul_row(w_out).mul_col(c)
@@ -90,17 +100,23 @@ pub fn record<'t, T: Scalar>(
         s_last * c.matmul(w_out)
     };
 
-    // Hidden weights, top down: ‖W_k‖² − 2⟨Δ_k, Z_k⟩ + ⟨Δ_kΔ_kᵀ, A_{k−1}A_{k−1}ᵀ⟩.
+    // Hidden layers, top down: ‖W_k‖² − 2⟨Δ_k, P_k⟩ + ⟨Δ_kΔ_kᵀ, A_{k−1}A_{k−1}ᵀ⟩ (+ ‖b_k − 1ᵀΔ_k‖²).
     for k in (1..hidden).rev() {
-        let w = weight_in(k);
-        kkt = kkt + norm2(w) - inner(delta, z[k]).scale(T::from_f64(2.0))
+        let w = weight(k);
+        kkt = kkt + norm2(w) - inner(delta, p[k]).scale(T::from_f64(2.0))
             + inner(gram(delta), gram(a[k - 1]));
+        if let Some(b) = bias(k) {
+            kkt = kkt + bias_residual(b, delta);
+        }
         delta = cfg.activation.backprop(delta.matmul(w), z[k - 1]);
     }
 
     // First layer: ‖W1‖² − 2⟨Δ_0, XW1ᵀ⟩ + ⟨Δ_0Δ_0ᵀ, XXᵀ⟩, and the bias ‖b1 − 1ᵀΔ_0‖².
     let kkt_w1 =
-        norm2(theta[0]) - inner(delta, xw1).scale(T::from_f64(2.0)) + inner(gram(delta), gram(x));
-    kkt = kkt + kkt_w1 + (b1 - delta.sum_rows()).square().sum();
+        norm2(weight(0)) - inner(delta, p[0]).scale(T::from_f64(2.0)) + inner(gram(delta), gram(x));
+    kkt = kkt + kkt_w1;
+    if let Some(b) = bias(0) {
+        kkt = kkt + bias_residual(b, delta);
+    }
     Terms::with_priors(kkt, kkt_w1, x, lambda, cfg)
 }

@@ -18,7 +18,7 @@
 use std::sync::Arc;
 
 use ndarray::Array2;
-use reveal_nn::{forward, margin_signs, Biases, Layout, Mlp, Theta};
+use reveal_nn::{forward, margin_signs, Layout, Mlp, Theta};
 use reveal_tape::{grad, Scalar, Tape, Var};
 
 use crate::terms::{ObjectiveConfig, Terms};
@@ -81,11 +81,9 @@ pub enum Method {
 
 impl Method {
     /// The Gram path pays when there are at most half as many candidates as the widest layer
-    /// has units (measured: 0.73× the generic time at m = h/5, 1.5× at m = h). It is written
-    /// for a bias in the first layer only; a model with a bias in every layer takes the generic
-    /// path.
+    /// has units (measured: 0.73× the generic time at m = h/5, 1.5× at m = h).
     pub fn auto<T: Scalar>(theta: &Theta<T>, m: usize) -> Method {
-        if theta.layout.biases == Biases::First && 2 * m <= theta.max_width() {
+        if 2 * m <= theta.max_width() {
             Method::Gram
         } else {
             Method::GradOfGrad

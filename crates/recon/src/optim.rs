@@ -39,6 +39,7 @@ pub struct Hyper {
 
 /// How x and λ move each iteration.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Optimizer {
     /// SGD with momentum μ (the reference's recipe).
@@ -50,6 +51,7 @@ pub enum Optimizer {
 
 /// How the learning rates change over a run of `iters` iterations.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum LrSchedule {
     /// The same rate throughout.

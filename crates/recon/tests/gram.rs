@@ -1,8 +1,9 @@
 //! The Gram-matrix fast path agrees with the generic grad-of-grad path to 1e-10 in f64, for every
-//! activation, for m below and above the width, for deeper nets and for C-output models.
+//! activation, for m below and above the width, for deeper nets, for C-output models, and with a
+//! bias in the first layer or in every layer.
 
 use ndarray::Array2;
-use reveal_nn::{Activation, Mlp};
+use reveal_nn::{Activation, Biases, Init, Mlp};
 use reveal_recon::objective::{evaluate_with, Method};
 use reveal_recon::terms::{candidate_labels_for, ObjectiveConfig};
 use reveal_tape::check::{randn, Rng};
@@ -22,9 +23,11 @@ fn gram_path_equals_grad_of_grad() {
         (9, &[7, 7], 6, 3),
         (6, &[8, 5, 6], 12, 4),
     ];
-    for (case, &(d, hidden, m, outputs)) in cases.iter().enumerate() {
+    let every = cases.iter().map(|&c| (c, Biases::All));
+    let plans = cases.iter().map(|&c| (c, Biases::First)).chain(every);
+    for (case, ((d, hidden, m, outputs), biases)) in plans.enumerate() {
         let mut rng = Rng::seed(case as u64);
-        let mut net = Mlp::<f64>::init_classes(d, hidden, outputs, case as u64);
+        let mut net = Mlp::<f64>::init_with(d, hidden, outputs, Init::Small, biases, case as u64);
         for p in net.params_mut() {
             *p = randn(p.dim(), &mut rng) * 0.6;
         }
@@ -42,7 +45,7 @@ fn gram_path_equals_grad_of_grad() {
             };
             let g = evaluate_with(Method::GradOfGrad, &net.theta(), &x, &lambda, &y, cfg);
             let f = evaluate_with(Method::Gram, &net.theta(), &x, &lambda, &y, cfg);
-            let what = format!("case {case} {hidden:?} m={m} {act:?}");
+            let what = format!("case {case} {hidden:?} m={m} {biases:?} {act:?}");
             for (a, b, name) in [
                 (f.terms.total, g.terms.total, "L"),
                 (f.terms.kkt, g.terms.kkt, "L_kkt"),
