@@ -390,42 +390,6 @@ pub fn clean_null_scores(
         .collect()
 }
 
-/// Hotspot scores of maps of the candidates themselves with their class structure removed: in
-/// each of `draws` draws every class is split into two random halves and one half of each class
-/// is labelled +1, the other −1, so the class difference cancels and what is left is the
-/// candidates' own variation, with their sharpness, blur and artefacts. A reconstruction's map
-/// is held against maps of its own kind this way, whether its candidates are sharp samples or
-/// blurry class means.
-pub fn split_null_scores(
-    x: &Array2<f32>,
-    labels: &[f32],
-    weights: &[f64],
-    reference: &Reference,
-    draws: usize,
-    seed: u64,
-) -> Vec<f64> {
-    let (_, h, w) = reference.shape;
-    let by_class = |positive: bool| -> Vec<usize> {
-        (0..labels.len())
-            .filter(|&i| (labels[i] > 0.0) == positive)
-            .collect()
-    };
-    let mut classes = [by_class(false), by_class(true)];
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    (0..draws)
-        .map(|_| {
-            let mut y = vec![0.0f32; labels.len()];
-            for members in classes.iter_mut() {
-                members.shuffle(&mut rng);
-                for (k, &i) in members.iter().enumerate() {
-                    y[i] = if k % 2 == 0 { 1.0 } else { -1.0 };
-                }
-            }
-            hotspot(&reference.map(&class_difference(x, &y, weights)), h, w).score
-        })
-        .collect()
-}
-
 /// How well a map finds the planted triggers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TriggerCheck {
