@@ -263,7 +263,7 @@ pub fn audit(cfg: &AuditConfig, tick: &(dyn Fn(Tick) -> bool + Sync)) -> Result<
     let n_train = train_known.then(|| data.train.y.len());
     let m = cfg.candidates_for(n_train);
     if m < 2 || !m.is_multiple_of(2) {
-        bail!("{m} candidates: the count must be even and at least 2");
+        return Err(reveal_recon::plan::PlanError::Candidates(m).into());
     }
     let recon = |model: &Mlp<f32>, file: &str| {
         reconstruct(cfg, model, &data, &cfg.out.join(file), runs, m, tick)

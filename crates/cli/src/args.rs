@@ -7,6 +7,7 @@ use clap::{Args, ValueEnum};
 use reveal_data::{Bias, DataSpec, Selection, Source, Task, TestSelection};
 use reveal_nn::{Biases, Init};
 use reveal_recon::optim::{LrSchedule, Optimizer, StopRule};
+use reveal_recon::plan::{PlanError, Setting};
 use reveal_recon::Plan;
 use reveal_train::{Schedule, TrainConfig};
 
@@ -259,6 +260,37 @@ impl RecipeArgs {
         (base.init, base.biases) = (self.init, self.layer_bias);
         Ok(base)
     }
+}
+
+/// An error of the libraries in the words of the flags that caused it: a plan's
+/// ([`PlanError`], from `reconstruct`, `experiment`, `audit` and `zoo`) names its flag; any other
+/// error is passed on as it is.
+pub fn name_flags(e: anyhow::Error) -> anyhow::Error {
+    let p = match e.downcast::<PlanError>() {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
+    let flag = |s: Setting| match s {
+        Setting::Lr => "--lr",
+        Setting::InitScale => "--init-scale",
+        Setting::LambdaMin => "--min-lambda",
+        Setting::Alpha => "--alpha",
+        Setting::LambdaLr => "--lambda-lr",
+        Setting::StopTol => "--stop-tol",
+    };
+    anyhow::anyhow!(match p {
+        PlanError::UnknownPreset { name, known } => {
+            format!("--preset {name:?}: expected one of {known}")
+        }
+        PlanError::Candidates(m) => {
+            format!("--candidates {m}: must be even and at least 2 (half per class)")
+        }
+        PlanError::NoRuns => "--runs 0: a search needs at least one run".into(),
+        PlanError::NoIterations => "--iters 0: a run needs at least one iteration".into(),
+        PlanError::NotPositive { setting, value } => {
+            format!("{} {value}: must be a positive number", flag(setting))
+        }
+    })
 }
 
 /// Checks, before any work, that each output path given can be written: it must not be an

@@ -191,7 +191,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {:#}", args::name_flags(e));
             ExitCode::from(2)
         }
     }

@@ -7,7 +7,6 @@
 //! number of runs or shards, and `reveal reconstruct --runs N` and `reveal experiment` search
 //! the same settings for the same seed. Run i starts its candidates from seed + i.
 
-use anyhow::{bail, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use reveal_data::Source;
@@ -153,6 +152,45 @@ pub struct Plan {
     pub stop: Option<StopRule>,
 }
 
+/// A setting of a plan that must be a positive number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Setting {
+    Lr,
+    InitScale,
+    LambdaMin,
+    Alpha,
+    LambdaLr,
+    StopTol,
+}
+
+impl std::fmt::Display for Setting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Setting::Lr => "the learning rate of x",
+            Setting::InitScale => "the init scale",
+            Setting::LambdaMin => "λ_min",
+            Setting::Alpha => "α",
+            Setting::LambdaLr => "the learning rate of λ",
+            Setting::StopTol => "the early stop's tolerance",
+        })
+    }
+}
+
+/// Why a plan's runs cannot be made.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum PlanError {
+    #[error("unknown preset {name:?}: expected one of {known}")]
+    UnknownPreset { name: String, known: String },
+    #[error("{0} candidates: the count must be even and at least 2 (half per class)")]
+    Candidates(usize),
+    #[error("no runs: a search needs at least one")]
+    NoRuns,
+    #[error("no iterations: a run needs at least one")]
+    NoIterations,
+    #[error("{setting} {value}: must be a positive number")]
+    NotPositive { setting: Setting, value: f64 },
+}
+
 impl Plan {
     /// The default plan for a data set: Adam with its rates and a cosine decay over
     /// [`ADAM_ITERS`] iterations, the data set's preset for init scale, λ_min and α, one run.
@@ -197,40 +235,36 @@ impl Plan {
     }
 
     /// Every run's configuration, checked: a known preset, an even m ≥ 2, positive rates.
-    pub fn configs(&self) -> Result<Vec<RunConfig>> {
+    pub fn configs(&self) -> Result<Vec<RunConfig>, PlanError> {
         let Some(mut base) = preset(&self.preset) else {
-            bail!(
-                "--preset {:?}: expected one of {}",
-                self.preset,
-                PRESETS.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
-            )
+            return Err(PlanError::UnknownPreset {
+                name: self.preset.clone(),
+                known: PRESETS.iter().map(|p| p.0).collect::<Vec<_>>().join(", "),
+            });
         };
         if self.optimizer == Optimizer::Adam {
             base.lr = ADAM_LR; // the presets' rates are SGD's
         }
         if self.m < 2 || !self.m.is_multiple_of(2) {
-            bail!(
-                "--candidates {}: must be even and at least 2 (half per class)",
-                self.m
-            );
+            return Err(PlanError::Candidates(self.m));
         }
         if self.runs == 0 {
-            bail!("--runs 0: a search needs at least one run");
+            return Err(PlanError::NoRuns);
         }
         if self.iters == 0 {
-            bail!("--iters 0: a run needs at least one iteration");
+            return Err(PlanError::NoIterations);
         }
         let pins = [
-            ("--lr", self.pins.lr),
-            ("--init-scale", self.pins.init_scale),
-            ("--min-lambda", self.pins.lambda_min),
-            ("--alpha", self.pins.alpha),
-            ("--lambda-lr", Some(self.lambda_lr)),
-            ("--stop-tol", self.stop.map(|s| s.tol)),
+            (Setting::Lr, self.pins.lr),
+            (Setting::InitScale, self.pins.init_scale),
+            (Setting::LambdaMin, self.pins.lambda_min),
+            (Setting::Alpha, self.pins.alpha),
+            (Setting::LambdaLr, Some(self.lambda_lr)),
+            (Setting::StopTol, self.stop.map(|s| s.tol)),
         ];
-        for (flag, v) in pins {
-            if let Some(v) = v.filter(|v| !(v.is_finite() && *v > 0.0)) {
-                bail!("{flag} {v}: must be a positive number");
+        for (setting, v) in pins {
+            if let Some(value) = v.filter(|v| !(v.is_finite() && *v > 0.0)) {
+                return Err(PlanError::NotPositive { setting, value });
             }
         }
         Ok((0..self.runs)
