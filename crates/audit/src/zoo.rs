@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use reveal_data::{prepare, DataSpec, KindName, Source, Task, TestSelection, Trigger};
@@ -161,6 +161,31 @@ pub struct Planned {
 }
 
 impl ZooConfig {
+    /// Checks the zoo before any model is trained: recipes, seeds and hidden widths given,
+    /// shares in (0, 1], the data set at hand, and every trigger kind drawable on its images (a
+    /// tint needs colour).
+    pub fn validate(&self) -> Result<()> {
+        if self.recipes.is_empty() || self.seeds.is_empty() {
+            bail!("a zoo needs at least one recipe and one seed");
+        }
+        if self.hidden.is_empty() || self.hidden.contains(&0) {
+            bail!("hidden widths must be positive, e.g. 1000,1000");
+        }
+        if let Some(f) = self.fractions.iter().find(|f| !(**f > 0.0 && **f <= 1.0)) {
+            bail!("trigger fraction {f}: each must be in (0, 1]");
+        }
+        let mut spec = DataSpec::new(self.source.clone(), self.per_class);
+        if let Some(t) = &self.task {
+            spec.task = t.clone();
+        }
+        let shape = prepare(&spec, self.data_dir.as_deref())?.shape;
+        for kind in &self.kinds {
+            kind.draw(shape, &mut ChaCha8Rng::seed_from_u64(0))
+                .with_context(|| format!("trigger {kind} on {:?} images", shape))?;
+        }
+        Ok(())
+    }
+
     /// Every member, each recipe's clean models first.
     pub fn plan(&self) -> Vec<Planned> {
         let mut out = Vec::new();
@@ -242,6 +267,7 @@ pub fn run(
     epoch: &dyn Fn(&TrainState<f32>) -> Control,
     tick: &(dyn Fn(Tick) -> bool + Sync),
 ) -> Result<ZooReport> {
+    cfg.validate()?;
     let plan = cfg.plan();
     let mut members = Vec::new();
     for (i, p) in plan.iter().enumerate() {

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use reveal_audit::zoo::{self, Recipe, ZooConfig};
 use reveal_audit::AuditBudget;
 use reveal_data::{KindName, Task};
@@ -55,15 +55,6 @@ pub struct ZooArgs {
 
 pub fn cmd_zoo(args: &ZooArgs) -> Result<()> {
     crate::args::outputs([Some(args.out.join("zoo.json").as_path())])?;
-    if args.seeds.is_empty() || args.recipes.is_empty() {
-        bail!("--seeds and --recipes: at least one each");
-    }
-    if let Some(f) = args.fractions.iter().find(|f| !(**f > 0.0 && **f <= 1.0)) {
-        bail!("--fractions {f}: each must be in (0, 1]");
-    }
-    if args.hidden.is_empty() || args.hidden.contains(&0) {
-        bail!("--hidden: widths must be positive");
-    }
     let source = args.source.source()?;
     let colour = matches!(source, reveal_data::Source::Cifar10);
     let kinds = args.triggers.clone().unwrap_or_else(|| {
@@ -87,6 +78,7 @@ pub fn cmd_zoo(args: &ZooArgs) -> Result<()> {
         budget: args.budget,
         iters: args.iters,
     };
+    cfg.validate()?;
     let count = cfg.plan().len();
     let bar = progress::bar(count as u64, "models", args.json);
     let member = |i: usize, _: usize, name: &str| {

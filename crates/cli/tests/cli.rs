@@ -221,6 +221,44 @@ fn bad_input_gives_one_line_errors() {
         &["per-class"],
     );
     assert_clean_error(&reveal(&["bench", "--case", "Z"]), &["--case"]);
+    // The zoo and the training recipes refuse what they cannot do before any work.
+    let out = tempfile::tempdir().unwrap();
+    let zoo = |extra: &[&str]| {
+        let mut args = vec!["zoo", "--out", out.path().to_str().unwrap()];
+        args.extend_from_slice(extra);
+        reveal(&args)
+    };
+    assert_clean_error(&zoo(&["--fractions", "0"]), &["fraction 0", "(0, 1]"]);
+    assert_clean_error(&zoo(&["--hidden", "0"]), &["hidden widths"]);
+    assert_clean_error(&zoo(&["--triggers", "tint"]), &["tint", "colour"]);
+    assert!(
+        std::fs::read_dir(out.path()).unwrap().next().is_none(),
+        "refused before any work"
+    );
+    assert_clean_error(
+        &reveal(&[
+            "train",
+            "--optimizer",
+            "sgd",
+            "--momentum",
+            "1",
+            "--out",
+            "m",
+        ]),
+        &["--momentum"],
+    );
+    assert_clean_error(
+        &reveal(&[
+            "train",
+            "--optimizer",
+            "adam",
+            "--batch-size",
+            "0",
+            "--out",
+            "m",
+        ]),
+        &["--batch-size"],
+    );
 
     // A model and an odd candidate count.
     let o = reveal(&[
