@@ -15,7 +15,10 @@ use reveal_data::{prepare, DataSpec, Prepared};
 use reveal_io::write_atomic;
 use reveal_nn::files::{check_input_width, load_model_with, LayerNames};
 use reveal_nn::Mlp;
-use reveal_recon::plan::Plan;
+use reveal_recon::files::load_candidates;
+use reveal_recon::objective::evaluate;
+use reveal_recon::optim::{layer1_residual, RunConfig};
+use reveal_recon::plan::{Plan, PlanError};
 use reveal_recon::search::{run_search, SearchJob, Tick};
 use reveal_render::grid;
 use reveal_render::heat::write_heat_png;
@@ -30,9 +33,6 @@ use crate::stats::{mean, welch};
 use crate::verdict::{
     model_bias_map, verdict, Candidates, Figure, Residual, Trust, Verdict, MAP_SCALE,
 };
-use reveal_recon::files::load_candidates;
-use reveal_recon::objective::evaluate;
-use reveal_recon::optim::{layer1_residual, RunConfig};
 
 /// How much compute an audit spends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -263,7 +263,7 @@ pub fn audit(cfg: &AuditConfig, tick: &(dyn Fn(Tick) -> bool + Sync)) -> Result<
     let n_train = train_known.then(|| data.train.y.len());
     let m = cfg.candidates_for(n_train);
     if m < 2 || !m.is_multiple_of(2) {
-        return Err(reveal_recon::plan::PlanError::Candidates(m).into());
+        return Err(PlanError::Candidates(m).into());
     }
     let recon = |model: &Mlp<f32>, file: &str| {
         reconstruct(cfg, model, &data, &cfg.out.join(file), runs, m, tick)

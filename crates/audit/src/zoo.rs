@@ -7,7 +7,7 @@
 //! in `members/<name>/`; a rerun reuses both (only the maps and verdicts are computed again, so
 //! a changed statistic is re-measured in seconds). `zoo.json` holds every member and the table.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use rand::{Rng, SeedableRng};
@@ -452,9 +452,4 @@ pub fn markdown(r: &ZooReport) -> String {
         ));
     }
     md
-}
-
-/// Where a zoo keeps a member (for tests and tools).
-pub fn member_dir(out: &Path, name: &str) -> PathBuf {
-    out.join("members").join(name)
 }

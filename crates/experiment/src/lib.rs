@@ -15,6 +15,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use ndarray::Array2;
+use reveal_audit::scoring::{self, score_candidates, write_class_rows, write_grid};
+use reveal_audit::verdict::{model_bias_map, verdict, Candidates, Trust, Verdict, MAP_SCALE};
+use reveal_audit::{biasmap, nulls};
 use reveal_data::{prepare, Bias, DataSpec, Prepared, Source, Task, TestSelection};
 use reveal_io::write_atomic;
 use reveal_nn::files::load_model;
@@ -23,12 +26,8 @@ use reveal_recon::optim::Optimizer;
 use reveal_recon::plan::Shard;
 use reveal_recon::plan::{default_candidates, Plan, ADAM_ITERS};
 use reveal_recon::search::{run_search, SearchJob, SearchSummary, Tick};
-use reveal_score::Score;
-
-use reveal_audit::scoring::{self, score_candidates, write_class_rows, write_grid};
-use reveal_audit::verdict::{model_bias_map, verdict, Candidates, Trust, Verdict, MAP_SCALE};
-use reveal_audit::{biasmap, nulls};
 use reveal_render::{grid, heat::write_heat_png};
+use reveal_score::Score;
 use reveal_ssim::Ssim;
 use reveal_train::job::{self as train_job, TrainJob, TrainSummary};
 use reveal_train::{accuracy, Control, Schedule, TrainConfig, TrainState};
