@@ -52,7 +52,7 @@ pub fn score_candidates(
 pub fn check_outputs(outputs: usize, data: &Prepared, path: &Path) -> Result<()> {
     if outputs != data.outputs() {
         bail!(
-            "{}: the model has {outputs} outputs, a model of this task ({} classes) has {}; --task all is the task of a model with one output per class",
+            "{}: the model has {outputs} outputs, a model of this task ({} classes) has {}; a model with one output per class takes the task of every class (all)",
             path.display(),
             data.classes(),
             data.outputs()
@@ -137,7 +137,7 @@ pub fn write_grid(path: &Path, s: &Score, candidates: &Array2<f32>, data: &Prepa
 pub fn model_data_spec(path: &Path, meta: &BTreeMap<String, String>) -> Result<DataSpec> {
     let text = meta.get("data").with_context(|| {
         format!(
-            "{}: no data description in the metadata (not trained by reveal?); pass the data flags of its training set (--dataset …)",
+            "{}: no data description in the metadata (not trained by reveal?); give the data set and task of its training set",
             path.display()
         )
     })?;
@@ -164,6 +164,14 @@ pub fn model_data(
     Ok(data)
 }
 
+/// A best-k count the training set cannot give.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("best {k}: must be between 1 and the {training} training images")]
+pub struct TopK {
+    pub k: usize,
+    pub training: usize,
+}
+
 /// Scores a candidate file against the model's training set (and writes the grid).
 pub fn score_file(
     model_path: &Path,
@@ -185,10 +193,11 @@ pub fn score_file(
     let c = load_candidates::<f32>(recon)?;
     check_input_width(model.mlp.input_dim(), c.x.ncols(), recon, "its candidates")?;
     if k == 0 || k > data.train.y.len() {
-        bail!(
-            "--k {k}: must be between 1 and the {} training images",
-            data.train.y.len()
-        );
+        return Err(TopK {
+            k,
+            training: data.train.y.len(),
+        }
+        .into());
     }
     check_labels(&c.y, model.mlp.outputs(), recon)?;
     check_outputs(model.mlp.outputs(), &data, model_path)?;

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
+use reveal_audit::scoring::TopK;
+use reveal_data::NoDataDir;
 use reveal_data::{Bias, DataSpec, Selection, Source, Task, TestSelection};
 use reveal_nn::{Biases, Init};
 use reveal_recon::optim::{LrSchedule, Optimizer, StopRule};
@@ -263,9 +265,22 @@ impl RecipeArgs {
 }
 
 /// An error of the libraries in the words of the flags that caused it: a plan's
-/// ([`PlanError`], from `reconstruct`, `experiment`, `audit` and `zoo`) names its flag; any other
-/// error is passed on as it is.
+/// ([`PlanError`], from `reconstruct`, `experiment`, `audit` and `zoo`) and a best-k count's
+/// ([`TopK`], from `score`) and a missing data folder's ([`NoDataDir`]) name their flag; any
+/// other error is passed on as it is.
 pub fn name_flags(e: anyhow::Error) -> anyhow::Error {
+    let e = match e.downcast::<NoDataDir>() {
+        Ok(NoDataDir(what)) => return anyhow::anyhow!(
+            "{what} needs its files: pass --data-dir DIR or set REVEAL_DATA (see data/README.md)"
+        ),
+        Err(e) => e,
+    };
+    let e = match e.downcast::<TopK>() {
+        Ok(TopK { k, training }) => {
+            return anyhow::anyhow!("--k {k}: must be between 1 and the {training} training images")
+        }
+        Err(e) => e,
+    };
     let p = match e.downcast::<PlanError>() {
         Ok(p) => p,
         Err(e) => return e,

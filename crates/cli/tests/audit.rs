@@ -291,7 +291,7 @@ fn bad_input_gets_a_one_line_error_before_any_work() {
     .unwrap();
     fails(
         &["audit", "--model", "three.safetensors", "--out", "x"],
-        &["3 outputs", "--task all"],
+        &["3 outputs", "one output per class"],
     );
 }
 

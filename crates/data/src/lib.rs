@@ -13,7 +13,7 @@ pub mod trigger;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use ndarray::{Array1, Array2, Axis};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -351,12 +351,16 @@ fn sub_or_self(dir: &Path, sub: &str) -> PathBuf {
     }
 }
 
+/// A data set whose folder was not given.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0} needs its files: give the data folder, or set REVEAL_DATA (see data/README.md)")]
+pub struct NoDataDir(pub String);
+
 fn need_dir(dir: Option<&Path>, what: &str) -> Result<PathBuf> {
-    dir.map(Path::to_path_buf).with_context(|| {
-        format!(
-            "{what} needs its files: pass --data-dir DIR or set REVEAL_DATA (see data/README.md)"
-        )
-    })
+    match dir {
+        Some(d) => Ok(d.to_path_buf()),
+        None => Err(NoDataDir(what.to_string()).into()),
+    }
 }
 
 /// Loads the raw train and test images of a source.

@@ -305,7 +305,7 @@ fn trained_model(
         .with_context(|| format!("{}: delete it to retrain", path.display()))?;
     if summary.hidden != cfg.hidden || summary.config != cfg.train {
         bail!(
-            "{}: trained with other settings ({:?}, {:?}); use another --out",
+            "{}: trained with other settings ({:?}, {:?}); use another output folder",
             path.display(),
             summary.hidden,
             summary.config.schedule
