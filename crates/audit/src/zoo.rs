@@ -168,9 +168,7 @@ impl ZooConfig {
         if self.recipes.is_empty() || self.seeds.is_empty() {
             bail!("a zoo needs at least one recipe and one seed");
         }
-        if self.hidden.is_empty() || self.hidden.contains(&0) {
-            bail!("hidden widths must be positive, e.g. 1000,1000");
-        }
+        train_job::check_hidden(&self.hidden)?;
         if let Some(f) = self.fractions.iter().find(|f| !(**f > 0.0 && **f <= 1.0)) {
             bail!("trigger fraction {f}: each must be in (0, 1]");
         }

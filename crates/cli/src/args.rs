@@ -270,9 +270,11 @@ impl RecipeArgs {
 /// other error is passed on as it is.
 pub fn name_flags(e: anyhow::Error) -> anyhow::Error {
     let e = match e.downcast::<NoDataDir>() {
-        Ok(NoDataDir(what)) => return anyhow::anyhow!(
+        Ok(NoDataDir(what)) => {
+            return anyhow::anyhow!(
             "{what} needs its files: pass --data-dir DIR or set REVEAL_DATA (see data/README.md)"
-        ),
+        )
+        }
         Err(e) => e,
     };
     let e = match e.downcast::<TopK>() {

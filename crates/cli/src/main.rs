@@ -327,9 +327,7 @@ fn cmd_data(args: &DataArgs, preview: Option<PathBuf>, json: bool) -> Result<()>
 fn cmd_train<T: Scalar>(args: &TrainArgs) -> Result<()> {
     args::outputs([Some(args.out.as_path())])?;
     let spec = args.data.spec()?;
-    if args.hidden.is_empty() || args.hidden.contains(&0) {
-        anyhow::bail!("--hidden: widths must be positive, e.g. 1000,1000");
-    }
+    job::check_hidden(&args.hidden)?;
     let data = prepare(&spec, args.data.source.data_dir().as_deref())?;
     let gd = match args.schedule {
         ScheduleName::Fast => Schedule::FAST,

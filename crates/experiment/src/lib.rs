@@ -125,9 +125,7 @@ impl ExperimentConfig {
         if self.seeds.is_empty() || self.biases.is_empty() {
             bail!("an experiment needs at least one seed and one bias");
         }
-        if self.hidden.is_empty() || self.hidden.contains(&0) {
-            bail!("hidden widths must be positive, e.g. 1000,1000");
-        }
+        train_job::check_hidden(&self.hidden)?;
         if self.per_class == 0 {
             bail!("at least one training image per class is needed");
         }

@@ -69,6 +69,14 @@ pub fn read_summary(path: &Path, metadata: &BTreeMap<String, String>) -> Result<
     Ok(summary)
 }
 
+/// Checks hidden widths a user gave: at least one layer, none empty.
+pub fn check_hidden(hidden: &[usize]) -> Result<()> {
+    if hidden.is_empty() || hidden.contains(&0) {
+        bail!("hidden widths must be positive, e.g. 1000,1000");
+    }
+    Ok(())
+}
+
 /// The checkpoint file of a model output: `out` with `.ckpt` before the extension.
 pub fn checkpoint_path(out: &Path) -> PathBuf {
     out.with_extension("ckpt.safetensors")
