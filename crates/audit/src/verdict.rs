@@ -324,3 +324,69 @@ pub fn verdict(map: &ClassMap, trust: Trust) -> Verdict {
         text,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(score: f64) -> ClassMap {
+        ClassMap {
+            class: None,
+            map: Array1::zeros(4),
+            hotspot: Hotspot {
+                region: [0, 0, 1, 1],
+                score,
+            },
+            calibration: Calibration {
+                clean: vec![8.0, 10.0],
+                null_models: vec![9.0],
+            },
+        }
+    }
+
+    /// The trust rule: a "no" is inconclusive when the KKT residual exceeds KKT_TRUST of the
+    /// null's or the reconstructions show no concept; a flagged spot never is.
+    #[test]
+    fn a_no_is_inconclusive_exactly_when_the_audit_cannot_vouch_for_it() {
+        let real = Figure {
+            value: 0.8,
+            null: 0.4,
+            z: Some(20.0),
+        };
+        let unreal = Figure {
+            z: Some(2.0),
+            ..real
+        };
+        let near = Residual {
+            value: 0.1,
+            null: 0.97,
+        };
+        let far = Residual {
+            value: 0.99,
+            null: 0.99,
+        };
+        let with = |concept, kkt| Trust {
+            concept: Some(concept),
+            kkt: Some(kkt),
+        };
+        let v = verdict(&map(5.0), with(&real, near));
+        assert!(!v.shortcut_suspected && !v.inconclusive, "{}", v.text);
+        assert_eq!(v.threshold, 10.0);
+        let v = verdict(&map(5.0), with(&real, far));
+        assert!(
+            v.inconclusive && v.text.starts_with("Inconclusive"),
+            "{}",
+            v.text
+        );
+        assert!(v.text.contains("0.99"), "{}", v.text);
+        let v = verdict(&map(5.0), with(&unreal, near));
+        assert!(v.inconclusive, "{}", v.text);
+        let v = verdict(&map(12.0), with(&unreal, far));
+        assert!(v.shortcut_suspected && !v.inconclusive, "{}", v.text);
+        assert_eq!(v.kind, Some(ShortcutKind::Localised));
+        assert_eq!(v.region, Some([0, 0, 1, 1]));
+        // Without trust evidence (the papers' experiment) a "no" stays a "no".
+        let v = verdict(&map(5.0), Trust::default());
+        assert!(!v.inconclusive && v.kind.is_none());
+    }
+}

@@ -172,16 +172,28 @@ impl ZooConfig {
         if let Some(f) = self.fractions.iter().find(|f| !(**f > 0.0 && **f <= 1.0)) {
             bail!("trigger fraction {f}: each must be in (0, 1]");
         }
-        let mut spec = DataSpec::new(self.source.clone(), self.per_class);
-        if let Some(t) = &self.task {
-            spec.task = t.clone();
-        }
-        let shape = prepare(&spec, self.data_dir.as_deref())?.shape;
+        let (shape, _) = self.images()?;
         for kind in &self.kinds {
             kind.draw(shape, &mut ChaCha8Rng::seed_from_u64(0))
                 .with_context(|| format!("trigger {kind} on {:?} images", shape))?;
         }
         Ok(())
+    }
+
+    /// The clean training set's spec.
+    fn spec(&self) -> DataSpec {
+        let mut spec = DataSpec::new(self.source.clone(), self.per_class);
+        if let Some(t) = &self.task {
+            spec.task = t.clone();
+        }
+        spec.test = self.test;
+        spec
+    }
+
+    /// The images' shape (C, H, W) and the task's class count, from the clean data set.
+    fn images(&self) -> Result<((usize, usize, usize), usize)> {
+        let clean = prepare(&self.spec(), self.data_dir.as_deref())?;
+        Ok((clean.shape, clean.classes()))
     }
 
     /// Every member, each recipe's clean models first.
@@ -214,20 +226,16 @@ fn member_name(recipe: &str, planted: Option<(KindName, f64)>, seed: u64) -> Str
     }
 }
 
-/// The data set of a member: the task's training set, with the trigger drawn from the seed.
+/// The data set of a member: the task's training set, with the trigger drawn from the seed for
+/// images of `shape` and a task of `classes` classes.
 fn member_data(
     cfg: &ZooConfig,
+    (shape, classes): ((usize, usize, usize), usize),
     planted: Option<(KindName, f64)>,
     seed: u64,
 ) -> Result<reveal_data::Prepared> {
-    let mut spec = DataSpec::new(cfg.source.clone(), cfg.per_class);
-    if let Some(t) = &cfg.task {
-        spec.task = t.clone();
-    }
-    spec.test = cfg.test;
-    let clean = prepare(&spec, cfg.data_dir.as_deref())?;
+    let mut spec = cfg.spec();
     if let Some((kind, fraction)) = planted {
-        let (shape, classes) = (clean.shape, clean.classes());
         // One stream per member: the kind's index keeps kinds of one seed apart.
         let index = KindName::ALL.iter().position(|&k| k == kind).unwrap_or(0) as u64;
         let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(index));
@@ -237,9 +245,8 @@ fn member_data(
             fraction,
             seed: rng.gen(),
         });
-        return prepare(&spec, cfg.data_dir.as_deref());
     }
-    Ok(clean)
+    prepare(&spec, cfg.data_dir.as_deref())
 }
 
 /// Top-K precision of a map's strongest pixels (row, col) against a trigger's pixels.
@@ -266,6 +273,7 @@ pub fn run(
     tick: &(dyn Fn(Tick) -> bool + Sync),
 ) -> Result<ZooReport> {
     cfg.validate()?;
+    let images = cfg.images()?;
     let plan = cfg.plan();
     let mut members = Vec::new();
     for (i, p) in plan.iter().enumerate() {
@@ -275,7 +283,7 @@ pub fn run(
         let dir = cfg.out.join("members").join(&name);
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("{}: cannot create", dir.display()))?;
-        let data = member_data(cfg, planted, seed)?;
+        let data = member_data(cfg, images, planted, seed)?;
         let model = dir.join("model.safetensors");
         if !model.exists() {
             let job = TrainJob {
