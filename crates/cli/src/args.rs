@@ -7,10 +7,12 @@ use clap::{Args, ValueEnum};
 use reveal_audit::scoring::TopK;
 use reveal_data::NoDataDir;
 use reveal_data::{Bias, DataSpec, Selection, Source, Task, TestSelection};
+use reveal_nn::files::NameTheLayers;
 use reveal_nn::{Biases, Init};
 use reveal_recon::optim::{LrSchedule, Optimizer, StopRule};
 use reveal_recon::plan::{PlanError, Setting};
 use reveal_recon::Plan;
+use reveal_train::job::TrainStopped;
 use reveal_train::{Schedule, TrainConfig};
 
 /// The data sets `reveal` knows.
@@ -275,6 +277,28 @@ pub fn name_flags(e: anyhow::Error) -> anyhow::Error {
             "{what} needs its files: pass --data-dir DIR or set REVEAL_DATA (see data/README.md)"
         )
         }
+        Err(e) => e,
+    };
+    let e = match e.downcast::<NameTheLayers>() {
+        Ok(NameTheLayers(problem)) => {
+            return anyhow::anyhow!(
+                "{problem}; pass --layers NAME,NAME,… in the network's order, e.g. --layers fc1,fc2,fc3"
+            )
+        }
+        Err(e) => e,
+    };
+    let e = match e.downcast::<TrainStopped>() {
+        Ok(TrainStopped::Interrupted {
+            epoch,
+            checkpoint,
+            resume: false,
+        }) => {
+            return anyhow::anyhow!(
+                "interrupted at epoch {epoch}: checkpoint {} written; run the same command with --resume to continue",
+                checkpoint.display()
+            )
+        }
+        Ok(stopped) => return stopped.into(),
         Err(e) => e,
     };
     let e = match e.downcast::<TopK>() {

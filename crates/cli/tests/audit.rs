@@ -224,6 +224,19 @@ fn bad_input_gets_a_one_line_error_before_any_work() {
         ],
         &["a.weight"],
     );
+    // Layers named in the wrong order: the library says what is wrong, the CLI names the flag.
+    fails(
+        &[
+            "audit",
+            "--model",
+            "m.safetensors",
+            "--out",
+            "x",
+            "--layers",
+            "layers.1,layers.0,layers.2",
+        ],
+        &["layers.1.bias", "pass --layers NAME,NAME"],
+    );
     fails(
         &["audit", "--model", "nope.safetensors", "--out", "x"],
         &["nope.safetensors"],

@@ -112,6 +112,12 @@ fn natural_key(name: &str) -> Vec<(String, u64)> {
     key
 }
 
+/// A model file whose network could not be read from the layer names found: what was wrong. The
+/// answer is to name the Linear layers, in the network's order ([`LayerNames::Given`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}; name the Linear layers in the network's order (e.g. fc1,fc2,fc3)")]
+pub struct NameTheLayers(pub String);
+
 /// The layer names of a file: given, reveal's, or every `NAME.weight` in natural order.
 fn layer_names<T>(file: &TensorFile<T>, path: &Path, names: &LayerNames) -> Result<Vec<String>> {
     let found = match names {
@@ -133,11 +139,12 @@ fn layer_names<T>(file: &TensorFile<T>, path: &Path, names: &LayerNames) -> Resu
     };
     if found.is_empty() {
         let have: Vec<&str> = file.tensors.keys().map(String::as_str).collect();
-        bail!(
-            "{}: no layer weights found (tensors: {}); name the Linear layers with --layers, e.g. --layers fc1,fc2,fc3",
+        return Err(NameTheLayers(format!(
+            "{}: no layer weights found (tensors: {})",
             path.display(),
             have.join(", ")
-        );
+        ))
+        .into());
     }
     Ok(found)
 }
@@ -167,22 +174,18 @@ pub fn model_from_tensors<T: Scalar>(
                 .map_or(format!("{w} missing"), |t| format!("{w} {:?}", t.shape))
         })
         .collect();
-    let order_hint = || {
-        format!(
-            "layers in the order read: {}; if that order is wrong, pass --layers NAME,NAME,… in the network's order",
-            shapes.join(", ")
-        )
-    };
+    let order_hint = || format!("layers in the order read: {}", shapes.join(", "));
     let w1_name = format!("{}.weight", layers[0]);
     let w1 = file.take_matrix(path, &w1_name, &[None, None])?;
     let (h1, d) = w1.dim();
     let b1_name = format!("{}.bias", layers[0]);
     if !file.tensors.contains_key(&b1_name) {
-        bail!(
+        return Err(NameTheLayers(format!(
             "{}: missing tensor {b1_name}, the first layer's bias ({})",
             path.display(),
             order_hint()
-        );
+        ))
+        .into());
     }
     let mut biases = vec![file.take_matrix(path, &b1_name, &[Some(h1)])?];
     let mut weights = vec![w1];
@@ -212,11 +215,12 @@ pub fn model_from_tensors<T: Scalar>(
             .get(&name)
             .is_some_and(|t| t.shape.len() == 2 && t.shape[1] == fan_in);
         if !fits {
-            bail!(
+            return Err(NameTheLayers(format!(
                 "{}: {name} does not take the previous layer's {fan_in} outputs ({})",
                 path.display(),
                 order_hint()
-            );
+            ))
+            .into());
         }
         let w = file.take_matrix(path, &name, &[None, Some(fan_in)])?;
         fan_in = w.nrows();
@@ -230,11 +234,12 @@ pub fn model_from_tensors<T: Scalar>(
     // as inputs is taken for a hidden layer whose head is missing.
     let head_inputs = weights.last().map_or(0, |w| w.ncols());
     if weights.len() < 2 || (fan_in > 1 && fan_in >= head_inputs) {
-        bail!(
+        return Err(NameTheLayers(format!(
             "{}: the last layer must be the classifier head, with one output (binary) or fewer outputs than inputs (one per class); {}",
             path.display(),
             order_hint()
-        );
+        ))
+        .into());
     }
     let mean = match file.tensors.contains_key("data.mean") {
         true => Some(file.take_matrix(path, "data.mean", &[Some(d)])?),
@@ -247,11 +252,12 @@ pub fn model_from_tensors<T: Scalar>(
         finite(path, &format!("{n}.bias"), b)?;
     }
     if let Some(extra) = file.tensors.keys().next() {
-        bail!(
-            "{}: unexpected tensor {extra} (not a layer of the network read: {}; pass --layers to name them)",
+        return Err(NameTheLayers(format!(
+            "{}: unexpected tensor {extra} (not a layer of the network read: {})",
             path.display(),
             layers.join(", ")
-        );
+        ))
+        .into());
     }
     Ok(ModelFile {
         mlp: Mlp { weights, biases },

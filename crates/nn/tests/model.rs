@@ -163,8 +163,8 @@ fn rename(t: &mut [(String, Vec<usize>, Vec<f32>)], names: [&str; 3]) {
 }
 
 /// State dicts of PyTorch modules: `fc1, fc2, fc3` attributes, and `nn.Sequential` indices
-/// with the ReLUs between (`0, 2, 4`), found by name in natural order; other names with
-/// `--layers`; an order that does not chain, or biases on some later layers only, refused.
+/// with the ReLUs between (`0, 2, 4`), found by name in natural order; other names given
+/// (`LayerNames::Given`); an order that does not chain, or biases on some later layers only, refused.
 #[test]
 fn pytorch_layer_names_are_found_or_given() {
     assert_eq!(load_error(|t| rename(t, ["fc1", "fc2", "fc3"])), "");
@@ -175,9 +175,12 @@ fn pytorch_layer_names_are_found_or_given() {
         "l10 after l9"
     );
     // Names whose natural order is not the network's: refused with the order read, then
-    // loaded with --layers.
+    // loaded with the names given.
     let e = load_error(|t| rename(t, ["c", "b", "a"]));
-    assert!(e.contains("a.weight") && e.contains("--layers"), "{e}");
+    assert!(
+        e.contains("a.weight") && e.contains("name the Linear layers"),
+        "{e}"
+    );
     let given = LayerNames::Given(vec!["c".into(), "b".into(), "a".into()]);
     assert_eq!(load_error_with(&given, |t| rename(t, ["c", "b", "a"])), "");
     let e = load_error(|t| {
@@ -194,7 +197,7 @@ fn pytorch_layer_names_are_found_or_given() {
     );
     let e = load_error(|t| t.retain(|(n, _, _)| n.ends_with(".bias")));
     assert!(
-        e.contains("no layer weights") && e.contains("--layers"),
+        e.contains("no layer weights") && e.contains("name the Linear layers"),
         "{e}"
     );
 }

@@ -1,17 +1,14 @@
 //! The fast path of L_kkt: the same objective written out at first order, with the squared
 //! norms expanded into m×m Gram matrices so that no weight-shaped (h×d) matrix is ever formed.
 //!
-//! With c = λ⊙y/m, the activations' derivative rule S_k = σ(αZ_k), and the deltas of
-//! Φ = Σ_i c_i f(x_i) taken backwards from the output weight w,
+//! With the margin signs S of [`reveal_nn::margin_signs`] (S = y for a binary model, C = 1),
+//! c = diag(λ/m)·S [m, C], the activations' derivative rule S_k = σ(αZ_k), and the deltas of
+//! Φ = Σ_ij c_ij f_j(x_i) taken backwards from the output weight W [C, h],
 //!
 //! ```text
-//! Δ_{H−1} = diag(c) · (S_{H−1} ⊙ 1wᵀ),      Δ_{k−1} = (Δ_k W_k) ⊙ S_{k−1}
-//! ∇_w Φ = cᵀA_{H−1},   ∇_{W_k} Φ = Δ_kᵀ A_{k−1} (A_{−1} = X),   ∇_{b1} Φ = 1ᵀΔ_0
+//! Δ_{H−1} = S_{H−1} ⊙ (c·W),      Δ_{k−1} = (Δ_k W_k) ⊙ S_{k−1}
+//! ∇_W Φ = cᵀA_{H−1},   ∇_{W_k} Φ = Δ_kᵀ A_{k−1} (A_{−1} = X),   ∇_{b1} Φ = 1ᵀΔ_0
 //! ```
-//!
-//! A C-output model (labels = class indices) has the margin signs S of
-//! [`reveal_nn::margin_signs`] in place of y: c = diag(λ/m)·S is [m, C], the output weight W
-//! is [C, h], Δ_{H−1} = S_{H−1} ⊙ (c·W) and ∇_W Φ = cᵀA_{H−1}; the rest is unchanged.
 //!
 //! each weight's residual is, using A_{k−1} W_kᵀ = Z_k (minus b1 for the first layer),
 //!
@@ -75,30 +72,22 @@ pub fn record<'t, T: Scalar>(
         a.push(cfg.activation.apply(z[k]));
     }
 
-    // c = λ⊙y/m (or diag(λ/m)·S) and the output layer: ‖W − cᵀA_{H−1}‖² (+ ‖b − 1ᵀc‖²).
+    // c = diag(λ/m)·S [m, C] (S = y for a binary model, C = 1) and the output layer:
+    // ‖W − cᵀA_{H−1}‖² (+ ‖b − 1ᵀc‖²).
     let last = hidden - 1;
-    let inv_m = T::one() / T::from_f64(m as f64);
-    let binary = w_out.shape().0 == 1;
-    let c = if binary {
-        (lambda * y).scale(inv_m)
-    } else {
-        let mut f = a[last].value().dot(&w_out.value().t());
-        if let Some(b) = bias(hidden) {
-            f = f + &*b.value();
-        }
-        let signs = tape.constant(margin_signs(f.view(), y.value().view()));
-        signs.mul_col(lambda).scale(inv_m)
-    };
+    let mut f = a[last].value().dot(&w_out.value().t());
+    if let Some(b) = bias(hidden) {
+        f = f + &*b.value();
+    }
+    let signs = tape.constant(margin_signs(f.view(), y.value().view()));
+    let c = signs
+        .mul_col(lambda)
+        .scale(T::one() / T::from_f64(m as f64));
     let mut kkt = (w_out - c.matmul_t(a[last], true, false)).square().sum();
     if let Some(b) = bias(hidden) {
         kkt = kkt + bias_residual(b, c);
     }
-    let s_last = cfg.activation.derivative(z[last]);
-    let mut delta = if binary {
-        s_last.mul_row(w_out).mul_col(c)
-    } else {
-        s_last * c.matmul(w_out)
-    };
+    let mut delta = cfg.activation.derivative(z[last]) * c.matmul(w_out);
 
     // Hidden layers, top down: ‖W_k‖² − 2⟨Δ_k, P_k⟩ + ⟨Δ_kΔ_kᵀ, A_{k−1}A_{k−1}ᵀ⟩ (+ ‖b_k − 1ᵀΔ_k‖²).
     for k in (1..hidden).rev() {

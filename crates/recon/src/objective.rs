@@ -8,10 +8,10 @@
 //! L     = L_kkt + L_x + L_λ
 //! ```
 //!
-//! with the margin m_i(x) = y_i f(x) of a binary model (one output, y = ±1), or
-//! m_i(x) = Φ_{y_i}(x) − max_{j≠y_i} Φ_j(x) of a C-output model (y = class index), written
-//! Σ_j S_ij Φ_j(x) with the constant signs S of [`reveal_nn::margin_signs`] (+1 at the label,
-//! −1 at the runner-up). Σ_i λ_i ∇θ m_i(x_i) comes from ONE batched backward of
+//! with the margin m_i(x) = Σ_j S_ij Φ_j(x) written with the constant signs S of
+//! [`reveal_nn::margin_signs`]: for a C-output model (y = class index) +1 at the label and −1 at
+//! the runner-up, m_i = Φ_{y_i}(x) − max_{j≠y_i} Φ_j(x); a binary model is the case C = 1, where
+//! S = y (±1) and m_i = y_i f(x_i). One code path serves both. Σ_i λ_i ∇θ m_i(x_i) comes from ONE batched backward of
 //! Φ = (1/m) Σ_i λ_i m_i(x_i) recorded with `create_graph`; the gradient of L then goes to x
 //! and λ only.
 
@@ -50,13 +50,10 @@ pub fn record<'t, T: Scalar>(
 
     // Φ = (1/m) Σ_i λ_i m_i(x_i), and ∇θ Φ from one batched backward that stays on the tape.
     let f = forward(theta, layout, x, cfg.activation);
-    let margins = match f.shape().1 {
-        1 => f * lambda * y,
-        _ => (f * x
-            .tape()
-            .constant(margin_signs(f.value().view(), y.value().view())))
-        .mul_col(lambda),
-    };
+    let signs = x
+        .tape()
+        .constant(margin_signs(f.value().view(), y.value().view()));
+    let margins = (f * signs).mul_col(lambda);
     let phi = margins.sum().scale(T::one() / T::from_f64(m as f64));
     let g = grad(phi, theta, true);
 

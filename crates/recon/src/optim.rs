@@ -249,7 +249,7 @@ impl std::fmt::Display for Stop {
             Stop::Interrupted => write!(f, "interrupted"),
             Stop::Diverged { iter, term, value } => write!(
                 f,
-                "diverged at iteration {iter}: {term} is {value}; lower the learning rate (--lr) or the init scale"
+                "diverged at iteration {iter}: {term} is {value}; lower the learning rate or the candidates' init scale"
             ),
         }
     }

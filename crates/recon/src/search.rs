@@ -189,7 +189,7 @@ fn one_run<T: Scalar>(
             })?;
         if summary.config != cfg {
             return Err(anyhow!(
-                "{}: this run was made with other settings; use another --out or delete {}",
+                "{}: this run was made with other settings; use another output folder or delete {}",
                 done.display(),
                 runs_dir(&job.out).display()
             ));

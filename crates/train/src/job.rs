@@ -23,6 +23,31 @@ use serde::{Deserialize, Serialize};
 
 use crate::{accuracy, train, Control, Outcome, TrainConfig, TrainState};
 
+/// Why a training job stopped before its end; the checkpoint holds the state it stopped in.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainStopped {
+    #[error("interrupted at epoch {epoch}: checkpoint {} written; {}", checkpoint.display(), if *resume { "rerun the same job to resume" } else { "rerun the same job with resume on to continue" })]
+    Interrupted {
+        epoch: usize,
+        checkpoint: PathBuf,
+        /// Whether the job was already resuming (then rerunning it resumes again).
+        resume: bool,
+    },
+    #[error("training diverged after epoch {epoch} (loss {loss:e}; the next step's loss was not finite): lower the learning rate or use the fast schedule; the last finite model is in {}", checkpoint.display())]
+    Diverged {
+        epoch: usize,
+        loss: f64,
+        checkpoint: PathBuf,
+    },
+    #[error("training stalled at epoch {epoch} (loss {loss:e}, training error {error}): no step lowers the loss any more; the net may be too small for the data (try wider hidden layers); the model so far is in {}", checkpoint.display())]
+    Stalled {
+        epoch: usize,
+        loss: f64,
+        error: f64,
+        checkpoint: PathBuf,
+    },
+}
+
 /// Everything a training run needs besides the data.
 #[derive(Clone, Debug)]
 pub struct TrainJob {
@@ -295,36 +320,33 @@ pub fn run<T: Scalar>(
     match outcome {
         Outcome::Stopped => {
             save_checkpoint(&state)?;
-            let how = match job.resume {
-                true => "rerun the same command to resume",
-                false => "run the same command with --resume to continue",
-            };
-            bail!(
-                "interrupted at epoch {}: checkpoint {} written; {how}",
-                state.epoch,
-                ckpt.display()
-            );
+            return Err(TrainStopped::Interrupted {
+                epoch: state.epoch,
+                checkpoint: ckpt,
+                resume: job.resume,
+            }
+            .into());
         }
         Outcome::Diverged => {
             save_checkpoint(&state)?;
-            bail!(
-                "training diverged after epoch {} (loss {:e}; the next step's loss was not finite): lower the learning rate or use --schedule fast; the last finite model is in {}",
-                state.epoch,
-                state.loss,
-                ckpt.display()
-            )
+            return Err(TrainStopped::Diverged {
+                epoch: state.epoch,
+                loss: state.loss,
+                checkpoint: ckpt,
+            }
+            .into());
         }
         // With weight decay the loss has a floor: no step lowering it any more is the
         // stationary point training aims at, not a failure.
         Outcome::Stalled if job.config.weight_decay == 0.0 => {
             save_checkpoint(&state)?;
-            bail!(
-                "training stalled at epoch {} (loss {:e}, training error {}): no step lowers the loss any more; the net may be too small for the data (try wider --hidden); the model so far is in {}",
-                state.epoch,
-                state.loss,
-                state.error,
-                ckpt.display()
-            )
+            return Err(TrainStopped::Stalled {
+                epoch: state.epoch,
+                loss: state.loss,
+                error: state.error,
+                checkpoint: ckpt,
+            }
+            .into());
         }
         Outcome::Converged | Outcome::EpochCap | Outcome::Stalled => {}
     }
