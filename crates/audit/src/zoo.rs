@@ -17,6 +17,7 @@ use reveal_io::write_atomic;
 use reveal_nn::files::LayerNames;
 use reveal_nn::{Biases, Init};
 use reveal_recon::search::Tick;
+use reveal_render::plot::{self, Strip, StripPoint};
 use reveal_train::job::{self as train_job, TrainJob};
 use reveal_train::{Control, Schedule, TrainConfig, TrainState};
 use serde::{Deserialize, Serialize};
@@ -338,6 +339,7 @@ pub fn run(
         &cfg.out.join("zoo.json"),
         serde_json::to_string_pretty(&report)?.as_bytes(),
     )?;
+    plot::write(&cfg.out.join(PLOT), &strip(&report), (960, 540))?;
     write_atomic(&cfg.out.join("zoo.md"), markdown(&report).as_bytes())?;
     Ok(report)
 }
@@ -407,6 +409,51 @@ pub fn table(recipes: &[Recipe], members: &[Member]) -> Vec<Row> {
     rows
 }
 
+/// The zoo's plot, beside `zoo.md`.
+pub const PLOT: &str = "zoo.png";
+
+/// The plot of [`PLOT`]: each member's score over its threshold, one column per recipe (in the
+/// order met), coloured by the trigger kind (series 0 clean, then [`KindName::ALL`]'s order),
+/// filled when a shortcut was suspected and hollow when not; the line at 1 is the threshold.
+pub fn strip(r: &ZooReport) -> Strip {
+    let mut columns: Vec<String> = Vec::new();
+    for m in &r.members {
+        if !columns.contains(&m.recipe) {
+            columns.push(m.recipe.clone());
+        }
+    }
+    let series_of = |t: &Option<Trigger>| {
+        t.as_ref().map_or(0, |t| {
+            1 + KindName::ALL
+                .iter()
+                .position(|&k| k == t.kind.name())
+                .unwrap_or(0)
+        })
+    };
+    let mut series = vec!["clean".to_string()];
+    series.extend(KindName::ALL.iter().map(|k| k.name().to_string()));
+    Strip {
+        title: format!(
+            "model zoo, {}: score / threshold (filled: flagged)",
+            r.data_set
+        ),
+        y_desc: "score / threshold".into(),
+        points: r
+            .members
+            .iter()
+            .map(|m| StripPoint {
+                column: columns.iter().position(|c| *c == m.recipe).unwrap_or(0),
+                series: series_of(&m.trigger),
+                value: m.ratio,
+                filled: m.verdict.shortcut_suspected,
+            })
+            .collect(),
+        columns,
+        series,
+        line_at: 1.0,
+    }
+}
+
 /// The table as Markdown.
 pub fn markdown(r: &ZooReport) -> String {
     let cell = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.2}"));
@@ -429,6 +476,9 @@ pub fn markdown(r: &ZooReport) -> String {
             cell(row.precision)
         ));
     }
+    md.push_str(&format!(
+        "\n![score / threshold per model, by recipe and trigger kind]({PLOT})\n"
+    ));
     md.push_str("\n## Members\n\n| model | trigger | train error | test acc. | verdict | score / threshold | precision |\n|---|---|---|---|---|---|---|\n");
     for m in &r.members {
         let trigger = m.trigger.as_ref().map_or("–".to_string(), |t| {

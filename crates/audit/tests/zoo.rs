@@ -66,4 +66,19 @@ fn a_small_zoo_flags_its_planted_triggers_and_no_clean_model() {
             .unwrap();
     assert!(json["members"][0]["verdict"]["kkt_residual"]["null"].is_number());
     assert!(json["members"][0]["verdict"]["inconclusive"].is_boolean());
+    // The plot: one point per member, in its recipe's column and its kind's colour, filled when
+    // flagged; written as a PNG beside zoo.md, which shows it.
+    let strip = reveal_audit::zoo::strip(&report);
+    assert_eq!(strip.points.len(), report.members.len());
+    for (p, m) in strip.points.iter().zip(&report.members) {
+        assert_eq!(strip.columns[p.column], m.recipe);
+        let kind = m.trigger.as_ref().map_or("clean", |t| t.kind.name().name());
+        assert_eq!(strip.series[p.series], kind, "{}", m.name);
+        assert_eq!(p.filled, m.verdict.shortcut_suspected);
+        assert_eq!(p.value, m.ratio);
+    }
+    let png = image::open(dir.path().join(reveal_audit::zoo::PLOT)).unwrap();
+    assert_eq!((png.width(), png.height()), (960, 540));
+    let md = std::fs::read_to_string(dir.path().join("zoo.md")).unwrap();
+    assert!(md.contains("(zoo.png)"), "{md}");
 }

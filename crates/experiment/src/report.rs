@@ -3,11 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::Path;
 
-use anyhow::{anyhow, Result};
-use plotters::prelude::*;
+use anyhow::Result;
 use reveal_io::write_atomic;
+use reveal_render::plot::{self, Labelled, Scatter};
 
 use reveal_audit::stats::mean_std;
 
@@ -145,8 +144,9 @@ pub fn write(cfg: &ExperimentConfig, results: &[ModelResult]) -> Result<()> {
         &dir.join("results.json"),
         serde_json::to_string_pretty(results)?.as_bytes(),
     )?;
-    plot(&dir.join("accuracy_vs_s.png"), results, true)?;
-    plot(&dir.join("accuracy_vs_s.svg"), results, false)?;
+    let figure = accuracy_vs_s(results);
+    plot::write(&dir.join("accuracy_vs_s.png"), &figure, (720, 480))?;
+    plot::write(&dir.join("accuracy_vs_s.svg"), &figure, (720, 480))?;
     write_atomic(&dir.join("report.md"), markdown(cfg, results)?.as_bytes())?;
     let intro = format!(
         "Data set {}, {} training images per class, seeds {:?}; details in report.md.",
@@ -310,60 +310,20 @@ fn markdown(cfg: &ExperimentConfig, results: &[ModelResult]) -> Result<String> {
     Ok(md)
 }
 
-/// Test accuracy against S, one labelled point per model and seed, on any plotters backend.
-fn draw<DB: DrawingBackend>(
-    root: DrawingArea<DB, plotters::coord::Shift>,
-    results: &[ModelResult],
-) -> Result<(), Box<dyn std::error::Error>>
-where
-    DB::ErrorType: 'static,
-{
-    root.fill(&WHITE)?;
-    let (lo, hi) = results
-        .iter()
-        .map(|r| r.score.summary.s)
-        .fold((1.0f64, 0.0f64), |(l, h), v| (l.min(v), h.max(v)));
-    let pad = ((hi - lo) * 0.15).max(0.02);
-    let mut chart = ChartBuilder::on(&root)
-        .caption("test accuracy against S", ("sans-serif", 22))
-        .margin(15)
-        .x_label_area_size(40)
-        .y_label_area_size(50)
-        .build_cartesian_2d((lo - pad).max(0.0)..(hi + pad).min(1.0), 0.4f64..1.0)?;
-    chart
-        .configure_mesh()
-        .x_desc("S (kornia SSIM, best 10)")
-        .y_desc("test accuracy")
-        .draw()?;
-    for r in results {
-        let point = (r.score.summary.s, r.test_accuracy.clamp(0.4, 1.0));
-        let colour = if r.bias.is_none() { BLUE } else { RED };
-        chart.draw_series(std::iter::once(Circle::new(point, 5, colour.filled())))?;
-        chart.draw_series(std::iter::once(Text::new(
-            format!("{} s{}", r.name, r.seed),
-            (point.0, point.1 + 0.015),
-            ("sans-serif", 14),
-        )))?;
+/// Test accuracy against S, one labelled point per model and seed (red: trained on biased data).
+fn accuracy_vs_s(results: &[ModelResult]) -> Scatter {
+    Scatter {
+        title: "test accuracy against S".into(),
+        x_desc: "S (kornia SSIM, best 10)".into(),
+        y_desc: "test accuracy".into(),
+        y_range: (0.4, 1.0),
+        points: results
+            .iter()
+            .map(|r| Labelled {
+                at: (r.score.summary.s, r.test_accuracy),
+                label: format!("{} s{}", r.name, r.seed),
+                marked: r.bias.is_some(),
+            })
+            .collect(),
     }
-    root.present()?;
-    Ok(())
-}
-
-/// Writes the plot as PNG or SVG (a temporary file, then rename).
-fn plot(path: &Path, results: &[ModelResult], png: bool) -> Result<()> {
-    reveal_render::register_font();
-    let tmp = path.with_extension(format!("tmp.{}", if png { "png" } else { "svg" }));
-    let result = if png {
-        draw(
-            BitMapBackend::new(&tmp, (720, 480)).into_drawing_area(),
-            results,
-        )
-    } else {
-        draw(
-            SVGBackend::new(&tmp, (720, 480)).into_drawing_area(),
-            results,
-        )
-    };
-    result.map_err(|e| anyhow!("{}: cannot draw the plot: {e}", path.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| anyhow!("{}: cannot write: {e}", path.display()))
 }

@@ -2,12 +2,13 @@
 //!
 //! What reveal's workflows hand their finished results to: image grids and heat maps as PNG
 //! ([`grid`], [`heat`]), the pieces of a self-contained HTML page ([`html`]) and the bundled
-//! font of the plots ([`register_font`]). It knows nothing of audits or experiments; each
+//! font of the plots ([`register_font`]), and plots as PNG or SVG ([`plot`]). It knows nothing of audits or experiments; each
 //! workflow composes its own page from these pieces.
 
 pub mod grid;
 pub mod heat;
 pub mod html;
+pub mod plot;
 
 /// DejaVu Sans Mono, bundled so plots need no system fonts (licence in assets/).
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSansMono.ttf");
