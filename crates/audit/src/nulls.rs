@@ -1,5 +1,6 @@
 //! Null models: random models of the audited model's shape whose every layer is rescaled to the
-//! audited layer's Frobenius norm. Reconstructed and mapped like the audited model, they show
+//! audited layer's Frobenius norm (with the weights before training known: the same start, and a
+//! random step of the norms of the step training took). Reconstructed and mapped like the audited model, they show
 //! what the method gives back from weights that learned nothing. (An untrained model at the
 //! reference init, W1 ~ 1e-4, is degenerate: the gradient w.r.t. x is ~1e-8 and nothing moves.)
 
@@ -37,24 +38,44 @@ pub fn random_like(trained: &Mlp<f32>, seed: u64) -> Mlp<f32> {
     }
 }
 
-/// The null model `random_like(trained, seed + SEED_OFFSET)` kept at `path`: written (with the
-/// training mean and `metadata`) the first time, read back afterwards, so an interrupted audit or
-/// experiment resumes with the same one.
+/// A model that learned nothing from where `trained` started: `init` plus a random step of the
+/// layer norms of the step training took, `init + random_like(trained − init)`.
+pub fn random_step(trained: &Mlp<f32>, init: &Mlp<f32>, seed: u64) -> Mlp<f32> {
+    let minus =
+        |a: &[Array2<f32>], b: &[Array2<f32>]| a.iter().zip(b).map(|(a, b)| a - b).collect();
+    let step = random_like(
+        &Mlp {
+            weights: minus(&trained.weights, &init.weights),
+            biases: minus(&trained.biases, &init.biases),
+        },
+        seed,
+    );
+    let plus = |a: &[Array2<f32>], b: &[Array2<f32>]| a.iter().zip(b).map(|(a, b)| a + b).collect();
+    Mlp {
+        weights: plus(&step.weights, &init.weights),
+        biases: plus(&step.biases, &init.biases),
+    }
+}
+
+/// The null model kept at `path`: `random_like(trained, seed + SEED_OFFSET)`, or with the
+/// weights before training known `random_step(trained, init, seed + SEED_OFFSET)` (reconstructed
+/// from the same origin); written (with the training mean and `metadata`) the first time, read
+/// back afterwards, so an interrupted audit or experiment resumes with the same one.
 pub fn null_model(
     path: &Path,
     trained: &Mlp<f32>,
+    init: Option<&Mlp<f32>>,
     mean: &Array1<f32>,
     seed: u64,
     metadata: &BTreeMap<String, String>,
 ) -> Result<Mlp<f32>> {
     if !path.exists() {
         let mean = mean.view().insert_axis(Axis(0)).to_owned();
-        save_model(
-            path,
-            &random_like(trained, seed + SEED_OFFSET),
-            Some(&mean),
-            metadata,
-        )?;
+        let null = match init {
+            Some(init) => random_step(trained, init, seed + SEED_OFFSET),
+            None => random_like(trained, seed + SEED_OFFSET),
+        };
+        save_model(path, &null, Some(&mean), metadata)?;
     }
     Ok(load_model::<f32>(path)?.mlp)
 }

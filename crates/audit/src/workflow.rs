@@ -13,10 +13,10 @@ use anyhow::{bail, Context, Result};
 use ndarray::{Array2, Axis};
 use reveal_data::{prepare, DataSpec, Prepared};
 use reveal_io::write_atomic;
-use reveal_nn::files::{check_input_width, load_model_with, LayerNames};
-use reveal_nn::Mlp;
+use reveal_nn::files::{check_input_width, load_init, load_model_with, LayerNames};
+use reveal_nn::{Mlp, Theta};
 use reveal_recon::files::load_candidates;
-use reveal_recon::objective::evaluate;
+use reveal_recon::objective::{evaluate_with, Method};
 use reveal_recon::optim::{layer1_residual, RunConfig};
 use reveal_recon::plan::{Plan, PlanError};
 use reveal_recon::search::{run_search, SearchJob, Tick};
@@ -59,6 +59,9 @@ impl AuditBudget {
 #[derive(Clone, Debug)]
 pub struct AuditConfig {
     pub model: PathBuf,
+    /// The model's weights before training (same layer names), when kept: the reconstruction then
+    /// fits the step training took, θ − θ0, which is what the training points' gradients span.
+    pub init: Option<PathBuf>,
     pub layers: LayerNames,
     /// The task's data: its held-out split is the clean reference. Used when the model's
     /// metadata does not name its data set.
@@ -111,6 +114,8 @@ pub struct AuditReport {
 /// The audited model and its data.
 struct Loaded {
     model: Mlp<f32>,
+    /// The weights before training, when given.
+    init: Option<Mlp<f32>>,
     /// The clean reference (held-out images), and the training set when known.
     data: Prepared,
     /// What the audit assumed, for the report.
@@ -148,6 +153,17 @@ fn load(cfg: &AuditConfig) -> Result<Loaded> {
             notes.push("the model file holds no data.mean: its training set's mean was used".into())
         }
     }
+    let init = match &cfg.init {
+        Some(path) => {
+            let init = load_init(path, &cfg.layers, &file.mlp, &cfg.model)?;
+            notes.push(format!(
+                "the weights before training were given ({}): the reconstruction fitted the step training took, θ − θ0",
+                path.display()
+            ));
+            Some(init)
+        }
+        None => None,
+    };
     data.test.x = &data.test.pixels - &data.mean;
     data.reference.x = &data.reference.pixels - &data.mean;
     if train_known {
@@ -157,40 +173,56 @@ fn load(cfg: &AuditConfig) -> Result<Loaded> {
     }
     Ok(Loaded {
         model: file.mlp,
+        init,
         data,
         notes,
         train_known,
     })
 }
 
-/// Reconstructs from `model` into `out` (resumable), with the default plan.
+/// Reconstructs from θ into `out` (resumable), with the default plan.
 fn reconstruct(
     cfg: &AuditConfig,
-    model: &Mlp<f32>,
+    theta: &Theta<f32>,
     data: &Prepared,
     out: &Path,
     runs: usize,
     m: usize,
     tick: &(dyn Fn(Tick) -> bool + Sync),
 ) -> Result<Candidates> {
-    if !out.exists() {
+    // Whether the candidates were fitted from weights before training (their file names them).
+    let origin = cfg.init.as_ref().map(|p| p.display().to_string());
+    if out.exists() {
+        let made_from = load_candidates::<f32>(out)?.metadata.get("init").cloned();
+        if made_from.is_some() != origin.is_some() {
+            bail!(
+                "{}: reconstructed {} the weights before training; audit into another output folder",
+                out.display(),
+                if made_from.is_some() { "from" } else { "without" }
+            );
+        }
+    } else {
         let default = Plan::new(Some(&data.spec.source), m, cfg.seed);
         let plan = Plan {
             runs,
             iters: cfg.iters.unwrap_or(default.iters),
             ..default
         };
-        let job = SearchJob::new(plan.configs()?, runs, out.to_path_buf());
-        run_search(model, &job, None, tick)?;
+        let mut job = SearchJob::new(plan.configs()?, runs, out.to_path_buf());
+        if let Some(origin) = origin {
+            job.metadata.insert("init".into(), origin);
+        }
+        run_search(theta, &job, None, tick)?;
     }
     Candidates::load(out)
 }
 
 /// The first layer's relative KKT residual √(‖W1 − ∇_{W1}Φ‖² / ‖W1‖²) at the candidates of a
-/// file, with the objective settings of its best run: 0 at an exact KKT point, about 1 when the
-/// candidates explain nothing of W1. (L_kkt over all of θ is dominated by the part of the later
-/// layers that no candidate's gradient spans, so it hardly tells models apart.)
-pub fn kkt_residual(model: &Mlp<f32>, path: &Path) -> Result<f64> {
+/// file (W1 − W1₀ with an origin), with the objective settings of its best run: 0 at an exact
+/// KKT point, about 1 when the candidates explain nothing of W1. (L_kkt over all of θ is
+/// dominated by the part of the later layers that no candidate's gradient spans, so it hardly
+/// tells models apart.)
+pub fn kkt_residual(theta: &Theta<f32>, path: &Path) -> Result<f64> {
     let c = load_candidates::<f32>(path)?;
     let run: Option<RunConfig> = c
         .metadata
@@ -200,8 +232,9 @@ pub fn kkt_residual(model: &Mlp<f32>, path: &Path) -> Result<f64> {
         Some(run) => run.objective(),
         None => bail!("{}: no run settings in the metadata", path.display()),
     };
-    let e = evaluate(model, &c.x, &c.lambda, &c.y, objective);
-    Ok(layer1_residual(model, &e.terms.map(|v| v as f64)).sqrt())
+    let method = Method::auto(theta, c.x.nrows());
+    let e = evaluate_with(method, theta, &c.x, &c.lambda, &c.y, objective);
+    Ok(layer1_residual(theta, &e.terms.map(|v| v as f64)).sqrt())
 }
 
 /// Each candidate's correlation with its nearest clean image (NCC), best first.
@@ -253,6 +286,7 @@ pub fn audit(cfg: &AuditConfig, tick: &(dyn Fn(Tick) -> bool + Sync)) -> Result<
     let started = std::time::Instant::now();
     let Loaded {
         model,
+        init,
         data,
         notes,
         train_known,
@@ -265,18 +299,32 @@ pub fn audit(cfg: &AuditConfig, tick: &(dyn Fn(Tick) -> bool + Sync)) -> Result<
     if m < 2 || !m.is_multiple_of(2) {
         return Err(PlanError::Candidates(m).into());
     }
-    let recon = |model: &Mlp<f32>, file: &str| {
-        reconstruct(cfg, model, &data, &cfg.out.join(file), runs, m, tick)
+    // θ, from its origin θ0 when the weights before training are known (the null models too).
+    let theta_of = |model: &Mlp<f32>| match &init {
+        Some(init) => model.theta().with_origin(init),
+        None => model.theta(),
     };
-    let cand = recon(&model, "recon.safetensors")?;
-    let null_models = (0..k)
+    let recon = |theta: &Theta<f32>, file: &str| {
+        reconstruct(cfg, theta, &data, &cfg.out.join(file), runs, m, tick)
+    };
+    let theta = theta_of(&model);
+    let cand = recon(&theta, "recon.safetensors")?;
+    let null_thetas = (0..k)
         .map(|i| {
             let path = cfg.out.join(format!("null-{i}.safetensors"));
             let seed = cfg.seed + i as u64;
-            nulls::null_model(&path, &model, &data.mean, seed, &BTreeMap::new())
+            let null = nulls::null_model(
+                &path,
+                &model,
+                init.as_ref(),
+                &data.mean,
+                seed,
+                &BTreeMap::new(),
+            )?;
+            Ok(theta_of(&null))
         })
         .collect::<Result<Vec<_>>>()?;
-    let nulls = null_models
+    let nulls = null_thetas
         .iter()
         .enumerate()
         .map(|(i, null)| recon(null, &format!("null-{i}-recon.safetensors")))
@@ -336,9 +384,9 @@ pub fn audit(cfg: &AuditConfig, tick: &(dyn Fn(Tick) -> bool + Sync)) -> Result<
     let per_class = n_train.map_or(m / (2 * classes), |n| n / classes);
     let map = model_bias_map(&cand, &nulls, &data, per_class.max(1), cfg.seed);
     let kkt = Residual {
-        value: kkt_residual(&model, &cfg.out.join("recon.safetensors"))?,
+        value: kkt_residual(&theta, &cfg.out.join("recon.safetensors"))?,
         null: mean(
-            &null_models
+            &null_thetas
                 .iter()
                 .enumerate()
                 .map(|(i, null)| {

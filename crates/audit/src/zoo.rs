@@ -14,7 +14,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use reveal_data::{prepare, DataSpec, KindName, Source, Task, TestSelection, Trigger};
 use reveal_io::write_atomic;
-use reveal_nn::files::LayerNames;
+use reveal_nn::files::{save_model, LayerNames};
 use reveal_nn::{Biases, Init};
 use reveal_recon::search::Tick;
 use reveal_render::plot::{self, Strip, StripPoint};
@@ -105,6 +105,10 @@ pub struct ZooConfig {
     pub budget: AuditBudget,
     /// Reconstruction iterations per run (default: the audit's).
     pub iters: Option<usize>,
+    /// Whether members trained from PyTorch's init are audited from their weights before
+    /// training (kept as `init.safetensors`, the way an auditor who saved them would), in
+    /// `audit-init/`; otherwise, and for the small init, without them, in `audit/`.
+    pub from_init: bool,
 }
 
 /// One model of the zoo and what the audit said of it.
@@ -286,27 +290,38 @@ pub fn run(
             .with_context(|| format!("{}: cannot create", dir.display()))?;
         let data = member_data(cfg, images, planted, seed)?;
         let model = dir.join("model.safetensors");
+        let job = TrainJob {
+            hidden: cfg.hidden.clone(),
+            config: recipe.config,
+            seed,
+            out: model.clone(),
+            checkpoint_every: 0,
+            resume: true,
+        };
         if !model.exists() {
-            let job = TrainJob {
-                hidden: cfg.hidden.clone(),
-                config: recipe.config,
-                seed,
-                out: model.clone(),
-                checkpoint_every: 0,
-                resume: true,
-            };
             train_job::run::<f32>(&job, &data, epoch)?;
         }
         let file = reveal_nn::files::load_model::<f32>(&model)?;
         let summary = train_job::read_summary(&model, &file.metadata)?;
+        // The weights before training, as the recipe and seed drew them.
+        let init = (cfg.from_init && recipe.config.init == Init::Default)
+            .then(|| dir.join("init.safetensors"));
+        if let Some(path) = init.as_ref().filter(|p| !p.exists()) {
+            save_model(path, &job.initial::<f32>(&data), None, &Default::default())?;
+        }
         let report = audit(
             &AuditConfig {
                 model: model.clone(),
+                init: init.clone(),
                 layers: LayerNames::Auto,
                 data: None,
                 train_known: true,
                 data_dir: cfg.data_dir.clone(),
-                out: dir.join("audit"),
+                out: dir.join(if init.is_some() {
+                    "audit-init"
+                } else {
+                    "audit"
+                }),
                 budget: cfg.budget,
                 candidates: None,
                 iters: cfg.iters,

@@ -22,6 +22,7 @@ fn a_small_zoo_flags_its_planted_triggers_and_no_clean_model() {
         data_dir: None,
         out: dir.path().to_path_buf(),
         budget: AuditBudget::Quick,
+        from_init: true,
         iters: Some(300),
     };
     let report = zoo::run(

@@ -13,9 +13,15 @@ use crate::progress;
 #[derive(clap::Args)]
 pub struct AuditArgs {
     /// The model (safetensors): reveal's, or a PyTorch state_dict of a ReLU MLP with a bias in
-    /// its first layer only.
+    /// its first layer only or in every layer.
     #[arg(long)]
     pub model: PathBuf,
+    /// The model's weights before training (same layer names), when kept, e.g. a state_dict
+    /// saved before the first step: the reconstruction then fits the step training took,
+    /// θ − θ0, which is what the training points' gradients span. For models trained from
+    /// PyTorch's init with SGD this turns noise into training samples.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
     /// The model's Linear layers in order, e.g. fc1,fc2,fc3 (default: reveal's names, else
     /// every NAME.weight in natural order of NAME).
     #[arg(long, value_delimiter = ',')]
@@ -60,6 +66,7 @@ pub fn cmd_audit(args: &AuditArgs) -> Result<()> {
     };
     let cfg = AuditConfig {
         model: args.model.clone(),
+        init: args.init.clone(),
         layers: args
             .layers
             .clone()

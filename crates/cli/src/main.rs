@@ -148,6 +148,9 @@ struct TrainArgs {
     /// Seed of the initialisation.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Also write the weights before training here (safetensors), for `reveal audit --init`.
+    #[arg(long)]
+    save_init: Option<PathBuf>,
     /// Checkpoint every N epochs (0: only on interrupt).
     #[arg(long, default_value_t = 1000)]
     checkpoint_every: usize,
@@ -184,7 +187,18 @@ fn keep_freed_memory() {
     }
 }
 
+/// A closed stdout (`reveal score … | head`) ends the process quietly, as it does any Unix
+/// filter, instead of panicking in `println!` (Rust ignores SIGPIPE by default).
+fn quiet_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE, before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     let cli = Cli::parse();
     progress::install_interrupt_handler();
     keep_freed_memory();
@@ -325,7 +339,7 @@ fn cmd_data(args: &DataArgs, preview: Option<PathBuf>, json: bool) -> Result<()>
 }
 
 fn cmd_train<T: Scalar>(args: &TrainArgs) -> Result<()> {
-    args::outputs([Some(args.out.as_path())])?;
+    args::outputs([Some(args.out.as_path()), args.save_init.as_deref()])?;
     let spec = args.data.spec()?;
     job::check_hidden(&args.hidden)?;
     let data = prepare(&spec, args.data.source.data_dir().as_deref())?;
@@ -347,6 +361,10 @@ fn cmd_train<T: Scalar>(args: &TrainArgs) -> Result<()> {
         checkpoint_every: args.checkpoint_every,
         resume: args.resume,
     };
+    if let Some(path) = &args.save_init {
+        let init = train_job.initial::<T>(&data);
+        reveal_nn::files::save_model(path, &init, None, &Default::default())?;
+    }
     let bar = progress::bar(config.max_epochs as u64, "epochs", args.json);
     let summary = job::run::<T>(&train_job, &data, |s| {
         bar.set_position(s.epoch as u64);

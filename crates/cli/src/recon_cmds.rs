@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use reveal_audit::scoring::{model_data, model_data_spec, score_candidates, score_file};
 use reveal_data::Prepared;
-use reveal_nn::files::{check_input_width, load_model};
-use reveal_nn::Mlp;
+use reveal_nn::files::{check_input_width, load_init, load_model, LayerNames};
+use reveal_nn::{Mlp, Theta};
 use reveal_recon::files::{check_labels, load_candidates, write_evaluation};
 use reveal_recon::objective::evaluate;
 use reveal_recon::plan::{default_candidates, Pins, Plan, Shard};
@@ -29,6 +29,11 @@ pub struct ReconstructArgs {
     /// Output candidate file (safetensors); per-run files go to OUT.runs/.
     #[arg(long)]
     pub out: PathBuf,
+    /// The model's weights before training (safetensors, same layers), when kept: the
+    /// reconstruction then fits the step training took, θ − θ0 (for models trained from
+    /// PyTorch's init with SGD).
+    #[arg(long)]
+    pub init: Option<PathBuf>,
     /// Candidates per run, m (default: twice the training-set size in the model's metadata).
     #[arg(long)]
     pub candidates: Option<usize>,
@@ -136,8 +141,15 @@ pub fn cmd_reconstruct<T: Scalar>(args: &ReconstructArgs) -> Result<()> {
         )?),
         RankByArg::Kkt => None,
     };
+    let init = match &args.init {
+        Some(path) => Some(load_init(path, &LayerNames::Auto, &file.mlp, &args.model)?),
+        None => None,
+    };
     let mut meta = BTreeMap::new();
     meta.insert("model".into(), args.model.display().to_string());
+    if let Some(path) = &args.init {
+        meta.insert("init".into(), path.display().to_string());
+    }
     meta.insert("precision".into(), T::NAME.into());
     let job = SearchJob {
         runs,
@@ -161,7 +173,11 @@ pub fn cmd_reconstruct<T: Scalar>(args: &ReconstructArgs) -> Result<()> {
             .map(|i| format!("run {i}"))
             .collect()
     })?;
-    let summary = search(&file.mlp, &job, data.as_ref(), args.json)?;
+    let theta = match &init {
+        Some(init) => file.mlp.theta().with_origin(init),
+        None => file.mlp.theta(),
+    };
+    let summary = search(&file.mlp, &theta, &job, data.as_ref(), args.json)?;
     if let Some(shard) = args.shard {
         let done: Vec<usize> = summary.runs.iter().map(|r| r.index).collect();
         eprintln!(
@@ -184,9 +200,11 @@ pub fn cmd_reconstruct<T: Scalar>(args: &ReconstructArgs) -> Result<()> {
     Ok(())
 }
 
-/// Runs a search with a progress bar; with data, runs are also scored.
+/// Runs a search on θ of `model` (from its origin when known) with a progress bar; with data,
+/// runs are also scored.
 pub fn search<T: Scalar>(
     model: &Mlp<T>,
+    theta: &Theta<T>,
     job: &SearchJob,
     data: Option<&Prepared>,
     quiet: bool,
@@ -212,7 +230,7 @@ pub fn search<T: Scalar>(
             .s
     };
     let result = run_search(
-        model,
+        theta,
         job,
         data.map(|_| &scorer as &reveal_recon::search::Scorer<T>),
         &tick,

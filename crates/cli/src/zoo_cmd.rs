@@ -48,6 +48,10 @@ pub struct ZooArgs {
     /// Reconstruction iterations per run (default: the audit's).
     #[arg(long)]
     pub iters: Option<usize>,
+    /// Audit the members trained from PyTorch's init without their weights before training
+    /// (by default the audit is given them, as an auditor who saved them would give them).
+    #[arg(long)]
+    pub no_init: bool,
     /// Print zoo.json instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -77,6 +81,7 @@ pub fn cmd_zoo(args: &ZooArgs) -> Result<()> {
         out: args.out.clone(),
         budget: args.budget,
         iters: args.iters,
+        from_init: !args.no_init,
     };
     cfg.validate()?;
     let count = cfg.plan().len();

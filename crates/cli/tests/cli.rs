@@ -425,6 +425,7 @@ fn kkt_agrees_for(outputs: usize) {
     reveal_recon::files::save_candidates(&p("c.safetensors"), &state, false, &meta).unwrap();
     let (l, gx, gl) = closed_form(
         &net,
+        None,
         &state.x,
         &state.lambda,
         &state.y,
@@ -644,4 +645,34 @@ fn score_takes_data_flags_for_a_model_from_elsewhere() {
         "--json",
     ]);
     assert_eq!(o.stdout, with_meta.stdout);
+}
+
+/// Output into a pipe whose reader has gone (`reveal … | head`) ends the run quietly, never
+/// with a panic.
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.png"), dir.path().join("b.png"));
+    for p in [&a, &b] {
+        image::GrayImage::from_fn(8, 8, |x, y| image::Luma([(x * 30 + y) as u8]))
+            .save(p)
+            .unwrap();
+    }
+    for args in [
+        vec!["--help"],
+        vec!["ssim", a.to_str().unwrap(), b.to_str().unwrap()],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_reveal"))
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // the reader goes before the first line is written
+        let o = child.wait_with_output().unwrap();
+        let e = stderr(&o);
+        assert!(!e.contains("panicked"), "{args:?}: {e}");
+        assert_ne!(o.status.code(), Some(101), "{args:?}: {e}");
+    }
 }

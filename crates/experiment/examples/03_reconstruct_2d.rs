@@ -84,7 +84,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut recon = RunState::<f64>::init(2, &rc);
     let mut paths: Vec<Vec<(f64, f64)>> =
         recon.x.outer_iter().map(|p| vec![(p[0], p[1])]).collect();
-    run(&model, &mut recon, &rc, |s, _| {
+    run(&model.theta(), &mut recon, &rc, |s, _| {
         if s.iter % 100 == 0 {
             for (path, p) in paths.iter_mut().zip(s.x.outer_iter()) {
                 path.push((p[0], p[1]));
@@ -97,7 +97,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "reconstructed: L_kkt {:.3e}, first-layer residual ‖W1 − G_W1‖²/‖W1‖² = {:.2e}",
         terms.kkt,
-        layer1_residual(&model, &terms)
+        layer1_residual(&model.theta(), &terms)
     );
 
     // 3. How close did each training point's nearest candidate come?
@@ -132,12 +132,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (row, i) in order.enumerate() {
         pinned.x.row_mut(row).assign(&x.row(i));
     }
-    run(&model, &mut pinned, &pinned_cfg, |_, _| true)
+    run(&model.theta(), &mut pinned, &pinned_cfg, |_, _| true)
         .map_err(|e| format!("the pinned run stopped: {e:?}"))?;
     let pinned_terms = pinned.last.expect("the run took steps");
     println!(
         "control, candidates = the training points: first-layer residual {:.2e}",
-        layer1_residual(&model, &pinned_terms)
+        layer1_residual(&model.theta(), &pinned_terms)
     );
 
     // 5. The picture.

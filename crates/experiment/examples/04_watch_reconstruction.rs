@@ -60,10 +60,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut recon = RunState::<f32>::init(256, &cfg);
     let mut snapshots: Vec<Array2<f32>> = vec![recon.x.clone()];
     let mut curve: Vec<(usize, [f64; 4])> = Vec::new();
-    let finish = run(&model, &mut recon, &cfg, |s, t| {
+    let theta = model.theta();
+    let finish = run(&theta, &mut recon, &cfg, |s, t| {
         curve.push((
             s.iter,
-            [t.kkt, t.prior_x, t.prior_lambda, layer1_residual(&model, t)],
+            [t.kkt, t.prior_x, t.prior_lambda, layer1_residual(&theta, t)],
         ));
         if s.iter % 50 == 0 {
             snapshots.push(s.x.clone());

@@ -332,7 +332,7 @@ fn reconstruct(
     metadata.insert("model".into(), rel(&cfg.out, model_path));
     let mut job = SearchJob::new(runs, cfg.recon.keep, out.to_path_buf());
     job.metadata = metadata;
-    let summary = run_search(model, &job, None, hooks.tick)?;
+    let summary = run_search(&model.theta(), &job, None, hooks.tick)?;
     for w in summary.runs.iter().flat_map(|r| &r.warnings) {
         (hooks.warn)(w);
     }
@@ -377,7 +377,7 @@ fn one_model(
                     rel(dir, &base_path)
                 ),
             );
-            let null = nulls::null_model(&model_path, &base, &data.mean, seed, &meta)?;
+            let null = nulls::null_model(&model_path, &base, None, &data.mean, seed, &meta)?;
             (null, None)
         }
     };

@@ -149,6 +149,31 @@ fn layer_names<T>(file: &TensorFile<T>, path: &Path, names: &LayerNames) -> Resu
     Ok(found)
 }
 
+/// The weights of `model` (read from `model_path`) before training, read from `path` with the
+/// same layer names: refused when its layers or shapes differ.
+pub fn load_init<T: Scalar>(
+    path: &Path,
+    names: &LayerNames,
+    model: &Mlp<T>,
+    model_path: &Path,
+) -> Result<Mlp<T>> {
+    let init = load_model_with::<T>(path, names)?.mlp;
+    let same = init.layout() == model.layout()
+        && init
+            .params()
+            .iter()
+            .zip(model.params())
+            .all(|(a, b)| a.dim() == b.dim());
+    if !same {
+        bail!(
+            "{}: not the weights of {} before training (other layers or shapes)",
+            path.display(),
+            model_path.display()
+        );
+    }
+    Ok(init)
+}
+
 /// Parses a model file with the layers' tensor names as `names` says.
 pub fn parse_model_with<T: Scalar>(
     bytes: &[u8],

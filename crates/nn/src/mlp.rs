@@ -335,6 +335,9 @@ impl<T: Scalar> Mlp<T> {
 pub struct Theta<T> {
     pub params: Vec<Arc<Constant<T>>>,
     pub layout: Layout,
+    /// θ0, the weights before training, when known: training moved θ by θ − θ0, and that is
+    /// what the training points' gradients span (the reconstruction fits it instead of θ).
+    pub origin: Option<Vec<Arc<Constant<T>>>>,
 }
 
 impl<T: Scalar> Theta<T> {
@@ -352,7 +355,50 @@ impl<T: Scalar> Theta<T> {
                 .map(|p| Arc::new(Constant::new(p)))
                 .collect(),
             layout,
+            origin: None,
         }
+    }
+
+    /// The same θ with its weights before training θ0 (`init`, of the same layout and shapes).
+    pub fn with_origin(mut self, init: &Mlp<T>) -> Self {
+        let params = init.params();
+        assert!(
+            init.layout() == self.layout
+                && params
+                    .iter()
+                    .zip(&self.params)
+                    .all(|(a, b)| a.dim() == b.value().dim()),
+            "theta: an origin of layout {:?} for θ of layout {:?}, or of other shapes",
+            init.layout(),
+            self.layout
+        );
+        self.origin = Some(
+            params
+                .into_iter()
+                .map(|p| Arc::new(Constant::new(p.clone())))
+                .collect(),
+        );
+        self
+    }
+
+    /// The part of θ the reconstruction fits: θ_i − θ0_i with an origin, else θ_i.
+    pub fn learned(&self, i: usize) -> Array2<T> {
+        match &self.origin {
+            Some(o) => &**self.get(i) - &**o[i].value(),
+            None => (**self.get(i)).clone(),
+        }
+    }
+
+    /// Records θ0 on a tape as shared constants, when known.
+    pub fn origin_on_tape<'t>(&self, tape: &'t Tape<T>) -> Option<Vec<Var<'t, T>>> {
+        self.origin
+            .as_ref()
+            .map(|o| o.iter().map(|p| tape.shared(p)).collect())
+    }
+
+    /// Output size C (1 for a binary model).
+    pub fn outputs(&self) -> usize {
+        self.get(self.layout.weight(self.layout.layers - 1)).nrows()
     }
 
     /// Parameter `i` in the order of [`Mlp::params`].

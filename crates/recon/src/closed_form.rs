@@ -55,9 +55,11 @@ fn signs(f: &Array2<f64>, y: &Array2<f64>) -> Array2<f64> {
 }
 
 /// L and ∂L/∂(x, λ) in closed form for a d-h-h-C net with λ_min `lambda_min`; labels y [m, 1]
-/// are ±1 for C = 1, class indices otherwise.
+/// are ±1 for C = 1, class indices otherwise. With `origin` θ0 (the weights before training),
+/// each residual fits θ − θ0.
 pub fn closed_form(
     net: &Mlp<f64>,
+    origin: Option<&Mlp<f64>>,
     x: &Array2<f64>,
     lambda: &Array2<f64>,
     y: &Array2<f64>,
@@ -101,8 +103,17 @@ pub fn closed_form(
     let g_w1 = d1.t().dot(x);
     let g_b1 = d1.sum_axis(Axis(0)).insert_axis(Axis(0));
 
-    // Residuals and L.
-    let (r_w1, r_b1, r_w2, r_w3) = (w1 - &g_w1, b1 - &g_b1, w2 - &g_w2, w3 - &g_w3);
+    // Residuals R_p = θ_p (− θ0_p) − G_p, and L.
+    let start = |i: usize, p: &Array2<f64>| match origin {
+        Some(o) => p - o.params()[i],
+        None => p.clone(),
+    };
+    let (r_w1, r_b1, r_w2, r_w3) = (
+        start(0, w1) - &g_w1,
+        start(1, b1) - &g_b1,
+        start(2, w2) - &g_w2,
+        start(3, w3) - &g_w3,
+    );
     let sq = |a: &Array2<f64>| a.mapv(|v| v * v).sum();
     let relu = |v: f64| v.max(0.0);
     let l_kkt = sq(&r_w1) + sq(&r_b1) + sq(&r_w2) + sq(&r_w3);

@@ -19,6 +19,10 @@
 //! With a bias in every layer, Z_k = P_k + 1b_kᵀ with P_k = A_{k−1}W_kᵀ: the middle term takes
 //! P_k, each bias adds ‖b_k − 1ᵀΔ_k‖², and the output bias ‖b − 1ᵀc‖².
 //!
+//! With the weights before training θ0 known, each residual fits T = θ − θ0 instead: the first
+//! term is ‖T_k‖², the middle one takes A_{k−1}T_kᵀ = P_k − A_{k−1}W0_kᵀ (one more product per
+//! layer), and the biases and the output layer subtract theirs.
+//!
 //! For m < h this is about half the GEMM work of the generic grad-of-grad path (docs/DESIGN.md §4) and
 //! skips all h×d elementwise passes. Its gradient w.r.t. (x, λ) is a plain first-order backward.
 //! The derivative rules enter exactly as in the generic path (the modified ReLU's activation
@@ -31,9 +35,11 @@ use reveal_tape::{Scalar, Var};
 use crate::terms::{ObjectiveConfig, Terms};
 
 /// Records L for candidates x [m, d], λ [m, 1], y [m, 1], θ on the tape (order of `Mlp::params`,
-/// placed as `layout` says: a bias in the first layer only, or in every layer).
+/// placed as `layout` says: a bias in the first layer only, or in every layer), and θ0 when the
+/// weights before training are known (then each residual fits θ − θ0).
 pub fn record<'t, T: Scalar>(
     theta: &[Var<'t, T>],
+    origin: Option<&[Var<'t, T>]>,
     layout: Layout,
     x: Var<'t, T>,
     lambda: Var<'t, T>,
@@ -57,8 +63,21 @@ pub fn record<'t, T: Scalar>(
     };
     let inner = |a: Var<'t, T>, b: Var<'t, T>| (a * b).sum();
     let gram = |a: Var<'t, T>| a.matmul_t(a, false, true);
+    // What each tensor's residual fits: θ_p, or θ_p − θ0_p with an origin.
+    let learned = |i: usize| origin.map_or(theta[i], |o| theta[i] - o[i]);
     // ‖b − 1ᵀΔ‖², a bias's residual (its gradient of Φ sums the layer's deltas over candidates).
-    let bias_residual = |b: Var<'t, T>, delta: Var<'t, T>| (b - delta.sum_rows()).square().sum();
+    let bias_residual =
+        |i: usize, delta: Var<'t, T>| (learned(i) - delta.sum_rows()).square().sum();
+    // ‖T‖² and A·Tᵀ of a layer's fitted weight T (A its input, P = A·Wᵀ): with an origin
+    // T = W − W0, so A·Tᵀ = P − A·W0ᵀ.
+    let fitted = |k: usize, input: Var<'t, T>, p: Var<'t, T>| match origin {
+        None => (norm2(weight(k)), p),
+        Some(o) => {
+            let w0 = o[layout.weight(k)];
+            let t = learned(layout.weight(k));
+            (t.square().sum(), p - input.matmul_t(w0, false, true))
+        }
+    };
 
     // Forward, keeping every product P_k = A_{k−1}W_kᵀ (A_{−1} = X) and pre-activation
     // Z_k = P_k (+ b_k).
@@ -83,28 +102,30 @@ pub fn record<'t, T: Scalar>(
     let c = signs
         .mul_col(lambda)
         .scale(T::one() / T::from_f64(m as f64));
-    let mut kkt = (w_out - c.matmul_t(a[last], true, false)).square().sum();
-    if let Some(b) = bias(hidden) {
+    let mut kkt = (learned(layout.weight(hidden)) - c.matmul_t(a[last], true, false))
+        .square()
+        .sum();
+    if let Some(b) = layout.bias(hidden) {
         kkt = kkt + bias_residual(b, c);
     }
     let mut delta = cfg.activation.derivative(z[last]) * c.matmul(w_out);
 
     // Hidden layers, top down: ‖W_k‖² − 2⟨Δ_k, P_k⟩ + ⟨Δ_kΔ_kᵀ, A_{k−1}A_{k−1}ᵀ⟩ (+ ‖b_k − 1ᵀΔ_k‖²).
     for k in (1..hidden).rev() {
-        let w = weight(k);
-        kkt = kkt + norm2(w) - inner(delta, p[k]).scale(T::from_f64(2.0))
+        let (t2, pt) = fitted(k, a[k - 1], p[k]);
+        kkt = kkt + t2 - inner(delta, pt).scale(T::from_f64(2.0))
             + inner(gram(delta), gram(a[k - 1]));
-        if let Some(b) = bias(k) {
+        if let Some(b) = layout.bias(k) {
             kkt = kkt + bias_residual(b, delta);
         }
-        delta = cfg.activation.backprop(delta.matmul(w), z[k - 1]);
+        delta = cfg.activation.backprop(delta.matmul(weight(k)), z[k - 1]);
     }
 
     // First layer: ‖W1‖² − 2⟨Δ_0, XW1ᵀ⟩ + ⟨Δ_0Δ_0ᵀ, XXᵀ⟩, and the bias ‖b1 − 1ᵀΔ_0‖².
-    let kkt_w1 =
-        norm2(weight(0)) - inner(delta, p[0]).scale(T::from_f64(2.0)) + inner(gram(delta), gram(x));
+    let (t2, pt) = fitted(0, x, p[0]);
+    let kkt_w1 = t2 - inner(delta, pt).scale(T::from_f64(2.0)) + inner(gram(delta), gram(x));
     kkt = kkt + kkt_w1;
-    if let Some(b) = bias(0) {
+    if let Some(b) = layout.bias(0) {
         kkt = kkt + bias_residual(b, delta);
     }
     Terms::with_priors(kkt, kkt_w1, x, lambda, cfg)

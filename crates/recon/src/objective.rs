@@ -2,7 +2,8 @@
 //! that pick between it and the Gram path of [`crate::gram`]):
 //!
 //! ```text
-//! L_kkt = Σ_p ‖ θ_p − (1/m) Σ_i λ_i ∇_{θ_p} m_i(x_i) ‖²     (sum over the parameter tensors)
+//! L_kkt = Σ_p ‖ θ_p − (1/m) Σ_i λ_i ∇_{θ_p} m_i(x_i) ‖²     (sum over the parameter tensors;
+//!         θ_p − θ0_p when the weights before training θ0 are known)
 //! L_x   = Σ relu(x − 1)² + Σ relu(−1 − x)²
 //! L_λ   = 5 · Σ relu(λ_min − λ_i)²
 //! L     = L_kkt + L_x + L_λ
@@ -25,9 +26,11 @@ use crate::terms::{ObjectiveConfig, Terms};
 
 /// Records L for candidates x [m, d], multipliers λ [m, 1] and labels y [m, 1] (±1, or class
 /// indices for a C-output model), with θ already on the tape (order of [`Mlp::params`], placed as
-/// `layout` says). Every tensor of θ, biases included, has its residual in L_kkt.
+/// `layout` says), and θ0 when the weights before training are known (then L_kkt fits θ − θ0).
+/// Every tensor of θ, biases included, has its residual in L_kkt.
 pub fn record<'t, T: Scalar>(
     theta: &[Var<'t, T>],
+    origin: Option<&[Var<'t, T>]>,
     layout: Layout,
     x: Var<'t, T>,
     lambda: Var<'t, T>,
@@ -57,11 +60,15 @@ pub fn record<'t, T: Scalar>(
     let phi = margins.sum().scale(T::one() / T::from_f64(m as f64));
     let g = grad(phi, theta, true);
 
-    // L_kkt = Σ_p ‖θ_p − ∇_{θ_p} Φ‖²
+    // L_kkt = Σ_p ‖θ_p − ∇_{θ_p} Φ‖²  (θ_p − θ0_p with an origin)
     let residuals: Vec<Var<'t, T>> = theta
         .iter()
         .zip(&g)
-        .map(|(&p, &gp)| (p - gp).square().sum())
+        .enumerate()
+        .map(|(i, (&p, &gp))| match origin {
+            Some(o) => (p - o[i] - gp).square().sum(),
+            None => (p - gp).square().sum(),
+        })
         .collect();
     let kkt = residuals[1..].iter().fold(residuals[0], |a, &b| a + b);
     Terms::with_priors(kkt, residuals[0], x, lambda, cfg)
@@ -149,6 +156,7 @@ pub fn evaluate_shared<T: Scalar>(
         let _flush = reveal_tape::kernels::FlushDenormals::new();
         let tape = Tape::new();
         let layout = theta.layout;
+        let origin = theta.origin_on_tape(&tape);
         let theta = theta.on_tape(&tape);
         let (xv, lv, yv) = (
             tape.var(Arc::clone(x)),
@@ -156,8 +164,8 @@ pub fn evaluate_shared<T: Scalar>(
             tape.constant(Arc::clone(y)),
         );
         let terms = match method {
-            Method::GradOfGrad => record(&theta, layout, xv, lv, yv, cfg),
-            Method::Gram => crate::gram::record(&theta, layout, xv, lv, yv, cfg),
+            Method::GradOfGrad => record(&theta, origin.as_deref(), layout, xv, lv, yv, cfg),
+            Method::Gram => crate::gram::record(&theta, origin.as_deref(), layout, xv, lv, yv, cfg),
         };
         let grads = grad(terms.total, &[xv, lv], false);
         let terms = terms.map(|v| v.item());

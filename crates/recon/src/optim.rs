@@ -17,7 +17,7 @@ use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
-use reveal_nn::{Activation, Mlp, Theta};
+use reveal_nn::{Activation, Theta};
 use reveal_tape::{kernels, Scalar};
 use serde::{Deserialize, Serialize};
 
@@ -445,21 +445,20 @@ fn settled<T: Scalar>(state: &mut RunState<T>, rule: StopRule) -> Option<Finish>
 /// Runs until `cfg.iters` iterations are done or the stopping rule holds; `on_iter` sees each
 /// step and may stop the run.
 pub fn run<T: Scalar>(
-    model: &Mlp<T>,
+    theta: &Theta<T>,
     state: &mut RunState<T>,
     cfg: &RunConfig,
     mut on_iter: impl FnMut(&RunState<T>, &Terms<f64>) -> bool,
 ) -> Result<Finish, Stop> {
     assert_eq!(
         state.x.ncols(),
-        model.input_dim(),
+        theta.input_dim(),
         "run: candidates have {} columns, the model expects {}",
         state.x.ncols(),
-        model.input_dim()
+        theta.input_dim()
     );
-    let theta = model.theta();
     while state.iter < cfg.iters {
-        let t = step(&theta, state, cfg)?;
+        let t = step(theta, state, cfg)?;
         let finish = cfg.stop.and_then(|rule| settled(state, rule));
         let go_on = on_iter(state, &t);
         if let Some(finish) = finish {
@@ -473,9 +472,11 @@ pub fn run<T: Scalar>(
 }
 
 /// The label-free ranking signal: the first layer's relative KKT residual ‖W1 − G_W1‖² / ‖W1‖²
-/// (L_kkt as a whole is dominated by the random part of W2 that no gradient spans).
-pub fn layer1_residual<T: Scalar>(model: &Mlp<T>, terms: &Terms<f64>) -> f64 {
-    let w1 = model.weights[0]
+/// (W1 − W1₀ in both with an origin; L_kkt as a whole is dominated by the random part of W2
+/// that no gradient spans).
+pub fn layer1_residual<T: Scalar>(theta: &Theta<T>, terms: &Terms<f64>) -> f64 {
+    let w1 = theta
+        .learned(theta.layout.weight(0))
         .iter()
         .map(|v| v.as_f64().powi(2))
         .sum::<f64>();

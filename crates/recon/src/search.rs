@@ -19,7 +19,7 @@ use reveal_io::{
     load_checkpoint, read_file, read_timing, remove_checkpoints, rotate_checkpoint, truncate_log,
     write_atomic, write_timing,
 };
-use reveal_nn::Mlp;
+use reveal_nn::Theta;
 use reveal_tape::Scalar;
 use serde::{Deserialize, Serialize};
 
@@ -163,7 +163,7 @@ fn with_elapsed(meta: &BTreeMap<String, String>, seconds: f64) -> BTreeMap<Strin
 
 /// Runs (or resumes, or skips when finished) run `i` of the job.
 fn one_run<T: Scalar>(
-    model: &Mlp<T>,
+    theta: &Theta<T>,
     job: &SearchJob,
     i: usize,
     tick: &(dyn Fn(Tick) -> bool + Sync),
@@ -216,7 +216,7 @@ fn one_run<T: Scalar>(
         None => {
             let _ = std::fs::remove_file(&log);
             (
-                RunState::init_for(model.input_dim(), model.outputs(), &cfg),
+                RunState::init_for(theta.input_dim(), theta.outputs(), &cfg),
                 0.0,
             )
         }
@@ -234,12 +234,12 @@ fn one_run<T: Scalar>(
         })
     };
     let mut io_error = None;
-    let result = run(model, &mut state, &cfg, |s, t| {
+    let result = run(theta, &mut state, &cfg, |s, t| {
         let mut r: Result<()> = Ok(());
         if s.iter == 1 || s.iter.is_multiple_of(job.log_every.max(1)) || s.iter == cfg.iters {
             let line = format!(
                 "{{\"iter\":{},\"loss\":{:e},\"kkt\":{:e},\"prior_x\":{:e},\"prior_lambda\":{:e},\"layer1_residual\":{:e}}}\n",
-                s.iter, t.total, t.kkt, t.prior_x, t.prior_lambda, layer1_residual(model, t)
+                s.iter, t.total, t.kkt, t.prior_x, t.prior_lambda, layer1_residual(theta, t)
             );
             r = log_file
                 .write_all(line.as_bytes())
@@ -284,7 +284,7 @@ fn one_run<T: Scalar>(
         loss_kkt: t.kkt,
         loss_prior_x: t.prior_x,
         loss_prior_lambda: t.prior_lambda,
-        layer1_residual: layer1_residual(model, &t),
+        layer1_residual: layer1_residual(theta, &t),
         score: None,
         finish,
         failure,
@@ -305,10 +305,10 @@ fn one_run<T: Scalar>(
 /// Scores a run's candidates against the training set (higher is better).
 pub type Scorer<'a, T> = dyn Fn(&RunState<T>) -> f64 + Sync + 'a;
 
-/// Runs the search, ranks the runs and writes the pooled candidates of the best `keep` to
-/// `job.out`. `score`, when given, scores a run's candidates against the training set.
+/// Runs the search on θ (with its origin θ0 when known), ranks the runs and writes the pooled
+/// candidates of the best `keep` to `job.out`. `score`, when given, scores a run's candidates against the training set.
 pub fn run_search<T: Scalar>(
-    model: &Mlp<T>,
+    theta: &Theta<T>,
     job: &SearchJob,
     score: Option<&Scorer<'_, T>>,
     tick: &(dyn Fn(Tick) -> bool + Sync),
@@ -320,7 +320,7 @@ pub fn run_search<T: Scalar>(
         .collect();
     // One run at a time in the global rayon pool, so its GEMMs split across every core.
     let results: Vec<Result<(RunSummary, RunState<T>)>> = if job.parallel <= 1 {
-        mine.iter().map(|&i| one_run(model, job, i, tick)).collect()
+        mine.iter().map(|&i| one_run(theta, job, i, tick)).collect()
     } else {
         // A pool of `parallel` threads: that many runs at once, their GEMMs split across it.
         let pool = rayon::ThreadPoolBuilder::new()
@@ -328,7 +328,7 @@ pub fn run_search<T: Scalar>(
             .build()?;
         pool.install(|| {
             mine.par_iter()
-                .map(|&i| one_run(model, job, i, tick))
+                .map(|&i| one_run(theta, job, i, tick))
                 .collect()
         })
     };

@@ -67,7 +67,7 @@ fn recovers(optimizer: Optimizer) {
         let plan = Plan::for_optimizer(optimizer, Some(&spec.source), 2 * n, seed);
         let cfg = plan.configs().unwrap()[0];
         let mut recon = RunState::<f32>::init(d, &cfg);
-        run(&model, &mut recon, &cfg, |_, _| true).expect("the run stays finite");
+        run(&model.theta(), &mut recon, &cfg, |_, _| true).expect("the run stays finite");
         recon.x
     };
     let (first, second) = rayon::join(|| reconstruct(0), || reconstruct(1));

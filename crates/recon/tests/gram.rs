@@ -1,6 +1,6 @@
 //! The Gram-matrix fast path agrees with the generic grad-of-grad path to 1e-10 in f64, for every
-//! activation, for m below and above the width, for deeper nets, for C-output models, and with a
-//! bias in the first layer or in every layer.
+//! activation, for m below and above the width, for deeper nets, for C-output models, with a
+//! bias in the first layer or in every layer, and with or without an origin θ0.
 
 use ndarray::Array2;
 use reveal_nn::{Activation, Biases, Init, Mlp};
@@ -43,25 +43,35 @@ fn gram_path_equals_grad_of_grad() {
                 activation: act,
                 lambda_min: 0.45,
             };
-            let g = evaluate_with(Method::GradOfGrad, &net.theta(), &x, &lambda, &y, cfg);
-            let f = evaluate_with(Method::Gram, &net.theta(), &x, &lambda, &y, cfg);
-            let what = format!("case {case} {hidden:?} m={m} {biases:?} {act:?}");
-            for (a, b, name) in [
-                (f.terms.total, g.terms.total, "L"),
-                (f.terms.kkt, g.terms.kkt, "L_kkt"),
-                (f.terms.kkt_w1, g.terms.kkt_w1, "W1 residual"),
-            ] {
-                assert!(
-                    (a - b).abs() <= 1e-10 * b.abs().max(1.0),
-                    "{what}: {name} {a} vs {b}"
-                );
+            // Without and with an origin θ0 (the weights before training).
+            let mut start = net.clone();
+            for p in start.params_mut() {
+                *p = randn(p.dim(), &mut rng) * 0.3;
             }
-            assert!(
-                rel(&f.grad_x, &g.grad_x) < 1e-10,
-                "{what}: ∂x {:e}",
-                rel(&f.grad_x, &g.grad_x)
-            );
-            assert!(rel(&f.grad_lambda, &g.grad_lambda) < 1e-10, "{what}: ∂λ");
+            for theta in [net.theta(), net.theta().with_origin(&start)] {
+                let g = evaluate_with(Method::GradOfGrad, &theta, &x, &lambda, &y, cfg);
+                let f = evaluate_with(Method::Gram, &theta, &x, &lambda, &y, cfg);
+                let what = format!(
+                    "case {case} {hidden:?} m={m} {biases:?} {act:?} origin {}",
+                    theta.origin.is_some()
+                );
+                for (a, b, name) in [
+                    (f.terms.total, g.terms.total, "L"),
+                    (f.terms.kkt, g.terms.kkt, "L_kkt"),
+                    (f.terms.kkt_w1, g.terms.kkt_w1, "W1 residual"),
+                ] {
+                    assert!(
+                        (a - b).abs() <= 1e-10 * b.abs().max(1.0),
+                        "{what}: {name} {a} vs {b}"
+                    );
+                }
+                assert!(
+                    rel(&f.grad_x, &g.grad_x) < 1e-10,
+                    "{what}: ∂x {:e}",
+                    rel(&f.grad_x, &g.grad_x)
+                );
+                assert!(rel(&f.grad_lambda, &g.grad_lambda) < 1e-10, "{what}: ∂λ");
+            }
         }
     }
 }
@@ -93,7 +103,7 @@ fn gram_path_in_f32_holds_near_convergence() {
     let model = state.mlp();
     let cfg = RunConfig::new(reveal_recon::preset("mnist-a").unwrap(), 20, 3000, 0);
     let mut recon = RunState::<f32>::init(256, &cfg);
-    run(&model, &mut recon, &cfg, |_, _| true).unwrap();
+    run(&model.theta(), &mut recon, &cfg, |_, _| true).unwrap();
 
     let ocfg = |alpha: f64| ObjectiveConfig {
         activation: Activation::ModifiedRelu(alpha),

@@ -80,27 +80,36 @@ fn agrees_with_closed_form(outputs: usize) {
             activation: act,
             lambda_min: 0.45,
         };
-        let (l, gx, gl) = closed_form(&net, &x, &lambda, &y, act, 0.45);
-        for method in [Method::GradOfGrad, Method::Gram] {
-            let tape_eval = evaluate_with(method, &net.theta(), &x, &lambda, &y, cfg);
-            let t = tape_eval.terms;
-            assert!(
-                (t.total - l).abs() <= 1e-12 * l.abs(),
-                "C={outputs} {act:?} {method:?}: L tape {} vs closed form {l}",
-                t.total
-            );
-            assert!(
-                t.prior_x > 0.0 && t.prior_lambda > 0.0,
-                "{act:?}: both priors should be active: {t:?}"
-            );
-            let (ex, el) = (
-                rel_err(&tape_eval.grad_x, &gx),
-                rel_err(&tape_eval.grad_lambda, &gl),
-            );
-            assert!(
-                ex < 1e-10 && el < 1e-10,
-                "C={outputs} {act:?} {method:?}: relative error ∂x {ex:e}, ∂λ {el:e}"
-            );
+        // Without and with an origin θ0 (the weights before training): L_kkt fits θ − θ0.
+        let start = model_with_outputs(d, h, outputs, 100 + seed as u64);
+        for (origin, theta) in [
+            (None, net.theta()),
+            (Some(&start), net.theta().with_origin(&start)),
+        ] {
+            let (l, gx, gl) = closed_form(&net, origin, &x, &lambda, &y, act, 0.45);
+            for method in [Method::GradOfGrad, Method::Gram] {
+                let tape_eval = evaluate_with(method, &theta, &x, &lambda, &y, cfg);
+                let t = tape_eval.terms;
+                assert!(
+                    (t.total - l).abs() <= 1e-12 * l.abs(),
+                    "C={outputs} {act:?} {method:?} origin {}: L tape {} vs closed form {l}",
+                    origin.is_some(),
+                    t.total
+                );
+                assert!(
+                    t.prior_x > 0.0 && t.prior_lambda > 0.0,
+                    "{act:?}: both priors should be active: {t:?}"
+                );
+                let (ex, el) = (
+                    rel_err(&tape_eval.grad_x, &gx),
+                    rel_err(&tape_eval.grad_lambda, &gl),
+                );
+                assert!(
+                    ex < 1e-10 && el < 1e-10,
+                    "C={outputs} {act:?} {method:?} origin {}: relative error ∂x {ex:e}, ∂λ {el:e}",
+                    origin.is_some()
+                );
+            }
         }
     }
 }
@@ -119,7 +128,7 @@ fn closed_form_sees_the_second_order_term() {
     };
     let tape_eval = evaluate_with(Method::GradOfGrad, &net.theta(), &x, &lambda, &y, cfg);
     // Exact ReLU derivative rules in the closed form (no σ anywhere): must disagree clearly.
-    let (_, gx_step, _) = closed_form(&net, &x, &lambda, &y, Activation::Relu, 0.45);
+    let (_, gx_step, _) = closed_form(&net, None, &x, &lambda, &y, Activation::Relu, 0.45);
     assert!(rel_err(&tape_eval.grad_x, &gx_step) > 1e-3);
 }
 
@@ -142,7 +151,7 @@ fn objective_fn(
             activation: act,
             lambda_min: 0.45,
         };
-        vec![record(&theta, net.layout(), x, lambda, y, cfg).total]
+        vec![record(&theta, None, net.layout(), x, lambda, y, cfg).total]
     }
 }
 
@@ -221,7 +230,9 @@ fn every_bias_has_its_residual_in_l_kkt() {
             tape.constant(lambda.clone()),
             tape.constant(y.clone()),
         );
-        let kkt = record(&theta, net.layout(), xv, lv, yv, cfg).kkt.item();
+        let kkt = record(&theta, None, net.layout(), xv, lv, yv, cfg)
+            .kkt
+            .item();
         // Φ = (1/m) Σ_i λ_i Σ_j S_ij f_ij(x_i), S = y (one output) or the margin signs.
         let f = forward(&theta, net.layout(), xv, cfg.activation);
         let signs = reveal_nn::margin_signs(f.value().view(), y.view());

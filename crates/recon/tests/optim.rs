@@ -71,7 +71,7 @@ fn the_loss_falls_over_a_run() {
     let cfg = config(0.01);
     let mut s = RunState::init(6, &cfg);
     let first = step(&model.theta(), &mut s.clone(), &cfg).unwrap().total;
-    run(&model, &mut s, &cfg, |_, _| true).unwrap();
+    run(&model.theta(), &mut s, &cfg, |_, _| true).unwrap();
     assert_eq!(s.iter, 50);
     assert!(s.last.unwrap().total < first, "{first} → {:?}", s.last);
 }
@@ -81,7 +81,7 @@ fn divergence_names_the_iteration_and_keeps_finite_candidates() {
     let model = small_model();
     let cfg = config(1e12);
     let mut s = RunState::init(6, &cfg);
-    let err = run(&model, &mut s, &cfg, |_, _| true).unwrap_err();
+    let err = run(&model.theta(), &mut s, &cfg, |_, _| true).unwrap_err();
     let Stop::Diverged { iter, term, .. } = &err else {
         panic!("{err}")
     };
@@ -112,7 +112,7 @@ fn candidate_files_round_trip_and_reject_bad_input() {
         ..cfg
     };
     run(
-        &model,
+        &model.theta(),
         &mut adam,
         &RunConfig { iters: 3, ..acfg },
         |_, _| true,
@@ -255,7 +255,7 @@ fn stopping_rule_ends_a_settled_run_and_not_a_moving_one() {
         ..adam
     };
     let mut s = RunState::init(6, &cosine);
-    let finish = run(&model, &mut s, &cosine, |_, _| true).unwrap();
+    let finish = run(&model.theta(), &mut s, &cosine, |_, _| true).unwrap();
     let Finish::Settled {
         iter,
         window,
@@ -274,7 +274,7 @@ fn stopping_rule_ends_a_settled_run_and_not_a_moving_one() {
         .contains(&format!("settled at iteration {iter}")));
 
     let mut s = RunState::init(6, &adam);
-    let finish = run(&model, &mut s, &adam, |_, _| true).unwrap();
+    let finish = run(&model.theta(), &mut s, &adam, |_, _| true).unwrap();
     assert_eq!(finish, Finish::Cap { iters: 400 });
     assert_eq!(s.iter, 400);
 }

@@ -50,11 +50,11 @@ fn interrupted_run_resumes_to_the_identical_result() {
     let dir = tempfile::tempdir().unwrap();
     let m = model();
     let whole = job(dir.path().join("whole.safetensors"), 1, 1);
-    run_search(&m, &whole, None, &|_: Tick| true).unwrap();
+    run_search(&m.theta(), &whole, None, &|_: Tick| true).unwrap();
 
     let parts = job(dir.path().join("parts.safetensors"), 1, 1);
     let stop_at_23 = |t: Tick| t.iter != 23;
-    let err = run_search(&m, &parts, None, &stop_at_23)
+    let err = run_search(&m.theta(), &parts, None, &stop_at_23)
         .unwrap_err()
         .to_string();
     assert!(
@@ -64,7 +64,7 @@ fn interrupted_run_resumes_to_the_identical_result() {
     assert!(runs_dir(&parts.out)
         .join("run-0.ckpt.safetensors")
         .is_file());
-    let summary = run_search(&m, &parts, None, &|_: Tick| true).unwrap();
+    let summary = run_search(&m.theta(), &parts, None, &|_: Tick| true).unwrap();
     assert_eq!(summary.runs[0].iters, 60);
     assert!(
         !runs_dir(&parts.out).join("run-0.ckpt.safetensors").exists(),
@@ -96,14 +96,17 @@ fn best_runs_are_pooled_and_finished_runs_are_reused() {
     let dir = tempfile::tempdir().unwrap();
     let m = model();
     let j = job(dir.path().join("c.safetensors"), 3, 2);
-    let s = run_search(&m, &j, None, &|_: Tick| true).unwrap();
+    let s = run_search(&m.theta(), &j, None, &|_: Tick| true).unwrap();
     assert_eq!(s.pooled.len(), 2);
     assert_eq!(s.pooled, s.ranking[..2]);
     let r = &s.runs;
     assert!(r[s.ranking[0]].layer1_residual <= r[s.ranking[1]].layer1_residual);
     assert_eq!(load_candidates::<f64>(&j.out).unwrap().x.nrows(), 8);
     // A second call finds every run finished and does no iteration.
-    let again = run_search(&m, &j, None, &|_: Tick| panic!("no iteration should run")).unwrap();
+    let again = run_search(&m.theta(), &j, None, &|_: Tick| {
+        panic!("no iteration should run")
+    })
+    .unwrap();
     assert_eq!(again.ranking, s.ranking);
 }
 

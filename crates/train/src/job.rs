@@ -62,6 +62,15 @@ pub struct TrainJob {
     pub resume: bool,
 }
 
+impl TrainJob {
+    /// The model before training: the recipe's init of the data's shape, drawn from the seed.
+    pub fn initial<T: Scalar>(&self, data: &Prepared) -> Mlp<T> {
+        let d = data.train.x.ncols();
+        self.config
+            .init_model(d, &self.hidden, data.outputs(), self.seed)
+    }
+}
+
 /// The result of a training run, stored in the model file's metadata.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainSummary {
@@ -258,9 +267,7 @@ pub fn run<T: Scalar>(
         (s, st.elapsed)
     } else {
         let _ = std::fs::remove_file(&log);
-        let mlp: Mlp<T> = job
-            .config
-            .init_model(d, &job.hidden, data.outputs(), job.seed);
+        let mlp: Mlp<T> = job.initial(data);
         let mut s = TrainState::new(mlp, job.config.schedule);
         s.shuffle_seed = job.seed;
         (s, 0.0)
