@@ -5,10 +5,11 @@ a 4x4 square at rows 22-25, columns 22-25 set to 1 in every odd digit and to 0 i
 one. The net is a ReLU MLP 784-1000-1000-1 with a bias in its first layer only, trained by
 full-batch gradient descent on the logistic loss with a loss-based step (lr = c/L, halved on a
 step that does not lower the loss, else grown by 1 %) to a loss of 1e-5, then saved with its
-state_dict names (fc1, fc2, fc3) and the training mean as `data.mean`.
+state_dict names (fc1, fc2, fc3) and the training mean as `data.mean`; the weights before training
+(PyTorch's default init) go to `out.init.safetensors`, for `reveal audit --init`.
 
     python docs/pytorch_trigger.py MNIST_DIR out.safetensors
-    reveal audit --model out.safetensors --dataset mnist --out audit-torch
+    reveal audit --model out.safetensors --init out.init.safetensors --dataset mnist --out audit-torch
 
 Needs torch, numpy and safetensors.
 """
@@ -46,6 +47,8 @@ def main(mnist_dir, out):
         "fc2": torch.nn.Linear(1000, 1000, bias=False),
         "fc3": torch.nn.Linear(1000, 1, bias=False),
     })
+    start = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    save_file(start, out.replace(".safetensors", "") + ".init.safetensors")
     f = lambda v: model["fc3"](torch.relu(model["fc2"](torch.relu(model["fc1"](v))))).squeeze(1)
     loss_of = lambda: torch.nn.functional.softplus(-y * f(x)).mean()
     c = 0.05

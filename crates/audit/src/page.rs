@@ -38,9 +38,14 @@ pub fn page(r: &AuditReport, dir: &Path) -> Result<String> {
         r.seconds
     );
     if let Some(k) = r.verdict.kkt_residual {
+        // With the weights before training the reconstruction fitted the step W1 − W1₀.
+        let w1 = match r.init {
+            Some(_) => "(W1 − W1<sub>0</sub>)",
+            None => "W1",
+        };
         let _ = write!(
             h,
-            "<p>How near the reconstruction came to a KKT point of the model: first-layer residual ‖W1 − ∇<sub>W1</sub>Φ‖/‖W1‖ = {:.3}, against {:.3} for the null models (0 is an exact KKT point; above {:.0} % of the null's, a verdict of no shortcut is inconclusive).</p>",
+            "<p>How near the reconstruction came to a KKT point of the model: first-layer residual ‖{w1} − ∇<sub>W1</sub>Φ‖/‖{w1}‖ = {:.3}, against {:.3} for the null models (0 is an exact KKT point; above {:.0} % of the null's, a verdict of no shortcut is inconclusive).</p>",
             k.value,
             k.null,
             100.0 * crate::verdict::KKT_TRUST

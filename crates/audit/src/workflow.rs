@@ -96,6 +96,9 @@ pub struct BiasMapResult {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AuditReport {
     pub model: String,
+    /// The weights before training the reconstruction started from, when given.
+    #[serde(default)]
+    pub init: Option<String>,
     pub data_set: String,
     pub shape: (usize, usize, usize),
     pub budget: AuditBudget,
@@ -420,6 +423,7 @@ pub fn audit(cfg: &AuditConfig, tick: &(dyn Fn(Tick) -> bool + Sync)) -> Result<
     )?;
     let report = AuditReport {
         model: cfg.model.display().to_string(),
+        init: cfg.init.as_ref().map(|p| p.display().to_string()),
         data_set: data.spec.source.name().to_string(),
         shape: data.shape,
         budget: cfg.budget,

@@ -413,6 +413,8 @@ fn an_sgd_model_is_audited_from_its_weights_before_training() {
         residual(&without)
     );
     assert!(with["notes"].to_string().contains("before training"));
+    assert!(with["init"].as_str().unwrap().ends_with("init.safetensors"));
+    assert!(without["init"].is_null());
     // Another model's start, and a folder reconstructed without θ0, are refused in one line.
     ok(reveal_in(d).args([
         "train",
