@@ -118,7 +118,8 @@ pub struct StripPoint {
 }
 
 /// One value per item on a log axis, items in columns (e.g. one per training recipe) and
-/// coloured by series (e.g. the trigger kind), a reference line across (e.g. the threshold, 1).
+/// coloured by series (e.g. the trigger kind; series without items are left out of the legend),
+/// a reference line across (e.g. the threshold, 1).
 #[derive(Clone, Debug)]
 pub struct Strip {
     pub title: String,
@@ -209,6 +210,10 @@ impl Figure for Strip {
                     Circle::new((x, log(p.value)), 5, style)
                 })
                 .collect();
+            // A series with no items keeps its colour and stays out of the legend.
+            if points.is_empty() {
+                continue;
+            }
             chart
                 .draw_series(points)?
                 .label(name.as_str())
