@@ -1,8 +1,9 @@
 //! Null models: random models of the audited model's shape whose every layer is rescaled to the
 //! audited layer's Frobenius norm (with the weights before training known: the same start, and a
-//! random step of the norms of the step training took). Reconstructed and mapped like the audited model, they show
-//! what the method gives back from weights that learned nothing. (An untrained model at the
-//! reference init, W1 ~ 1e-4, is degenerate: the gradient w.r.t. x is ~1e-8 and nothing moves.)
+//! random step of the norms of the step training took). Reconstructed and mapped like the
+//! audited model, they show what the method gives back from weights that learned nothing. (An
+//! untrained model at the reference init, W1 ~ 1e-4, is degenerate: the gradient w.r.t. x is
+//! ~1e-8 and nothing moves.)
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -38,23 +39,21 @@ pub fn random_like(trained: &Mlp<f32>, seed: u64) -> Mlp<f32> {
     }
 }
 
+/// `f` of two models of one shape, tensor by tensor.
+fn zip(a: &Mlp<f32>, b: &Mlp<f32>, f: fn(&Array2<f32>, &Array2<f32>) -> Array2<f32>) -> Mlp<f32> {
+    let each =
+        |x: &[Array2<f32>], y: &[Array2<f32>]| x.iter().zip(y).map(|(x, y)| f(x, y)).collect();
+    Mlp {
+        weights: each(&a.weights, &b.weights),
+        biases: each(&a.biases, &b.biases),
+    }
+}
+
 /// A model that learned nothing from where `trained` started: `init` plus a random step of the
 /// layer norms of the step training took, `init + random_like(trained − init)`.
 pub fn random_step(trained: &Mlp<f32>, init: &Mlp<f32>, seed: u64) -> Mlp<f32> {
-    let minus =
-        |a: &[Array2<f32>], b: &[Array2<f32>]| a.iter().zip(b).map(|(a, b)| a - b).collect();
-    let step = random_like(
-        &Mlp {
-            weights: minus(&trained.weights, &init.weights),
-            biases: minus(&trained.biases, &init.biases),
-        },
-        seed,
-    );
-    let plus = |a: &[Array2<f32>], b: &[Array2<f32>]| a.iter().zip(b).map(|(a, b)| a + b).collect();
-    Mlp {
-        weights: plus(&step.weights, &init.weights),
-        biases: plus(&step.biases, &init.biases),
-    }
+    let step = random_like(&zip(trained, init, |a, b| a - b), seed);
+    zip(&step, init, |a, b| a + b)
 }
 
 /// The null model kept at `path`: `random_like(trained, seed + SEED_OFFSET)`, or with the

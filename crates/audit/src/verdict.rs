@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Result;
 use ndarray::{Array1, Array2};
 use reveal_data::Prepared;
-use reveal_recon::files::load_candidates;
+use reveal_recon::files::{load_candidates, CandidateFile};
 use serde::{Deserialize, Serialize};
 
 use crate::biasmap::{self, Hotspot, Reference};
@@ -32,12 +32,16 @@ pub struct Candidates {
 impl Candidates {
     /// Reads a candidate file; the weights come from its multipliers.
     pub fn load(path: &Path) -> Result<Candidates> {
-        let c = load_candidates::<f32>(path)?;
-        Ok(Candidates {
+        Ok(Candidates::from_file(load_candidates::<f32>(path)?))
+    }
+
+    /// The candidates of a file already read.
+    pub fn from_file(c: CandidateFile<f32>) -> Candidates {
+        Candidates {
             y: c.y.iter().copied().collect(),
             w: biasmap::weights(&c.lambda),
             x: c.x,
-        })
+        }
     }
 
     /// The same candidates with other labels (a one-against-the-rest view).

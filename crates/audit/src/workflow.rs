@@ -195,16 +195,7 @@ fn reconstruct(
 ) -> Result<Candidates> {
     // Whether the candidates were fitted from weights before training (their file names them).
     let origin = cfg.init.as_ref().map(|p| p.display().to_string());
-    if out.exists() {
-        let made_from = load_candidates::<f32>(out)?.metadata.get("init").cloned();
-        if made_from.is_some() != origin.is_some() {
-            bail!(
-                "{}: reconstructed {} the weights before training; audit into another output folder",
-                out.display(),
-                if made_from.is_some() { "from" } else { "without" }
-            );
-        }
-    } else {
+    if !out.exists() {
         let default = Plan::new(Some(&data.spec.source), m, cfg.seed);
         let plan = Plan {
             runs,
@@ -212,12 +203,25 @@ fn reconstruct(
             ..default
         };
         let mut job = SearchJob::new(plan.configs()?, runs, out.to_path_buf());
-        if let Some(origin) = origin {
-            job.metadata.insert("init".into(), origin);
+        if let Some(origin) = &origin {
+            job.metadata.insert("init".into(), origin.clone());
         }
         run_search(theta, &job, None, tick)?;
     }
-    Candidates::load(out)
+    let file = load_candidates::<f32>(out)?;
+    let made_from = file.metadata.get("init");
+    if made_from.is_some() != origin.is_some() {
+        bail!(
+            "{}: reconstructed {} the weights before training; audit into another output folder",
+            out.display(),
+            if made_from.is_some() {
+                "from"
+            } else {
+                "without"
+            }
+        );
+    }
+    Ok(Candidates::from_file(file))
 }
 
 /// The first layer's relative KKT residual √(‖W1 − ∇_{W1}Φ‖² / ‖W1‖²) at the candidates of a

@@ -168,8 +168,8 @@ pub struct Planned {
 impl ZooConfig {
     /// Checks the zoo before any model is trained: recipes, seeds and hidden widths given,
     /// shares in (0, 1], the data set at hand, and every trigger kind drawable on its images (a
-    /// tint needs colour).
-    pub fn validate(&self) -> Result<()> {
+    /// tint needs colour). Returns the images' shape (C, H, W) and the task's class count.
+    pub fn validate(&self) -> Result<((usize, usize, usize), usize)> {
         if self.recipes.is_empty() || self.seeds.is_empty() {
             bail!("a zoo needs at least one recipe and one seed");
         }
@@ -177,12 +177,13 @@ impl ZooConfig {
         if let Some(f) = self.fractions.iter().find(|f| !(**f > 0.0 && **f <= 1.0)) {
             bail!("trigger fraction {f}: each must be in (0, 1]");
         }
-        let (shape, _) = self.images()?;
+        let images = self.images()?;
+        let (shape, _) = images;
         for kind in &self.kinds {
             kind.draw(shape, &mut ChaCha8Rng::seed_from_u64(0))
                 .with_context(|| format!("trigger {kind} on {:?} images", shape))?;
         }
-        Ok(())
+        Ok(images)
     }
 
     /// The clean training set's spec.
@@ -277,8 +278,7 @@ pub fn run(
     epoch: &dyn Fn(&TrainState<f32>) -> Control,
     tick: &(dyn Fn(Tick) -> bool + Sync),
 ) -> Result<ZooReport> {
-    cfg.validate()?;
-    let images = cfg.images()?;
+    let images = cfg.validate()?;
     let plan = cfg.plan();
     let mut members = Vec::new();
     for (i, p) in plan.iter().enumerate() {

@@ -83,3 +83,61 @@ fn a_small_zoo_flags_its_planted_triggers_and_no_clean_model() {
     let md = std::fs::read_to_string(dir.path().join("zoo.md")).unwrap();
     assert!(md.contains("(zoo.png)"), "{md}");
 }
+
+/// A member trained from PyTorch's init is audited from its weights before training: the zoo
+/// keeps them (the recipe's init drawn from the member's seed, the trained model's shape) and
+/// the audit in `audit-init/` names them; with `from_init` off it audits in `audit/` without.
+#[test]
+fn members_from_pytorch_init_are_audited_from_their_init() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = |from_init: bool| ZooConfig {
+        source: Source::Synthetic { size: 16 },
+        task: None,
+        per_class: 8,
+        hidden: vec![32, 32],
+        recipes: vec![Recipe::named("sgd").unwrap()],
+        kinds: vec![],
+        fractions: vec![1.0],
+        seeds: vec![3],
+        test: TestSelection::PerClass(100),
+        data_dir: None,
+        out: dir.path().to_path_buf(),
+        budget: AuditBudget::Quick,
+        from_init,
+        iters: Some(100),
+    };
+    let run = |from_init: bool| {
+        zoo::run(
+            &cfg(from_init),
+            &|_, _, _| {},
+            &|_| reveal_train::Control::Continue,
+            &|_| true,
+        )
+        .unwrap()
+    };
+    run(true);
+    let member = dir.path().join("members").join("sgd-clean-s3");
+    let init = reveal_nn::files::load_model::<f32>(&member.join("init.safetensors")).unwrap();
+    let model = reveal_nn::files::load_model::<f32>(&member.join("model.safetensors")).unwrap();
+    assert!(init.mlp.same_shape(&model.mlp));
+    let drawn = Recipe::named("sgd")
+        .unwrap()
+        .config
+        .init_model::<f32>(256, &[32, 32], 1, 3);
+    assert_eq!(
+        init.mlp.weights, drawn.weights,
+        "the recipe's init from the seed"
+    );
+    let results = |audit: &str| -> serde_json::Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(member.join(audit).join("results.json")).unwrap(),
+        )
+        .unwrap()
+    };
+    assert!(results("audit-init")["init"]
+        .as_str()
+        .unwrap()
+        .ends_with("init.safetensors"));
+    run(false);
+    assert!(results("audit")["init"].is_null());
+}

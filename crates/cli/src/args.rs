@@ -267,9 +267,10 @@ impl RecipeArgs {
 }
 
 /// An error of the libraries in the words of the flags that caused it: a plan's
-/// ([`PlanError`], from `reconstruct`, `experiment`, `audit` and `zoo`) and a best-k count's
-/// ([`TopK`], from `score`) and a missing data folder's ([`NoDataDir`]) name their flag; any
-/// other error is passed on as it is.
+/// ([`PlanError`], from `reconstruct`, `experiment`, `audit` and `zoo`), a best-k count's
+/// ([`TopK`], from `score`), a missing data folder's ([`NoDataDir`]), a model whose layers need
+/// naming ([`NameTheLayers`]) and a `train` run interrupted without `--resume`
+/// ([`TrainStopped`]) name their flag; any other error is passed on as it is.
 pub fn name_flags(e: anyhow::Error) -> anyhow::Error {
     let e = match e.downcast::<NoDataDir>() {
         Ok(NoDataDir(what)) => {

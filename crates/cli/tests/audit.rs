@@ -22,6 +22,23 @@ fn trained(dir: &Path) {
     ]));
 }
 
+/// A model trained on the synthetic set (8 per class) by `[optimizer, hidden widths, epochs]`
+/// in batches of 4 from PyTorch's init, with `extra` flags, into `dir/out`.
+fn by_minibatch(dir: &Path, [optimizer, hidden, epochs]: [&str; 3], extra: &[&str], out: &str) {
+    ok(reveal_in(dir)
+        .args(["train", "--per-class", "8", "--hidden", hidden])
+        .args([
+            "--optimizer",
+            optimizer,
+            "--batch-size",
+            "4",
+            "--epochs",
+            epochs,
+        ])
+        .args(["--init", "default", "--out", out])
+        .args(extra));
+}
+
 fn audit(dir: &Path, extra: &[&str]) -> serde_json::Value {
     let mut args = vec!["audit", "--iters", "200", "--json"];
     args.extend_from_slice(extra);
@@ -315,25 +332,12 @@ fn bad_input_gets_a_one_line_error_before_any_work() {
 fn an_adam_model_with_a_bias_in_every_layer_is_audited_and_not_vouched_for() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    ok(reveal_in(d).args([
-        "train",
-        "--per-class",
-        "8",
-        "--hidden",
-        "32,32",
-        "--optimizer",
-        "adam",
-        "--batch-size",
-        "4",
-        "--epochs",
-        "40",
-        "--init",
-        "default",
-        "--layer-bias",
-        "all",
-        "--out",
+    by_minibatch(
+        d,
+        ["adam", "32,32", "40"],
+        &["--layer-bias", "all"],
         "adam.safetensors",
-    ]));
+    );
     let m = reveal_nn::files::load_model::<f32>(&d.join("adam.safetensors")).unwrap();
     assert_eq!(m.mlp.biases.len(), 3, "a bias in every layer");
     assert!(
@@ -366,25 +370,12 @@ fn an_adam_model_with_a_bias_in_every_layer_is_audited_and_not_vouched_for() {
 fn an_sgd_model_is_audited_from_its_weights_before_training() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    ok(reveal_in(d).args([
-        "train",
-        "--per-class",
-        "8",
-        "--hidden",
-        "64,64",
-        "--optimizer",
-        "sgd",
-        "--batch-size",
-        "4",
-        "--epochs",
-        "60",
-        "--init",
-        "default",
-        "--save-init",
-        "init.safetensors",
-        "--out",
+    by_minibatch(
+        d,
+        ["sgd", "64,64", "60"],
+        &["--save-init", "init.safetensors"],
         "sgd.safetensors",
-    ]));
+    );
     let residual = |r: &serde_json::Value| {
         let k = &r["verdict"]["kkt_residual"];
         k["value"].as_f64().unwrap() / k["null"].as_f64().unwrap()

@@ -158,13 +158,7 @@ pub fn load_init<T: Scalar>(
     model_path: &Path,
 ) -> Result<Mlp<T>> {
     let init = load_model_with::<T>(path, names)?.mlp;
-    let same = init.layout() == model.layout()
-        && init
-            .params()
-            .iter()
-            .zip(model.params())
-            .all(|(a, b)| a.dim() == b.dim());
-    if !same {
+    if !init.same_shape(model) {
         bail!(
             "{}: not the weights of {} before training (other layers or shapes)",
             path.display(),

@@ -245,6 +245,16 @@ impl<T: Scalar> Mlp<T> {
         }
     }
 
+    /// Whether `other` has this model's layout and every tensor's shape.
+    pub fn same_shape(&self, other: &Mlp<T>) -> bool {
+        self.layout() == other.layout()
+            && self
+                .params()
+                .iter()
+                .zip(other.params())
+                .all(|(a, b)| a.dim() == b.dim())
+    }
+
     /// Input size d.
     pub fn input_dim(&self) -> usize {
         self.weights[0].ncols()
@@ -335,9 +345,10 @@ impl<T: Scalar> Mlp<T> {
 pub struct Theta<T> {
     pub params: Vec<Arc<Constant<T>>>,
     pub layout: Layout,
-    /// θ0, the weights before training, when known: training moved θ by θ − θ0, and that is
-    /// what the training points' gradients span (the reconstruction fits it instead of θ).
-    pub origin: Option<Vec<Arc<Constant<T>>>>,
+    /// θ − θ0, the step training took from the weights before training θ0, when they are known:
+    /// that is what the training points' gradients span, and what the reconstruction fits then.
+    /// Shared like θ, so its ‖·‖² is computed once per run.
+    pub step: Option<Vec<Arc<Constant<T>>>>,
 }
 
 impl<T: Scalar> Theta<T> {
@@ -355,16 +366,17 @@ impl<T: Scalar> Theta<T> {
                 .map(|p| Arc::new(Constant::new(p)))
                 .collect(),
             layout,
-            origin: None,
+            step: None,
         }
     }
 
-    /// The same θ with its weights before training θ0 (`init`, of the same layout and shapes).
+    /// The same θ with its weights before training θ0 (`init`, of the same layout and shapes):
+    /// the step θ − θ0 computed once.
     pub fn with_origin(mut self, init: &Mlp<T>) -> Self {
-        let params = init.params();
         assert!(
             init.layout() == self.layout
-                && params
+                && init
+                    .params()
                     .iter()
                     .zip(&self.params)
                     .all(|(a, b)| a.dim() == b.value().dim()),
@@ -372,28 +384,29 @@ impl<T: Scalar> Theta<T> {
             init.layout(),
             self.layout
         );
-        self.origin = Some(
-            params
+        self.step = Some(
+            init.params()
                 .into_iter()
-                .map(|p| Arc::new(Constant::new(p.clone())))
+                .zip(&self.params)
+                .map(|(p0, p)| Arc::new(Constant::new(&**p.value() - p0)))
                 .collect(),
         );
         self
     }
 
-    /// The part of θ the reconstruction fits: θ_i − θ0_i with an origin, else θ_i.
-    pub fn learned(&self, i: usize) -> Array2<T> {
-        match &self.origin {
-            Some(o) => &**self.get(i) - &**o[i].value(),
-            None => (**self.get(i)).clone(),
+    /// Tensor `i` of what the reconstruction fits: the step θ_i − θ0_i when θ0 is known, else θ_i.
+    pub fn fitted(&self, i: usize) -> &Arc<Constant<T>> {
+        match &self.step {
+            Some(step) => &step[i],
+            None => &self.params[i],
         }
     }
 
-    /// Records θ0 on a tape as shared constants, when known.
-    pub fn origin_on_tape<'t>(&self, tape: &'t Tape<T>) -> Option<Vec<Var<'t, T>>> {
-        self.origin
+    /// Records the step θ − θ0 on a tape as shared constants, when θ0 is known.
+    pub fn step_on_tape<'t>(&self, tape: &'t Tape<T>) -> Option<Vec<Var<'t, T>>> {
+        self.step
             .as_ref()
-            .map(|o| o.iter().map(|p| tape.shared(p)).collect())
+            .map(|s| s.iter().map(|p| tape.shared(p)).collect())
     }
 
     /// Output size C (1 for a binary model).

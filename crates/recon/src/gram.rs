@@ -20,8 +20,8 @@
 //! P_k, each bias adds ‖b_k − 1ᵀΔ_k‖², and the output bias ‖b − 1ᵀc‖².
 //!
 //! With the weights before training θ0 known, each residual fits T = θ − θ0 instead: the first
-//! term is ‖T_k‖², the middle one takes A_{k−1}T_kᵀ = P_k − A_{k−1}W0_kᵀ (one more product per
-//! layer), and the biases and the output layer subtract theirs.
+//! term is ‖T_k‖² (of the step, computed once), the middle one takes A_{k−1}T_kᵀ (one more
+//! product per layer), and the biases and the output layer fit their steps.
 //!
 //! For m < h this is about half the GEMM work of the generic grad-of-grad path (docs/DESIGN.md §4) and
 //! skips all h×d elementwise passes. Its gradient w.r.t. (x, λ) is a plain first-order backward.
@@ -35,11 +35,11 @@ use reveal_tape::{Scalar, Var};
 use crate::terms::{ObjectiveConfig, Terms};
 
 /// Records L for candidates x [m, d], λ [m, 1], y [m, 1], θ on the tape (order of `Mlp::params`,
-/// placed as `layout` says: a bias in the first layer only, or in every layer), and θ0 when the
-/// weights before training are known (then each residual fits θ − θ0).
+/// placed as `layout` says: a bias in the first layer only, or in every layer), and the step
+/// θ − θ0 when the weights before training θ0 are known (each residual then fits the step).
 pub fn record<'t, T: Scalar>(
     theta: &[Var<'t, T>],
-    origin: Option<&[Var<'t, T>]>,
+    step: Option<&[Var<'t, T>]>,
     layout: Layout,
     x: Var<'t, T>,
     lambda: Var<'t, T>,
@@ -63,19 +63,18 @@ pub fn record<'t, T: Scalar>(
     };
     let inner = |a: Var<'t, T>, b: Var<'t, T>| (a * b).sum();
     let gram = |a: Var<'t, T>| a.matmul_t(a, false, true);
-    // What each tensor's residual fits: θ_p, or θ_p − θ0_p with an origin.
-    let learned = |i: usize| origin.map_or(theta[i], |o| theta[i] - o[i]);
+    // What each tensor's residual fits: θ_p, or the step θ_p − θ0_p when θ0 is known.
+    let learned = |i: usize| step.map_or(theta[i], |s| s[i]);
     // ‖b − 1ᵀΔ‖², a bias's residual (its gradient of Φ sums the layer's deltas over candidates).
     let bias_residual =
         |i: usize, delta: Var<'t, T>| (learned(i) - delta.sum_rows()).square().sum();
-    // ‖T‖² and A·Tᵀ of a layer's fitted weight T (A its input, P = A·Wᵀ): with an origin
-    // T = W − W0, so A·Tᵀ = P − A·W0ᵀ.
-    let fitted = |k: usize, input: Var<'t, T>, p: Var<'t, T>| match origin {
+    // ‖T‖² and A·Tᵀ of a layer's fitted weight T (A its input): T = W reuses P = A·Wᵀ; the
+    // step T = W − W0 takes one more product.
+    let fitted = |k: usize, input: Var<'t, T>, p: Var<'t, T>| match step {
         None => (norm2(weight(k)), p),
-        Some(o) => {
-            let w0 = o[layout.weight(k)];
-            let t = learned(layout.weight(k));
-            (t.square().sum(), p - input.matmul_t(w0, false, true))
+        Some(s) => {
+            let t = s[layout.weight(k)];
+            (norm2(t), input.matmul_t(t, false, true))
         }
     };
 

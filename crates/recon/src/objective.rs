@@ -12,9 +12,9 @@
 //! with the margin m_i(x) = Σ_j S_ij Φ_j(x) written with the constant signs S of
 //! [`reveal_nn::margin_signs`]: for a C-output model (y = class index) +1 at the label and −1 at
 //! the runner-up, m_i = Φ_{y_i}(x) − max_{j≠y_i} Φ_j(x); a binary model is the case C = 1, where
-//! S = y (±1) and m_i = y_i f(x_i). One code path serves both. Σ_i λ_i ∇θ m_i(x_i) comes from ONE batched backward of
-//! Φ = (1/m) Σ_i λ_i m_i(x_i) recorded with `create_graph`; the gradient of L then goes to x
-//! and λ only.
+//! S = y (±1) and m_i = y_i f(x_i). One code path serves both. Σ_i λ_i ∇θ m_i(x_i) comes from
+//! ONE batched backward of Φ = (1/m) Σ_i λ_i m_i(x_i) recorded with `create_graph`; the
+//! gradient of L then goes to x and λ only.
 
 use std::sync::Arc;
 
@@ -26,11 +26,12 @@ use crate::terms::{ObjectiveConfig, Terms};
 
 /// Records L for candidates x [m, d], multipliers λ [m, 1] and labels y [m, 1] (±1, or class
 /// indices for a C-output model), with θ already on the tape (order of [`Mlp::params`], placed as
-/// `layout` says), and θ0 when the weights before training are known (then L_kkt fits θ − θ0).
+/// `layout` says), and the step θ − θ0 when the weights before training θ0 are known (L_kkt
+/// then fits the step).
 /// Every tensor of θ, biases included, has its residual in L_kkt.
 pub fn record<'t, T: Scalar>(
     theta: &[Var<'t, T>],
-    origin: Option<&[Var<'t, T>]>,
+    step: Option<&[Var<'t, T>]>,
     layout: Layout,
     x: Var<'t, T>,
     lambda: Var<'t, T>,
@@ -60,15 +61,12 @@ pub fn record<'t, T: Scalar>(
     let phi = margins.sum().scale(T::one() / T::from_f64(m as f64));
     let g = grad(phi, theta, true);
 
-    // L_kkt = Σ_p ‖θ_p − ∇_{θ_p} Φ‖²  (θ_p − θ0_p with an origin)
+    // L_kkt = Σ_p ‖θ_p − ∇_{θ_p} Φ‖²  (the step θ_p − θ0_p in place of θ_p when θ0 is known)
     let residuals: Vec<Var<'t, T>> = theta
         .iter()
         .zip(&g)
         .enumerate()
-        .map(|(i, (&p, &gp))| match origin {
-            Some(o) => (p - o[i] - gp).square().sum(),
-            None => (p - gp).square().sum(),
-        })
+        .map(|(i, (&p, &gp))| (step.map_or(p, |s| s[i]) - gp).square().sum())
         .collect();
     let kkt = residuals[1..].iter().fold(residuals[0], |a, &b| a + b);
     Terms::with_priors(kkt, residuals[0], x, lambda, cfg)
@@ -156,7 +154,7 @@ pub fn evaluate_shared<T: Scalar>(
         let _flush = reveal_tape::kernels::FlushDenormals::new();
         let tape = Tape::new();
         let layout = theta.layout;
-        let origin = theta.origin_on_tape(&tape);
+        let step = theta.step_on_tape(&tape);
         let theta = theta.on_tape(&tape);
         let (xv, lv, yv) = (
             tape.var(Arc::clone(x)),
@@ -164,8 +162,8 @@ pub fn evaluate_shared<T: Scalar>(
             tape.constant(Arc::clone(y)),
         );
         let terms = match method {
-            Method::GradOfGrad => record(&theta, origin.as_deref(), layout, xv, lv, yv, cfg),
-            Method::Gram => crate::gram::record(&theta, origin.as_deref(), layout, xv, lv, yv, cfg),
+            Method::GradOfGrad => record(&theta, step.as_deref(), layout, xv, lv, yv, cfg),
+            Method::Gram => crate::gram::record(&theta, step.as_deref(), layout, xv, lv, yv, cfg),
         };
         let grads = grad(terms.total, &[xv, lv], false);
         let terms = terms.map(|v| v.item());

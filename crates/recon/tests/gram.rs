@@ -53,7 +53,7 @@ fn gram_path_equals_grad_of_grad() {
                 let f = evaluate_with(Method::Gram, &theta, &x, &lambda, &y, cfg);
                 let what = format!(
                     "case {case} {hidden:?} m={m} {biases:?} {act:?} origin {}",
-                    theta.origin.is_some()
+                    theta.step.is_some()
                 );
                 for (a, b, name) in [
                     (f.terms.total, g.terms.total, "L"),

@@ -82,6 +82,13 @@ fn agrees_with_closed_form(outputs: usize) {
         };
         // Without and with an origin θ0 (the weights before training): L_kkt fits θ − θ0.
         let start = model_with_outputs(d, h, outputs, 100 + seed as u64);
+        // A guard that the case with θ0 tests something: it moves L.
+        let plain = closed_form(&net, None, &x, &lambda, &y, act, 0.45).0;
+        let from_start = closed_form(&net, Some(&start), &x, &lambda, &y, act, 0.45).0;
+        assert!(
+            (plain - from_start).abs() > 1e-3 * plain.abs(),
+            "θ0 leaves L at {plain}"
+        );
         for (origin, theta) in [
             (None, net.theta()),
             (Some(&start), net.theta().with_origin(&start)),
