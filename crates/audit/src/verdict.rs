@@ -81,6 +81,19 @@ impl Calibration {
     }
 }
 
+/// ρ_half ([`biasmap::consistency`]) of a model's candidates, beside the same for sets that carry
+/// no shortcut. Measured for shortcuts spread over the image; not yet part of the verdict: its
+/// level for clean models depends on how they were trained (docs/DESIGN.md §8), which neither
+/// side calibrates.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Consistency {
+    pub value: f64,
+    /// Random subsets of clean images.
+    pub clean: Vec<f64>,
+    /// The null models' reconstructions.
+    pub null_models: Vec<f64>,
+}
+
 /// A bias map (H·W values of z), its hotspot and its calibration.
 #[derive(Clone, Debug)]
 pub struct ClassMap {
@@ -89,6 +102,7 @@ pub struct ClassMap {
     pub map: Array1<f64>,
     pub hotspot: Hotspot,
     pub calibration: Calibration,
+    pub consistency: Consistency,
 }
 
 impl ClassMap {
@@ -134,9 +148,10 @@ fn class_map(
     let reference = Reference::new(&data.reference.x, clean_y, data.shape);
     let (_, h, w) = data.shape;
     let map_of = |c: &CandidateView| reference.map(&biasmap::class_difference(c.x, &c.y, c.w));
+    let consistency_of = |c: &CandidateView| biasmap::consistency(&reference, c.x, &c.y, c.w, seed);
     let map = map_of(candidates);
     let hotspot = biasmap::hotspot(&map, h, w);
-    let clean = biasmap::clean_null_scores(
+    let (clean, clean_consistency) = biasmap::clean_null_scores(
         &data.reference.x,
         clean_y,
         &reference,
@@ -153,6 +168,11 @@ fn class_map(
         map,
         hotspot,
         calibration: Calibration { clean, null_models },
+        consistency: Consistency {
+            value: consistency_of(candidates),
+            clean: clean_consistency,
+            null_models: nulls.iter().map(consistency_of).collect(),
+        },
     }
 }
 
@@ -345,6 +365,7 @@ mod tests {
                 clean: vec![8.0, 10.0],
                 null_models: vec![9.0],
             },
+            consistency: Consistency::default(),
         }
     }
 

@@ -31,7 +31,7 @@ use crate::nulls;
 use crate::scoring::{check_outputs, model_data_spec, score_candidates};
 use crate::stats::{mean, welch};
 use crate::verdict::{
-    model_bias_map, verdict, Candidates, Figure, Residual, Trust, Verdict, MAP_SCALE,
+    model_bias_map, verdict, Candidates, Consistency, Figure, Residual, Trust, Verdict, MAP_SCALE,
 };
 
 /// How much compute an audit spends.
@@ -90,6 +90,10 @@ pub struct BiasMapResult {
     pub clean_null_scores: Vec<f64>,
     pub null_model_scores: Vec<f64>,
     pub map_png: String,
+    /// ρ_half of the candidates beside clean subsets' and the null models' (measured, not yet
+    /// part of the verdict).
+    #[serde(default)]
+    pub consistency: Option<Consistency>,
 }
 
 /// The audit's result (`results.json`).
@@ -439,6 +443,7 @@ pub fn audit(cfg: &AuditConfig, tick: &(dyn Fn(Tick) -> bool + Sync)) -> Result<
             clean_null_scores: map.calibration.clean,
             null_model_scores: map.calibration.null_models,
             map_png,
+            consistency: Some(map.consistency),
         },
         notes,
         grid_png,

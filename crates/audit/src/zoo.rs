@@ -126,6 +126,10 @@ pub struct Member {
     pub ratio: f64,
     /// For a localised trigger: the share of the map's top-K pixels inside it, K its area.
     pub precision: Option<f64>,
+    /// ρ_half of its candidates ([`crate::biasmap::consistency`]), the statistic measured for
+    /// shortcuts spread over the image.
+    #[serde(default)]
+    pub consistency: Option<f64>,
     pub audit_seconds: f64,
 }
 
@@ -146,6 +150,10 @@ pub struct Row {
     pub tpr_at_5_fpr: Option<f64>,
     /// Mean top-K precision of the flagged localised triggers.
     pub precision: Option<f64>,
+    /// AUROC of ρ_half against the same recipe's clean models: how well the statistic for
+    /// shortcuts spread over the image separates them (not yet part of the verdict).
+    #[serde(default)]
+    pub consistency_auroc: Option<f64>,
 }
 
 /// `zoo.json`.
@@ -341,6 +349,7 @@ pub fn run(
             train_error: summary.train_error,
             test_accuracy: summary.test_accuracy,
             ratio: report.verdict.score / report.verdict.threshold,
+            consistency: report.bias_map.consistency.as_ref().map(|c| c.value),
             verdict: report.verdict,
             audit_seconds: report.seconds,
         });
@@ -370,6 +379,7 @@ pub fn table(recipes: &[Recipe], members: &[Member]) -> Vec<Row> {
             .filter(|m| m.trigger.is_none())
             .collect();
         let clean_ratios: Vec<f64> = clean.iter().map(|m| m.ratio).collect();
+        let clean_consistency: Vec<f64> = clean.iter().filter_map(|m| m.consistency).collect();
         let flags = |ms: &[&Member], f: &dyn Fn(&Member) -> bool| {
             rate(&ms.iter().map(|m| f(m)).collect::<Vec<_>>())
         };
@@ -383,6 +393,7 @@ pub fn table(recipes: &[Recipe], members: &[Member]) -> Vec<Row> {
             auroc: None,
             tpr_at_5_fpr: None,
             precision: None,
+            consistency_auroc: None,
         });
         for kind in KindName::ALL {
             let of_kind: Vec<&Member> = of_recipe
@@ -418,6 +429,13 @@ pub fn table(recipes: &[Recipe], members: &[Member]) -> Vec<Row> {
                 auroc: auroc(&ratios, &clean_ratios),
                 tpr_at_5_fpr: tpr_at_fpr(&ratios, &clean_ratios, 0.05),
                 precision: (!located.is_empty()).then(|| crate::stats::mean(&located)),
+                consistency_auroc: auroc(
+                    &of_kind
+                        .iter()
+                        .filter_map(|m| m.consistency)
+                        .collect::<Vec<_>>(),
+                    &clean_consistency,
+                ),
             });
         }
     }
@@ -473,13 +491,13 @@ pub fn strip(r: &ZooReport) -> Strip {
 pub fn markdown(r: &ZooReport) -> String {
     let cell = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.2}"));
     let mut md = format!(
-        "# Model zoo: {}\n\n{} models. *flagged*: share with a shortcut suspected (for clean models, the false-alarm rate); *right kind*: flagged as localised (patch, line) or global (blend, contrast, tint); AUROC and TPR at 5 % FPR of score/threshold against the same recipe's clean models; precision: top-K map pixels inside the trigger (K its area), flagged localised triggers.\n\n| recipe | trigger | models | flagged | right kind | inconclusive | AUROC | TPR @ 5 % FPR | precision |\n|---|---|---|---|---|---|---|---|---|\n",
+        "# Model zoo: {}\n\n{} models. *flagged*: share with a shortcut suspected (for clean models, the false-alarm rate); *right kind*: flagged as localised (patch, line) or global (blend, contrast, tint); AUROC and TPR at 5 % FPR of score/threshold against the same recipe's clean models; precision: top-K map pixels inside the trigger (K its area), flagged localised triggers; AUROC ρ_half: of the consistency of the candidates' class difference beyond the concept, the statistic measured for shortcuts spread over the image (not yet part of the verdict), against the same recipe's clean models.\n\n| recipe | trigger | models | flagged | right kind | inconclusive | AUROC | TPR @ 5 % FPR | precision | AUROC ρ_half |\n|---|---|---|---|---|---|---|---|---|---|\n",
         r.data_set,
         r.members.len()
     );
     for row in &r.rows {
         md.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             row.recipe,
             row.kind,
             row.models,
@@ -488,13 +506,14 @@ pub fn markdown(r: &ZooReport) -> String {
             cell(row.inconclusive),
             cell(row.auroc),
             cell(row.tpr_at_5_fpr),
-            cell(row.precision)
+            cell(row.precision),
+            cell(row.consistency_auroc)
         ));
     }
     md.push_str(&format!(
         "\n![score / threshold per model, by recipe and trigger kind]({PLOT})\n"
     ));
-    md.push_str("\n## Members\n\n| model | trigger | train error | test acc. | verdict | score / threshold | precision |\n|---|---|---|---|---|---|---|\n");
+    md.push_str("\n## Members\n\n| model | trigger | train error | test acc. | verdict | score / threshold | precision | ρ_half |\n|---|---|---|---|---|---|---|---|\n");
     for m in &r.members {
         let trigger = m.trigger.as_ref().map_or("–".to_string(), |t| {
             format!(
@@ -513,13 +532,14 @@ pub fn markdown(r: &ZooReport) -> String {
             (false, false) => "none found".to_string(),
         };
         md.push_str(&format!(
-            "| {} | {trigger} | {:.3} | {:.3} | {verdict} | {:.1} / {:.1} | {} |\n",
+            "| {} | {trigger} | {:.3} | {:.3} | {verdict} | {:.1} / {:.1} | {} | {} |\n",
             m.name,
             m.train_error,
             m.test_accuracy,
             m.verdict.score,
             m.verdict.threshold,
-            cell(m.precision)
+            cell(m.precision),
+            cell(m.consistency)
         ));
     }
     md

@@ -181,3 +181,47 @@ fn a_one_pixel_line_survives_and_is_found_as_a_bar() {
     assert_eq!(spot.region, [5, 0, 5, w - 1], "{spot:?}");
     assert!((spot.score - 6.0 * (w as f64).sqrt()).abs() < 1e-9);
 }
+
+/// ρ_half, the statistic measured for shortcuts spread over the image: with the training
+/// images as "perfect reconstructions", a pattern blended into every image of one class comes
+/// back in both halves of the images (well above every clean subset's value), and the same
+/// images without it stay among the clean subsets.
+#[test]
+fn consistency_sees_a_blended_pattern_that_clean_images_lack() {
+    use reveal_data::{Trigger, TriggerKind};
+    let clean = data(Bias::None);
+    let mut spec = clean.spec.clone();
+    spec.trigger = Some(Trigger {
+        kind: TriggerKind::Blend {
+            alpha: 0.3,
+            seed: 1,
+        },
+        class: 0,
+        fraction: 1.0,
+        seed: 2,
+    });
+    let blended = prepare(&spec, None).unwrap();
+    let consistency = |d: &reveal_data::Prepared| {
+        let y: Vec<f32> = d.train.y.iter().copied().collect();
+        let training = Candidates {
+            x: d.train.x.clone(),
+            w: vec![1.0; y.len()],
+            y,
+        };
+        bias_map(&training, &[], d, 50, 0).consistency
+    };
+    let (with, without) = (consistency(&blended), consistency(&clean));
+    let max = |v: &[f64]| v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    assert!(
+        with.value > 0.5 && with.value > max(&with.clean) + 0.2,
+        "blended: ρ_half {:.3}, clean subsets up to {:.3}",
+        with.value,
+        max(&with.clean)
+    );
+    assert!(
+        without.value < max(&without.clean),
+        "clean: ρ_half {:.3}, clean subsets up to {:.3}",
+        without.value,
+        max(&without.clean)
+    );
+}
