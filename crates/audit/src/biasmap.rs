@@ -227,11 +227,6 @@ pub fn class_difference(x: &Array2<f32>, y: &[f32], w: &[f64]) -> Array1<f64> {
     m1 - m0
 }
 
-/// Candidates' weights from their multipliers: w_i = max(λ_i, 0).
-pub fn weights<'a>(lambda: impl IntoIterator<Item = &'a f32>) -> Vec<f64> {
-    lambda.into_iter().map(|&l| (l as f64).max(0.0)).collect()
-}
-
 /// Each channel of a C·H·W row smoothed by a Gaussian of width `sigma` pixels (separable,
 /// cut at 4σ, edges mirrored).
 pub fn blur(v: &Array1<f64>, (c, h, w): (usize, usize, usize), sigma: f64) -> Array1<f64> {

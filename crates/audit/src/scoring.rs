@@ -10,6 +10,7 @@ use reveal_data::{class_of_label, prepare, DataSpec, Prepared};
 use reveal_nn::files::{check_input_width, load_model};
 use reveal_nn::{margins, Mlp};
 use reveal_recon::files::{check_labels, load_candidates};
+use reveal_recon::Multipliers;
 use reveal_render::grid;
 use reveal_score::score::{heldout_like_recon, margin_mask, score, to_pixels, ScoreInput};
 use reveal_score::Score;
@@ -143,6 +144,30 @@ pub fn model_data_spec(path: &Path, meta: &BTreeMap<String, String>) -> Result<D
     })?;
     serde_json::from_str(text)
         .with_context(|| format!("{}: unreadable data description", path.display()))
+}
+
+/// The form of the multipliers to fit a model of `outputs` outputs with: the one `given`, else
+/// the one its training calls for, read from its metadata (a model trained by reveal:
+/// [`Multipliers::of_training`] of its loss and weight decay), else the margin form.
+pub fn model_multipliers(
+    given: Option<Multipliers>,
+    meta: &BTreeMap<String, String>,
+    outputs: usize,
+) -> Multipliers {
+    let trained = || -> Option<Multipliers> {
+        let summary: reveal_train::job::TrainSummary =
+            serde_json::from_str(meta.get("train")?).ok()?;
+        let c = summary.config;
+        Some(Multipliers::of_training(
+            c.loss == reveal_train::Loss::Squared,
+            c.weight_decay,
+            outputs,
+        ))
+    };
+    given
+        .or_else(trained)
+        .unwrap_or_default()
+        .for_outputs(outputs)
 }
 
 /// Rebuilds a model's training set — from its metadata, or `fallback` for a model without

@@ -7,6 +7,7 @@ use anyhow::Result;
 use ndarray::{Array1, Array2};
 use reveal_data::Prepared;
 use reveal_recon::files::{load_candidates, CandidateFile};
+use reveal_recon::{Multipliers, RunConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::biasmap::{self, Hotspot, Reference};
@@ -21,7 +22,7 @@ pub const MAP_SCALE: f64 = 20.0;
 pub const MAP_LEGEND: &str = "Bias map: z of the reconstructions' class difference (each weighted by its λ) beyond that of clean images held out from the training file (sharp or blurred), per pixel over the clean images' standard error, opened by two-pixel segments";
 
 /// Candidates for a bias map: images (mean-subtracted space), their labels (±1, or class
-/// indices) and their weights ([`biasmap::weights`] of their multipliers λ).
+/// indices) and their weights ([`Multipliers::weights`] of their multipliers λ).
 #[derive(Clone, Debug)]
 pub struct Candidates {
     pub x: Array2<f32>,
@@ -35,11 +36,18 @@ impl Candidates {
         Ok(Candidates::from_file(load_candidates::<f32>(path)?))
     }
 
-    /// The candidates of a file already read.
+    /// The candidates of a file already read, weighted as the form of its multipliers says (in
+    /// its run settings; the margin form without them).
     pub fn from_file(c: CandidateFile<f32>) -> Candidates {
+        let form = c
+            .metadata
+            .get("config")
+            .and_then(|s| serde_json::from_str::<RunConfig>(s).ok())
+            .map_or(Multipliers::Margin, |run| run.multipliers);
+        let y: Vec<f32> = c.y.iter().copied().collect();
         Candidates {
-            y: c.y.iter().copied().collect(),
-            w: biasmap::weights(&c.lambda),
+            w: form.weights(&c.lambda, &y),
+            y,
             x: c.x,
         }
     }

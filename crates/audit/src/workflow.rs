@@ -20,6 +20,7 @@ use reveal_recon::objective::{evaluate_with, Method};
 use reveal_recon::optim::{layer1_residual, RunConfig};
 use reveal_recon::plan::{Plan, PlanError};
 use reveal_recon::search::{run_search, SearchJob, Tick};
+use reveal_recon::Multipliers;
 use reveal_render::grid;
 use reveal_render::heat::write_heat_png;
 use reveal_score::score::{pairs, to_pixels};
@@ -28,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::biasmap::{self, Hotspot};
 use crate::nulls;
-use crate::scoring::{check_outputs, model_data_spec, score_candidates};
+use crate::scoring::{check_outputs, model_data_spec, model_multipliers, score_candidates};
 use crate::stats::{mean, welch};
 use crate::verdict::{
     model_bias_map, verdict, Candidates, Consistency, Figure, Residual, Trust, Verdict, MAP_SCALE,
@@ -76,6 +77,9 @@ pub struct AuditConfig {
     pub candidates: Option<usize>,
     /// Iterations per run (default: the default plan's).
     pub iters: Option<usize>,
+    /// The form of the multipliers (default: what the model's training recipe calls for, read
+    /// from its metadata; the margin form for a model trained elsewhere).
+    pub multipliers: Option<Multipliers>,
     pub seed: u64,
 }
 
@@ -129,6 +133,8 @@ struct Loaded {
     notes: Vec<String>,
     /// Whether `data.train` is the model's training set.
     train_known: bool,
+    /// The form of the multipliers the reconstruction fits.
+    multipliers: Multipliers,
 }
 
 /// Loads the model and its data: the clean reference (held-out split), and the training set
@@ -178,35 +184,36 @@ fn load(cfg: &AuditConfig) -> Result<Loaded> {
     } else {
         notes.push("the training set is unknown: no S, ρ10 or recovered count (name the training selection to give it)".into());
     }
+    let outputs = file.mlp.outputs();
+    let multipliers = model_multipliers(cfg.multipliers, &file.metadata, outputs);
+    if multipliers != Multipliers::Margin {
+        notes.push(format!(
+            "multipliers of the {} form, after the model's loss and weight decay",
+            serde_json::to_string(&multipliers)?.trim_matches('"')
+        ));
+    }
     Ok(Loaded {
         model: file.mlp,
         init,
         data,
         notes,
         train_known,
+        multipliers,
     })
 }
 
-/// Reconstructs from θ into `out` (resumable), with the default plan.
+/// Reconstructs from θ into `out` (resumable) as `plan` says, pooling all its runs.
 fn reconstruct(
     cfg: &AuditConfig,
     theta: &Theta<f32>,
-    data: &Prepared,
+    plan: &Plan,
     out: &Path,
-    runs: usize,
-    m: usize,
     tick: &(dyn Fn(Tick) -> bool + Sync),
 ) -> Result<Candidates> {
     // Whether the candidates were fitted from weights before training (their file names them).
     let origin = cfg.init.as_ref().map(|p| p.display().to_string());
     if !out.exists() {
-        let default = Plan::new(Some(&data.spec.source), m, cfg.seed);
-        let plan = Plan {
-            runs,
-            iters: cfg.iters.unwrap_or(default.iters),
-            ..default
-        };
-        let mut job = SearchJob::new(plan.configs()?, runs, out.to_path_buf());
+        let mut job = SearchJob::new(plan.configs()?, plan.runs, out.to_path_buf());
         if let Some(origin) = &origin {
             job.metadata.insert("init".into(), origin.clone());
         }
@@ -301,6 +308,7 @@ pub fn audit(cfg: &AuditConfig, tick: &(dyn Fn(Tick) -> bool + Sync)) -> Result<
         data,
         notes,
         train_known,
+        multipliers,
     } = load(cfg)?;
     std::fs::create_dir_all(&cfg.out)
         .with_context(|| format!("{}: cannot create", cfg.out.display()))?;
@@ -315,9 +323,16 @@ pub fn audit(cfg: &AuditConfig, tick: &(dyn Fn(Tick) -> bool + Sync)) -> Result<
         Some(init) => model.theta().with_origin(init),
         None => model.theta(),
     };
-    let recon = |theta: &Theta<f32>, file: &str| {
-        reconstruct(cfg, theta, &data, &cfg.out.join(file), runs, m, tick)
+    // The default plan with the budget's runs, pooled, and the multipliers the recipe calls for.
+    let default = Plan::new(Some(&data.spec.source), m, cfg.seed);
+    let plan = Plan {
+        runs,
+        iters: cfg.iters.unwrap_or(default.iters),
+        multipliers,
+        ..default
     };
+    let recon =
+        |theta: &Theta<f32>, file: &str| reconstruct(cfg, theta, &plan, &cfg.out.join(file), tick);
     let theta = theta_of(&model);
     let cand = recon(&theta, "recon.safetensors")?;
     let null_thetas = (0..k)

@@ -333,6 +333,7 @@ pub fn run(
                 budget: cfg.budget,
                 candidates: None,
                 iters: cfg.iters,
+                multipliers: None,
                 seed,
             },
             tick,

@@ -131,12 +131,25 @@ fn the_concept_sharp_or_blurred_leaves_no_residual_and_a_square_does() {
 #[test]
 fn a_candidate_counts_by_its_multiplier() {
     use ndarray::{concatenate, Array2, Axis};
-    use reveal_audit::biasmap::{class_difference, weights};
+    use reveal_audit::biasmap::class_difference;
+    use reveal_recon::Multipliers;
     let x = Array2::from_shape_fn((4, 3), |(i, j)| (i * 3 + j) as f32);
     let y = [1.0, -1.0, 1.0, -1.0];
     // λ = 0 (or below): the candidate is no part of θ, and none of the map.
-    let w = weights(&[1.0, 2.0, 3.0, -0.5]);
+    let lambda = Array2::from_shape_vec((4, 1), vec![1.0, 2.0, 3.0, -0.5]).unwrap();
+    let w = Multipliers::Margin.weights(&lambda, &y);
     assert_eq!(w, vec![1.0, 2.0, 3.0, 0.0]);
+    // Signed multipliers count by their size; pairs by their positive parts, the label's own
+    // column unused.
+    assert_eq!(
+        Multipliers::Signed.weights(&lambda, &y),
+        vec![1.0, 2.0, 3.0, 0.5]
+    );
+    let pairs = Array2::from_shape_vec((2, 3), vec![9.0, 1.0, -2.0, 4.0, 5.0, 0.5]).unwrap();
+    assert_eq!(
+        Multipliers::Pairs.weights(&pairs, &[0.0, 1.0]),
+        vec![1.0, 4.5]
+    );
     let noise = Array2::from_elem((1, 3), 1e3f32);
     let with_noise = concatenate![Axis(0), x, noise];
     let d = class_difference(&x, &y, &w);

@@ -13,7 +13,7 @@ use reveal_recon::optim::{LrSchedule, Optimizer, StopRule};
 use reveal_recon::plan::{PlanError, Setting};
 use reveal_recon::Plan;
 use reveal_train::job::TrainStopped;
-use reveal_train::{Schedule, TrainConfig};
+use reveal_train::{Loss, Schedule, TrainConfig};
 
 /// The data sets `reveal` knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -185,6 +185,18 @@ pub enum TrainOptimizer {
     Adam,
 }
 
+/// The training loss.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LossFlag {
+    /// log(1 + exp(−y·f)) for one output, y = ±1.
+    Logistic,
+    /// log Σ_j exp Φ_j − Φ_y for C outputs (the logistic loss's C-class form).
+    CrossEntropy,
+    /// ‖Φ − t‖² on targets t: ±1 for one output, one-hot for C (the reconstruction then fits
+    /// signed multipliers).
+    Squared,
+}
+
 /// The training-recipe flags `train` and `experiment` share (the optimiser and its learning rate
 /// are each command's own: in `experiment`, --optimizer and --lr are the reconstruction's).
 #[derive(Args, Clone, Debug)]
@@ -216,6 +228,11 @@ pub struct RecipeArgs {
     /// every layer, as PyTorch's nn.Linear).
     #[arg(long, value_enum, default_value = "first")]
     pub layer_bias: Biases,
+    /// The loss: logistic (one output) or cross-entropy (C outputs), the default for the task;
+    /// or squared. With --weight-decay every parameter decays, and the reconstruction fits the
+    /// multipliers that loss's stationary point has (docs/DESIGN.md §7).
+    #[arg(long, value_enum)]
+    pub loss: Option<LossFlag>,
 }
 
 impl RecipeArgs {
@@ -262,6 +279,10 @@ impl RecipeArgs {
         }
         base.weight_decay = non_negative("--weight-decay", self.weight_decay)?;
         (base.init, base.biases) = (self.init, self.layer_bias);
+        base.loss = match self.loss {
+            Some(LossFlag::Squared) => Loss::Squared,
+            Some(LossFlag::Logistic | LossFlag::CrossEntropy) | None => Loss::Logistic,
+        };
         Ok(base)
     }
 }

@@ -6,6 +6,7 @@ use anyhow::Result;
 use reveal_audit::{audit, AuditBudget, AuditConfig};
 use reveal_data::Selection;
 use reveal_nn::LayerNames;
+use reveal_recon::Multipliers;
 
 use crate::args::DataArgs;
 use crate::progress;
@@ -46,6 +47,12 @@ pub struct AuditArgs {
     /// Iterations per reconstruction run (default: the default plan's 2,500).
     #[arg(long)]
     pub iters: Option<usize>,
+    /// The form of the multipliers: margin (one per candidate: the logistic loss, cross-entropy
+    /// without weight decay), pairs (one per wrong class: cross-entropy with weight decay) or
+    /// signed (the squared loss). Default: what the model's training recipe calls for (reveal's
+    /// models), else margin.
+    #[arg(long, value_enum)]
+    pub multipliers: Option<Multipliers>,
     /// Seed of the reconstruction and of the null models.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -78,6 +85,7 @@ pub fn cmd_audit(args: &AuditArgs) -> Result<()> {
         budget: args.budget,
         candidates: args.candidates,
         iters: args.iters,
+        multipliers: args.multipliers,
         seed: args.seed,
     };
     let bar = progress::bar(cfg.total_iters() as u64, "iterations", args.json);

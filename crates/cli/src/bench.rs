@@ -156,7 +156,7 @@ pub fn run_case<T: Scalar>(case: Case, outputs: usize, steps: usize, peak: f64) 
     let (x, y) = (std::sync::Arc::new(x), std::sync::Arc::new(y));
     let mut theta = model.theta();
     let (train_step, _, _) = time(3, steps, || {
-        let e = reveal_train::evaluate_shared(&theta, &x, &y, 0.0);
+        let e = reveal_train::evaluate_shared(&theta, &x, &y, reveal_train::Objective::default());
         theta = reveal_train::stepped(&theta, &e.grads, 0.01);
     });
     let (d, h, m, n) = (case.d as f64, case.h as f64, case.m as f64, case.n as f64);

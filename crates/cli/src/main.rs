@@ -39,6 +39,8 @@ Examples:
   reveal audit --model torch.safetensors --layers fc1,fc2,fc3 --dataset mnist --out a/
   reveal train --dataset mnist --optimizer adam --batch-size 20 --epochs 60 --init default --layer-bias all --out adam.safetensors
   reveal zoo --dataset mnist --recipes gd,adam,sgd --seeds 0,1 --out zoo/   # how often is the audit right?
+  reveal train --dataset mnist --task all --per-class 10 --weight-decay 1e-3 --out wd.safetensors
+  reveal stationarity --model wd.safetensors     # which multipliers fit it at its training set?
 
 Real data: pass --data-dir DIR or set REVEAL_DATA to a folder holding mnist/ and cifar10/.";
 
@@ -68,6 +70,9 @@ enum Command {
     Reconstruct(recon_cmds::ReconstructArgs),
     /// Evaluate the reconstruction objective and its gradient at given candidates.
     Kkt(recon_cmds::KktArgs),
+    /// How near a model is to the KKT form at its own training set: the multipliers of each form
+    /// that fit it best (f64, conjugate gradients) and the residual they leave.
+    Stationarity(recon_cmds::StationarityArgs),
     /// Score reconstructions against the model's training set (S, ρ10, recovered, baselines).
     Score(recon_cmds::ScoreArgs),
     /// The paper's experiment: train unbiased and biased models, reconstruct, score, report.
@@ -253,6 +258,7 @@ fn run(cli: Cli) -> Result<()> {
             Precision::F32 => recon_cmds::cmd_kkt::<f32>(&args),
             Precision::F64 => recon_cmds::cmd_kkt::<f64>(&args),
         },
+        Command::Stationarity(args) => recon_cmds::cmd_stationarity(&args),
         Command::Score(args) => recon_cmds::cmd_score(&args),
         Command::Experiment(args) => experiment_cmds::cmd_experiment(&args),
         Command::Audit(args) => audit_cmd::cmd_audit(&args),

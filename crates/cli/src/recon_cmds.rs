@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use reveal_audit::scoring::{model_data, model_data_spec, score_candidates, score_file};
+use reveal_audit::scoring::{
+    model_data, model_data_spec, model_multipliers, score_candidates, score_file,
+};
 use reveal_data::Prepared;
 use reveal_nn::files::{check_input_width, load_init, load_model, LayerNames};
 use reveal_nn::{Mlp, Theta};
@@ -12,9 +14,10 @@ use reveal_recon::files::{check_labels, load_candidates, write_evaluation};
 use reveal_recon::objective::evaluate;
 use reveal_recon::plan::{default_candidates, Pins, Plan, Shard};
 use reveal_recon::search::{missing_runs, run_search, runs_dir, SearchJob, SearchSummary};
+use reveal_recon::stationarity::fit_multipliers;
 use reveal_recon::stats::RankBy;
 use reveal_recon::terms::ObjectiveConfig;
-use reveal_recon::{Hyper, RunConfig};
+use reveal_recon::{Hyper, Multipliers, RunConfig};
 use reveal_ssim::Ssim;
 use reveal_tape::Scalar;
 
@@ -37,6 +40,12 @@ pub struct ReconstructArgs {
     /// Candidates per run, m (default: twice the training-set size in the model's metadata).
     #[arg(long)]
     pub candidates: Option<usize>,
+    /// The form of the multipliers: margin (one per candidate: the logistic loss, cross-entropy
+    /// without weight decay), pairs (one per wrong class: cross-entropy with weight decay) or
+    /// signed (the squared loss). Default: what the model's training recipe calls for, else
+    /// margin.
+    #[arg(long, value_enum)]
+    pub multipliers: Option<Multipliers>,
     #[command(flatten)]
     pub optim: OptimFlags,
     /// A reference setting for the init scale, λ_min and α (and SGD's lr): cifar-a, cifar-b,
@@ -130,6 +139,7 @@ pub fn cmd_reconstruct<T: Scalar>(args: &ReconstructArgs) -> Result<()> {
     };
     args.optim.apply(&mut plan);
     plan.runs = args.runs;
+    plan.multipliers = model_multipliers(args.multipliers, &file.metadata, file.mlp.outputs());
     let runs = plan.configs()?;
     let data = match args.rank_by {
         RankByArg::Score => Some(model_data(
@@ -282,6 +292,86 @@ fn print_search(s: &SearchSummary, out: &Path) {
 }
 
 #[derive(clap::Args)]
+pub struct StationarityArgs {
+    /// The trained model (safetensors, trained by reveal: its training set is rebuilt from the
+    /// metadata, or from the data flags).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Fit this form only (default: all three).
+    #[arg(long, value_enum)]
+    pub multipliers: Option<Multipliers>,
+    /// Conjugate-gradient steps at most.
+    #[arg(long, default_value_t = 500)]
+    pub steps: usize,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `reveal stationarity`: the best multipliers of each form at the model's training set.
+pub fn cmd_stationarity(args: &StationarityArgs) -> Result<()> {
+    let file = load_model::<f64>(&args.model)?;
+    let data = model_data(
+        &args.model,
+        &file.metadata,
+        file.mlp.input_dim(),
+        &args.data.spec()?,
+        args.data.source.data_dir().as_deref(),
+    )?;
+    let outputs = file.mlp.outputs();
+    reveal_audit::scoring::check_outputs(outputs, &data, &args.model)?;
+    let mean = match &file.mean {
+        Some(m) => m.row(0).to_owned(),
+        None => data.mean.mapv(|v| v as f64),
+    };
+    let x = data.train.pixels.mapv(|v| v as f64) - &mean;
+    let y = data
+        .train
+        .y
+        .mapv(|v| v as f64)
+        .insert_axis(ndarray::Axis(1));
+    let own = model_multipliers(None, &file.metadata, outputs);
+    let forms: Vec<Multipliers> = match args.multipliers {
+        Some(f) => vec![f.for_outputs(outputs)],
+        None => [Multipliers::Margin, Multipliers::Pairs, Multipliers::Signed]
+            .into_iter()
+            .filter(|f| f.for_outputs(outputs) == *f)
+            .collect(),
+    };
+    let mut rows = Vec::new();
+    for form in forms {
+        let fit = fit_multipliers(&file.mlp.theta(), &x, &y, form, args.steps, 1e-10);
+        rows.push(serde_json::json!({
+            "multipliers": form,
+            "training_recipe_form": form == own,
+            "residual": fit.residual,
+            "residual_w1": fit.residual_w1,
+            "negative": fit.negative,
+            "multipliers_in_use": fit.in_use,
+            "steps": fit.steps,
+        }));
+        if !args.json {
+            println!(
+                "{:<7} residual ‖θ − Jλ‖/‖θ‖ {:.3e} (W1 {:.3e}), {} of {} multipliers negative, {} steps{}",
+                serde_json::to_string(&form)?.trim_matches('"'),
+                fit.residual,
+                fit.residual_w1,
+                fit.negative,
+                fit.in_use,
+                fit.steps,
+                if form == own { "  (the form its training calls for)" } else { "" }
+            );
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
 pub struct KktArgs {
     /// The trained model (safetensors).
     #[arg(long)]
@@ -336,6 +426,7 @@ pub fn cmd_kkt<T: Scalar>(args: &KktArgs) -> Result<()> {
     let cfg = ObjectiveConfig {
         activation: reveal_nn::Activation::ModifiedRelu(T::from_f64(alpha)),
         lambda_min: T::from_f64(lambda_min),
+        multipliers: from_file.map(|c| c.multipliers).unwrap_or_default(),
     };
     let e = evaluate(&model.mlp, &c.x, &c.lambda, &c.y, cfg);
     let values = e.terms.named();

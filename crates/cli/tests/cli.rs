@@ -431,6 +431,7 @@ fn kkt_agrees_for(outputs: usize) {
         &state.y,
         Activation::ModifiedRelu(19.2),
         0.45,
+        reveal_recon::terms::Multipliers::Margin,
     );
 
     for (precision, tol) in [("f64", 1e-8), ("f32", 1e-4)] {
@@ -675,4 +676,54 @@ fn a_closed_stdout_is_not_a_panic() {
         assert!(!e.contains("panicked"), "{args:?}: {e}");
         assert_ne!(o.status.code(), Some(101), "{args:?}: {e}");
     }
+}
+
+/// `reveal stationarity` of a squared-loss model with weight decay: the forms a one-output model
+/// has (margin and signed; pairs is margin there), the signed form marked as its recipe's. With
+/// one output the free fit spans the same multipliers in both (λ_i·y_i against λ_i), so their
+/// residuals agree; that fit is well below 1 (the step mostly explained). And one line naming
+/// the file for a file that is no model.
+#[test]
+fn stationarity_fits_each_form_at_a_models_training_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |f: &str| dir.path().join(f).display().to_string();
+    let o = reveal(&[
+        "train",
+        "--dataset",
+        "synthetic",
+        "--per-class",
+        "8",
+        "--hidden",
+        "16,16",
+        "--loss",
+        "squared",
+        "--weight-decay",
+        "1e-2",
+        "--epochs",
+        "3000",
+        "--out",
+        &p("sq.safetensors"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = reveal(&["stationarity", "--json", "--model", &p("sq.safetensors")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let forms: Vec<&str> = rows
+        .iter()
+        .map(|r| r["multipliers"].as_str().unwrap())
+        .collect();
+    assert_eq!(forms, ["margin", "signed"]);
+    assert_eq!(rows[1]["training_recipe_form"], serde_json::json!(true));
+    let residual = |i: usize| rows[i]["residual"].as_f64().unwrap();
+    assert!(
+        (residual(0) - residual(1)).abs() <= 1e-6 * residual(1) && residual(1) < 0.5,
+        "margin {} against signed {}",
+        residual(0),
+        residual(1)
+    );
+    std::fs::write(p("bad.safetensors"), b"not a model").unwrap();
+    assert_clean_error(
+        &reveal(&["stationarity", "--model", &p("bad.safetensors")]),
+        &["bad.safetensors"],
+    );
 }

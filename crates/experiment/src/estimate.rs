@@ -77,7 +77,7 @@ pub fn estimate(cfg: &ExperimentConfig) -> Result<Estimate> {
     };
     let epoch_seconds = per_epoch
         * median_seconds(3, || {
-            let e = reveal_train::evaluate_shared(&theta, &x, &y, cfg.train.weight_decay);
+            let e = reveal_train::evaluate_shared(&theta, &x, &y, cfg.train.objective());
             let _ = reveal_train::stepped(&theta, &e.grads, 1e-3);
         });
     let plan = reveal_recon::Plan {

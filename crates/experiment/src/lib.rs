@@ -321,9 +321,16 @@ fn reconstruct(
     model_path: &Path,
     hooks: &Hooks,
 ) -> Result<SearchSummary> {
+    // The multipliers the training recipe calls for (its loss and weight decay).
+    let multipliers = reveal_recon::Multipliers::of_training(
+        cfg.train.loss == reveal_train::Loss::Squared,
+        cfg.train.weight_decay,
+        model.outputs(),
+    );
     let plan = Plan {
         m: default_candidates(cfg.per_class, model.outputs()),
         seed,
+        multipliers,
         ..cfg.recon.plan.clone()
     };
     let runs = plan.configs()?;

@@ -5,10 +5,14 @@
 //!
 //! The margin of candidate i is Σ_j S_ij f_ij(x_i): S = y (±1) for one output; for C outputs
 //! S_{i,y_i} = +1 and S_{i,j*} = −1 at the runner-up j* = argmax_{j≠y_i} f_ij, held constant.
+//! The coefficients c = A(λ)/m of the three multiplier forms (`crate::terms::Multipliers`) and
+//! their backward are written out here on their own too.
 
 use ndarray::{Array2, Axis};
 use reveal_nn::{Activation, Mlp};
 use reveal_tape::scalar::{sigmoid, softplus};
+
+use crate::terms::Multipliers;
 
 /// A scalar rule of (z, α).
 type Rule = fn(f64, f64) -> f64;
@@ -54,9 +58,76 @@ fn signs(f: &Array2<f64>, y: &Array2<f64>) -> Array2<f64> {
     s
 }
 
-/// L and ∂L/∂(x, λ) in closed form for a d-h-h-C net with λ_min `lambda_min`; labels y [m, 1]
-/// are ±1 for C = 1, class indices otherwise. With `origin` θ0 (the weights before training),
-/// each residual fits θ − θ0.
+/// The coefficients A(λ) [m, C] of a multiplier form, and the λ-gradient of L from its
+/// c-gradient c̄ (c = A/m), with the prior L_λ and its gradient: (A, λ̄ from c̄, L_λ, ∂L_λ/∂λ).
+struct Coefficients {
+    a: Array2<f64>,
+    /// Which multipliers the prior covers (1) and which are unused (0).
+    used: Array2<f64>,
+    form: Multipliers,
+    s: Array2<f64>,
+    label: Vec<usize>,
+}
+
+impl Coefficients {
+    fn new(form: Multipliers, f: &Array2<f64>, y: &Array2<f64>, lambda: &Array2<f64>) -> Self {
+        let (m, outputs) = f.dim();
+        let form = form.for_outputs(outputs);
+        let label: Vec<usize> = (0..m)
+            .map(|i| if outputs == 1 { 0 } else { y[(i, 0)] as usize })
+            .collect();
+        let s = signs(f, y);
+        let mut used = Array2::ones(lambda.dim());
+        let a = match form {
+            Multipliers::Margin => &s * lambda,
+            Multipliers::Pairs => {
+                let mut a = Array2::zeros((m, outputs));
+                for i in 0..m {
+                    used[(i, label[i])] = 0.0;
+                    for j in (0..outputs).filter(|&j| j != label[i]) {
+                        a[(i, j)] = -lambda[(i, j)];
+                        a[(i, label[i])] += lambda[(i, j)];
+                    }
+                }
+                a
+            }
+            Multipliers::Signed => {
+                used.fill(0.0);
+                lambda.clone()
+            }
+        };
+        Coefficients {
+            a,
+            used,
+            form,
+            s,
+            label,
+        }
+    }
+
+    /// ∂L_kkt/∂λ from ∂L_kkt/∂c, c = A(λ)/m.
+    fn lambda_bar(&self, cbar: &Array2<f64>, m: f64) -> Array2<f64> {
+        match self.form {
+            Multipliers::Margin => (cbar * &self.s).sum_axis(Axis(1)).insert_axis(Axis(1)) / m,
+            Multipliers::Pairs => Array2::from_shape_fn(cbar.dim(), |(i, j)| {
+                (cbar[(i, self.label[i])] - cbar[(i, j)]) * self.used[(i, j)] / m
+            }),
+            Multipliers::Signed => cbar / m,
+        }
+    }
+
+    /// L_λ = 5 Σ relu(λ_min − λ)² over the multipliers in use, and its gradient.
+    fn prior(&self, lambda: &Array2<f64>, lambda_min: f64) -> (f64, Array2<f64>) {
+        let relu = |v: f64| v.max(0.0);
+        let gap = lambda.mapv(|v| relu(lambda_min - v)) * &self.used;
+        (5.0 * gap.mapv(|g| g * g).sum(), gap * -10.0)
+    }
+}
+
+/// L and ∂L/∂(x, λ) in closed form for a d-h-h-C net with λ_min `lambda_min` and multipliers of
+/// the form `form`; labels y [m, 1] are ±1 for C = 1, class indices otherwise. With `origin` θ0
+/// (the weights before training), each residual fits θ − θ0.
+#[allow(clippy::too_many_arguments)]
 pub fn closed_form(
     net: &Mlp<f64>,
     origin: Option<&Mlp<f64>>,
@@ -65,6 +136,7 @@ pub fn closed_form(
     y: &Array2<f64>,
     act: Activation<f64>,
     lambda_min: f64,
+    form: Multipliers,
 ) -> (f64, Array2<f64>, Array2<f64>) {
     let alpha = match act {
         Activation::Relu => 0.0,
@@ -91,9 +163,9 @@ pub fn closed_form(
     let z2 = a1.dot(&w2.t());
     let (a2, s2) = (z2.mapv(|z| a_fn(z, alpha)), z2.mapv(|z| s_fn(z, alpha)));
 
-    // G = ∇θ (1/m) Σ_i λ_i Σ_k S_ik f_ik, with c = diag(λ/m)·S [m, C].
-    let s = signs(&a2.dot(&w3.t()), y);
-    let c = &s * lambda / m;
+    // G = ∇θ (1/m) Σ_ik A_ik f_ik, with c = A(λ)/m [m, C] (the margin form: diag(λ/m)·S).
+    let coefficients = Coefficients::new(form, &a2.dot(&w3.t()), y, lambda);
+    let c = &coefficients.a / m;
     let cw3 = c.dot(w3); // [m, h]: ∂Φ/∂A2
     let d2 = &s2 * &cw3; // D2[i,j] = s2[i,j] Σ_k c_ik w3[k,j]
     let g_w3 = c.t().dot(&a2);
@@ -120,7 +192,7 @@ pub fn closed_form(
     let l_x = x
         .mapv(|v| relu(v - 1.0).powi(2) + relu(-1.0 - v).powi(2))
         .sum();
-    let l_l = 5.0 * lambda.mapv(|v| relu(lambda_min - v).powi(2)).sum();
+    let (l_l, prior_bar) = coefficients.prior(lambda, lambda_min);
 
     // Backward, Ḡ_p = −2 R_p.
     let (gb_w1, gb_b1, gb_w2, gb_w3) = (&r_w1 * -2.0, &r_b1 * -2.0, &r_w2 * -2.0, &r_w3 * -2.0);
@@ -139,7 +211,6 @@ pub fn closed_form(
     let z1bar = &s1bar * &z1.mapv(|z| ds_fn(z, alpha)) + &a1bar * &s1;
     xbar += &z1bar.dot(w1);
     xbar += &x.mapv(|v| 2.0 * relu(v - 1.0) - 2.0 * relu(-1.0 - v));
-    let lbar = (&cbar * &s).sum_axis(Axis(1)).insert_axis(Axis(1)) / m
-        + &lambda.mapv(|v| -10.0 * relu(lambda_min - v));
+    let lbar = coefficients.lambda_bar(&cbar, m) + &prior_bar;
     (l_kkt + l_x + l_l, xbar, lbar)
 }

@@ -1,7 +1,8 @@
-//! Candidate files: safetensors `x` [m, d], `lambda` [m], `y` [m] (±1), hyperparameters in the
-//! metadata. A checkpoint is the same file plus the optimiser's state — first moments (or
-//! momentum) `vx`, `vlambda`, Adam's second moments `sx` [1], `slambda` [m] — and the iteration
-//! count, so a run continues exactly where it stopped.
+//! Candidate files: safetensors `x` [m, d], `lambda` [m] (or [m, C] for the pairs and signed
+//! multipliers), `y` [m] (±1, or class indices), hyperparameters in the metadata. A checkpoint is
+//! the same file plus the optimiser's state — first moments (or momentum) `vx`, `vlambda`, Adam's
+//! second moments `sx` [1], `slambda` (λ's shape) — and the iteration count, so a run continues
+//! exactly where it stopped.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -17,7 +18,7 @@ use crate::optim::RunState;
 /// Candidates as read from a file.
 pub struct CandidateFile<T> {
     pub x: Array2<T>,
-    /// [m, 1]
+    /// [m, 1], or [m, C] for the pairs and signed multipliers.
     pub lambda: Array2<T>,
     /// [m, 1]
     pub y: Array2<T>,
@@ -45,10 +46,15 @@ pub fn save_candidates<T: Scalar>(
     metadata: &BTreeMap<String, String>,
 ) -> Result<()> {
     let (m, d) = state.x.dim();
+    // λ and its moments: [m] for one multiplier per candidate, [m, K] for K.
+    let multipliers = match state.lambda.ncols() {
+        1 => vec![m],
+        k => vec![m, k],
+    };
     // name, shape, array: the candidates always, the optimiser state in a checkpoint.
     let mut arrays: Vec<(&str, Vec<usize>, &Array2<T>)> = vec![
         ("x", vec![m, d], &state.x),
-        ("lambda", vec![m], &state.lambda),
+        ("lambda", multipliers.clone(), &state.lambda),
         ("y", vec![m], &state.y),
     ];
     let mut meta = metadata.clone();
@@ -56,9 +62,9 @@ pub fn save_candidates<T: Scalar>(
     if checkpoint {
         arrays.extend([
             ("vx", vec![m, d], &state.vx),
-            ("vlambda", vec![m], &state.vlambda),
+            ("vlambda", multipliers.clone(), &state.vlambda),
             ("sx", vec![1], &state.sx),
-            ("slambda", vec![m], &state.slambda),
+            ("slambda", multipliers, &state.slambda),
         ]);
         if let Some(a) = &state.anchor {
             arrays.push(("xref", vec![m, d], a));
@@ -93,7 +99,14 @@ pub fn parse_candidates<T: Scalar>(bytes: &[u8], path: &Path) -> Result<Candidat
     let x = f.take_matrix(path, "x", &[None, None])?;
     let m = x.nrows();
     let col = |a: Array2<T>| a.into_shape_with_order((m, 1)).expect("length checked");
-    let lambda = col(f.take_matrix(path, "lambda", &[Some(m)])?);
+    // λ-shaped tensors: [m] (one multiplier per candidate) or [m, K].
+    let multipliers = |f: &mut reveal_io::TensorFile<T>, name: &str| -> Result<Array2<T>> {
+        match f.tensors.get(name).map(|t| t.shape.len()) {
+            Some(2) => f.take_matrix(path, name, &[Some(m), None]),
+            _ => Ok(col(f.take_matrix(path, name, &[Some(m)])?)),
+        }
+    };
+    let lambda = multipliers(&mut f, "lambda")?;
     let y = col(f.take_matrix(path, "y", &[Some(m)])?);
     let label = |v: &T| v.abs() == T::one() || (*v >= T::zero() && v.fract() == T::zero());
     if let Some(bad) = y.iter().find(|v| !label(v)) {
@@ -110,14 +123,14 @@ pub fn parse_candidates<T: Scalar>(bytes: &[u8], path: &Path) -> Result<Candidat
     }
     let resume = if f.tensors.contains_key("vx") {
         let vx = f.take_matrix(path, "vx", &[Some(m), Some(x.ncols())])?;
-        let vlambda = col(f.take_matrix(path, "vlambda", &[Some(m)])?);
+        let vlambda = multipliers(&mut f, "vlambda")?;
         // Checkpoints of SGD runs from before Adam carry no second moments: they are zero.
         let (sx, slambda) = match f.tensors.contains_key("sx") {
             true => (
                 f.take_matrix(path, "sx", &[Some(1)])?,
-                col(f.take_matrix(path, "slambda", &[Some(m)])?),
+                multipliers(&mut f, "slambda")?,
             ),
-            false => (Array2::zeros((1, 1)), Array2::zeros((m, 1))),
+            false => (Array2::zeros((1, 1)), Array2::zeros(lambda.dim())),
         };
         let anchor = match f.tensors.contains_key("xref") {
             true => Some(f.take_matrix(path, "xref", &[Some(m), Some(x.ncols())])?),
@@ -216,7 +229,7 @@ impl<T: Scalar> CandidateFile<T> {
 }
 
 /// Writes an evaluation of L as `reveal kkt --out` does: the terms (`loss`, `loss.kkt`,
-/// `loss.prior_x`, `loss.prior_lambda`, each [1]), `grad.x` [m, d] and `grad.lambda` [m], with
+/// `loss.prior_x`, `loss.prior_lambda`, each [1]), `grad.x` [m, d] and `grad.lambda` (λ's shape), with
 /// α and λ_min in the metadata.
 pub fn write_evaluation<T: Scalar>(
     path: &Path,
@@ -246,7 +259,10 @@ pub fn write_evaluation<T: Scalar>(
     });
     tensors.push(TensorOut {
         name: "grad.lambda",
-        shape: vec![gl.len()],
+        shape: match gl.ncols() {
+            1 => vec![gl.len()],
+            k => vec![gl.nrows(), k],
+        },
         data: gl.as_slice().expect("standard layout"),
     });
     let mut meta = BTreeMap::new();

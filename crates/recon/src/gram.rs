@@ -1,8 +1,8 @@
 //! The fast path of L_kkt: the same objective written out at first order, with the squared
 //! norms expanded into m×m Gram matrices so that no weight-shaped (h×d) matrix is ever formed.
 //!
-//! With the margin signs S of [`reveal_nn::margin_signs`] (S = y for a binary model, C = 1),
-//! c = diag(λ/m)·S [m, C], the activations' derivative rule S_k = σ(αZ_k), and the deltas of
+//! With the coefficients c = A(λ)/m [m, C] of [`crate::terms::Multipliers`] (the margin form:
+//! c = diag(λ/m)·S with the margin signs S, S = y for a binary model), the activations' derivative rule S_k = σ(αZ_k), and the deltas of
 //! Φ = Σ_ij c_ij f_j(x_i) taken backwards from the output weight W [C, h],
 //!
 //! ```text
@@ -29,12 +29,12 @@
 //! `mrelu` has derivative σ(αz); S_k = σ(αZ_k) differentiates to α·σ·(1−σ)), so the two agree
 //! to rounding; `tests/gram.rs` holds them to 1e-10 in f64.
 
-use reveal_nn::{margin_signs, Layout};
+use reveal_nn::Layout;
 use reveal_tape::{Scalar, Var};
 
 use crate::terms::{ObjectiveConfig, Terms};
 
-/// Records L for candidates x [m, d], λ [m, 1], y [m, 1], θ on the tape (order of `Mlp::params`,
+/// Records L for candidates x [m, d], λ ([m, 1] or [m, C], as `cfg.multipliers` says), y [m, 1], θ on the tape (order of `Mlp::params`,
 /// placed as `layout` says: a bias in the first layer only, or in every layer), and the step
 /// θ − θ0 when the weights before training θ0 are known (each residual then fits the step).
 pub fn record<'t, T: Scalar>(
@@ -90,16 +90,16 @@ pub fn record<'t, T: Scalar>(
         a.push(cfg.activation.apply(z[k]));
     }
 
-    // c = diag(λ/m)·S [m, C] (S = y for a binary model, C = 1) and the output layer:
+    // c = A(λ)/m [m, C] (the margin form: diag(λ/m)·S, S = y for a binary model) and the output layer:
     // ‖W − cᵀA_{H−1}‖² (+ ‖b − 1ᵀc‖²).
     let last = hidden - 1;
     let mut f = a[last].value().dot(&w_out.value().t());
     if let Some(b) = bias(hidden) {
         f = f + &*b.value();
     }
-    let signs = tape.constant(margin_signs(f.view(), y.value().view()));
-    let c = signs
-        .mul_col(lambda)
+    let c = cfg
+        .multipliers
+        .coefficients(&f, y, lambda)
         .scale(T::one() / T::from_f64(m as f64));
     let mut kkt = (learned(layout.weight(hidden)) - c.matmul_t(a[last], true, false))
         .square()
@@ -127,5 +127,5 @@ pub fn record<'t, T: Scalar>(
     if let Some(b) = layout.bias(0) {
         kkt = kkt + bias_residual(b, delta);
     }
-    Terms::with_priors(kkt, kkt_w1, x, lambda, cfg)
+    Terms::with_priors(kkt, kkt_w1, x, lambda, y, cfg)
 }

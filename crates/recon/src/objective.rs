@@ -19,13 +19,13 @@
 use std::sync::Arc;
 
 use ndarray::Array2;
-use reveal_nn::{forward, margin_signs, Layout, Mlp, Theta};
+use reveal_nn::{forward, Layout, Mlp, Theta};
 use reveal_tape::{grad, Scalar, Tape, Var};
 
 use crate::terms::{ObjectiveConfig, Terms};
 
-/// Records L for candidates x [m, d], multipliers λ [m, 1] and labels y [m, 1] (±1, or class
-/// indices for a C-output model), with θ already on the tape (order of [`Mlp::params`], placed as
+/// Records L for candidates x [m, d], multipliers λ ([m, 1], or [m, C] as `cfg.multipliers`
+/// says) and labels y [m, 1] (±1, or class indices for a C-output model), with θ already on the tape (order of [`Mlp::params`], placed as
 /// `layout` says), and the step θ − θ0 when the weights before training θ0 are known (L_kkt
 /// then fits the step).
 /// Every tensor of θ, biases included, has its residual in L_kkt.
@@ -40,25 +40,17 @@ pub fn record<'t, T: Scalar>(
 ) -> Terms<Var<'t, T>> {
     let m = x.shape().0;
     assert_eq!(
-        lambda.shape(),
-        (m, 1),
-        "objective: λ has shape {:?}, x has {m} rows",
-        lambda.shape()
-    );
-    assert_eq!(
         y.shape(),
         (m, 1),
         "objective: y has shape {:?}, x has {m} rows",
         y.shape()
     );
 
-    // Φ = (1/m) Σ_i λ_i m_i(x_i), and ∇θ Φ from one batched backward that stays on the tape.
+    // Φ = (1/m) Σ_ij A_ij Φ_j(x_i) (with the margin form, (1/m) Σ_i λ_i m_i(x_i)), and ∇θ Φ
+    // from one batched backward that stays on the tape.
     let f = forward(theta, layout, x, cfg.activation);
-    let signs = x
-        .tape()
-        .constant(margin_signs(f.value().view(), y.value().view()));
-    let margins = (f * signs).mul_col(lambda);
-    let phi = margins.sum().scale(T::one() / T::from_f64(m as f64));
+    let a = cfg.multipliers.coefficients(&f.value(), y, lambda);
+    let phi = (f * a).sum().scale(T::one() / T::from_f64(m as f64));
     let g = grad(phi, theta, true);
 
     // L_kkt = Σ_p ‖θ_p − ∇_{θ_p} Φ‖²  (the step θ_p − θ0_p in place of θ_p when θ0 is known)
@@ -69,7 +61,7 @@ pub fn record<'t, T: Scalar>(
         .map(|(i, (&p, &gp))| (step.map_or(p, |s| s[i]) - gp).square().sum())
         .collect();
     let kkt = residuals[1..].iter().fold(residuals[0], |a, &b| a + b);
-    Terms::with_priors(kkt, residuals[0], x, lambda, cfg)
+    Terms::with_priors(kkt, residuals[0], x, lambda, y, cfg)
 }
 
 /// How L_kkt is computed: the generic grad-of-grad reference, or the Gram-matrix fast path.
@@ -99,7 +91,7 @@ pub struct Evaluation<T> {
     pub terms: Terms<T>,
     /// ∂L/∂x [m, d] (a surrogate under the modified ReLU, by design).
     pub grad_x: Array2<T>,
-    /// ∂L/∂λ [m, 1].
+    /// ∂L/∂λ, λ's shape.
     pub grad_lambda: Array2<T>,
 }
 

@@ -22,7 +22,7 @@ use reveal_tape::{kernels, Scalar};
 use serde::{Deserialize, Serialize};
 
 use crate::objective::{evaluate_shared, Method};
-use crate::terms::{candidate_labels_for, ObjectiveConfig, Terms};
+use crate::terms::{candidate_labels_for, Multipliers, ObjectiveConfig, Terms};
 
 /// The hyperparameters the reference sweeps.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -99,6 +99,9 @@ pub struct RunConfig {
     /// Stop before `iters` once the run has settled (see [`StopRule`]).
     #[serde(default)]
     pub stop: Option<StopRule>,
+    /// The form of the multipliers (the KKT form of the model's loss).
+    #[serde(default)]
+    pub multipliers: Multipliers,
 }
 
 /// When a run has settled: every `window` iterations the candidates are compared with those of
@@ -122,6 +125,7 @@ impl RunConfig {
             optimizer: Optimizer::Sgd,
             schedule: LrSchedule::Constant,
             stop: None,
+            multipliers: Multipliers::Margin,
         }
     }
 
@@ -130,6 +134,7 @@ impl RunConfig {
         ObjectiveConfig {
             activation: Activation::ModifiedRelu(T::from_f64(self.hyper.alpha)),
             lambda_min: T::from_f64(self.hyper.lambda_min),
+            multipliers: self.multipliers,
         }
     }
 }
@@ -139,14 +144,14 @@ impl RunConfig {
 pub struct RunState<T> {
     /// Candidates x [m, d] in the mean-subtracted space.
     pub x: Array2<T>,
-    /// Multipliers λ [m, 1].
+    /// Multipliers λ: [m, 1], or [m, C] ([`Multipliers::columns`]).
     pub lambda: Array2<T>,
     /// Labels y [m, 1].
     pub y: Array2<T>,
     /// Momentum buffers (SGD) or first moments (Adam) of x and λ.
     pub vx: Array2<T>,
     pub vlambda: Array2<T>,
-    /// Adam's second moments: one for all of x [1, 1], one per λ [m, 1] (zero under SGD).
+    /// Adam's second moments: one for all of x [1, 1], one per λ (zero under SGD).
     pub sx: Array2<T>,
     pub slambda: Array2<T>,
     /// The candidates at the start of the current window of the stopping rule, if it has one.
@@ -181,7 +186,9 @@ impl<T: Scalar> RunState<T> {
     }
 
     /// The reference start for a model with `outputs` outputs: as [`RunState::init`], with the
-    /// labels of [`candidate_labels_for`].
+    /// labels of [`candidate_labels_for`]; λ of the pairs form ~ U[0,1) at the wrong classes (0 at
+    /// the label), of the signed form U[0,1) at the label (times the label ±1 of one output), 0
+    /// elsewhere.
     pub fn init_for(d: usize, outputs: usize, cfg: &RunConfig) -> Self {
         assert!(
             cfg.m >= 2 && cfg.m.is_multiple_of(2),
@@ -193,8 +200,23 @@ impl<T: Scalar> RunState<T> {
             let z: f64 = StandardNormal.sample(&mut rng);
             T::from_f64(cfg.hyper.init_scale * z)
         });
-        let lambda = Array2::from_shape_simple_fn((cfg.m, 1), || T::from_f64(rng.gen::<f64>()));
-        Self::fresh(x, lambda, candidate_labels_for(cfg.m, outputs))
+        let y: Array2<T> = candidate_labels_for(cfg.m, outputs);
+        let form = cfg.multipliers.for_outputs(outputs);
+        let columns = form.columns(outputs);
+        let draws = Array2::from_shape_simple_fn((cfg.m, columns), || rng.gen::<f64>());
+        let lambda = Array2::from_shape_fn((cfg.m, columns), |(i, j)| {
+            let label = y[(i, 0)].as_f64();
+            let at_label = outputs == 1 || j == label as usize;
+            T::from_f64(match form {
+                Multipliers::Margin => draws[(i, j)],
+                Multipliers::Pairs if at_label => 0.0,
+                Multipliers::Pairs => draws[(i, j)],
+                Multipliers::Signed if at_label && outputs == 1 => label * draws[(i, j)],
+                Multipliers::Signed if at_label => draws[(i, j)],
+                Multipliers::Signed => 0.0,
+            })
+        });
+        Self::fresh(x, lambda, y)
     }
 }
 

@@ -12,6 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use reveal_data::Source;
 
 use crate::optim::{Hyper, LrSchedule, Optimizer, RunConfig, StopRule};
+use crate::terms::Multipliers;
 
 /// The settings that worked in the reference (n = 500, m = 1000), docs/DESIGN.md §2.
 pub const PRESETS: [(&str, Hyper); 4] = [
@@ -150,6 +151,8 @@ pub struct Plan {
     pub lambda_lr: f64,
     pub schedule: LrSchedule,
     pub stop: Option<StopRule>,
+    /// The form of the multipliers (the KKT form of the model's loss).
+    pub multipliers: Multipliers,
 }
 
 /// A setting of a plan that must be a positive number.
@@ -206,6 +209,7 @@ impl Plan {
             lambda_lr: ADAM_LAMBDA_LR,
             schedule: LrSchedule::Cosine,
             stop: None,
+            multipliers: Multipliers::Margin,
         }
     }
 
@@ -281,6 +285,7 @@ impl Plan {
                     optimizer: self.optimizer,
                     schedule: self.schedule,
                     stop: self.stop,
+                    multipliers: self.multipliers,
                     ..RunConfig::new(
                         self.pins.apply(hyper),
                         self.m,

@@ -1,11 +1,12 @@
 //! The Gram-matrix fast path agrees with the generic grad-of-grad path to 1e-10 in f64, for every
 //! activation, for m below and above the width, for deeper nets, for C-output models, with a
-//! bias in the first layer or in every layer, and with or without an origin θ0.
+//! bias in the first layer or in every layer, with or without an origin θ0, for every multiplier
+//! form.
 
 use ndarray::Array2;
 use reveal_nn::{Activation, Biases, Init, Mlp};
 use reveal_recon::objective::{evaluate_with, Method};
-use reveal_recon::terms::{candidate_labels_for, ObjectiveConfig};
+use reveal_recon::terms::{candidate_labels_for, Multipliers, ObjectiveConfig};
 use reveal_tape::check::{randn, Rng};
 
 fn rel(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
@@ -32,16 +33,19 @@ fn gram_path_equals_grad_of_grad() {
             *p = randn(p.dim(), &mut rng) * 0.6;
         }
         let x = randn((m, d), &mut rng) * 0.9;
-        let lambda = randn((m, 1), &mut rng).mapv(|t| 0.4 + 0.3 * t);
         let y = candidate_labels_for(m, outputs);
-        for act in [
+        let forms = [Multipliers::Margin, Multipliers::Pairs, Multipliers::Signed];
+        let acts = [
             Activation::ModifiedRelu(19.2),
             Activation::Relu,
             Activation::Softplus(4.0),
-        ] {
+        ];
+        for (form, act) in forms.into_iter().flat_map(|f| acts.map(|a| (f, a))) {
+            let lambda = randn((m, form.columns(outputs)), &mut rng).mapv(|t| 0.4 + 0.3 * t);
             let cfg = ObjectiveConfig {
                 activation: act,
                 lambda_min: 0.45,
+                multipliers: form,
             };
             // Without and with an origin θ0 (the weights before training).
             let mut start = net.clone();
@@ -52,7 +56,7 @@ fn gram_path_equals_grad_of_grad() {
                 let g = evaluate_with(Method::GradOfGrad, &theta, &x, &lambda, &y, cfg);
                 let f = evaluate_with(Method::Gram, &theta, &x, &lambda, &y, cfg);
                 let what = format!(
-                    "case {case} {hidden:?} m={m} {biases:?} {act:?} origin {}",
+                    "case {case} {hidden:?} m={m} {biases:?} {form:?} {act:?} origin {}",
                     theta.step.is_some()
                 );
                 for (a, b, name) in [
@@ -108,6 +112,7 @@ fn gram_path_in_f32_holds_near_convergence() {
     let ocfg = |alpha: f64| ObjectiveConfig {
         activation: Activation::ModifiedRelu(alpha),
         lambda_min: 0.447,
+        multipliers: Multipliers::Margin,
     };
     let wide = |a: &Array2<f32>| a.mapv(f64::from);
     let reference = evaluate_with(
@@ -129,6 +134,7 @@ fn gram_path_in_f32_holds_near_convergence() {
     let c = ObjectiveConfig {
         activation: Activation::ModifiedRelu(cfg.hyper.alpha as f32),
         lambda_min: 0.447,
+        multipliers: Multipliers::Margin,
     };
     for method in [Method::Gram, Method::GradOfGrad] {
         let e = evaluate_with(method, &theta, &recon.x, &recon.lambda, &recon.y, c);

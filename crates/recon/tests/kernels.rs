@@ -7,7 +7,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use reveal_nn::{Activation, Mlp};
 use reveal_recon::objective::{evaluate_with, Method};
-use reveal_recon::terms::{candidate_labels, ObjectiveConfig};
+use reveal_recon::terms::{candidate_labels, Multipliers, ObjectiveConfig};
 use reveal_tape::kernels::gemm::{with_backend, Backend};
 
 fn rel(a: &Array2<f32>, b: &Array2<f32>) -> f64 {
@@ -21,6 +21,7 @@ fn f32_gradients_agree_with_the_matrixmultiply_path() {
     let cfg = ObjectiveConfig {
         activation: Activation::ModifiedRelu(20.0f32),
         lambda_min: 0.45,
+        multipliers: Multipliers::Margin,
     };
     // (d, h, m): cases B and A's layers at a few candidate counts, and case D.
     for (d, h, m) in [

@@ -7,7 +7,7 @@ use ndarray::Array2;
 use reveal_nn::{forward, Activation, Biases, Mlp};
 use reveal_recon::closed_form::closed_form;
 use reveal_recon::objective::{evaluate_with, record, Method};
-use reveal_recon::terms::{candidate_labels, candidate_labels_for, ObjectiveConfig};
+use reveal_recon::terms::{candidate_labels, candidate_labels_for, Multipliers, ObjectiveConfig};
 use reveal_tape::check::{gradcheck, gradgradcheck, randn, Rng};
 use reveal_tape::{grad, Tape, Var};
 
@@ -48,6 +48,19 @@ fn candidates(m: usize, d: usize, seed: u64) -> (Array2<f64>, Array2<f64>) {
     (x, lambda)
 }
 
+/// Multipliers of the form `form` for m candidates of a C-output model: the margin form's λ of
+/// [`candidates`]; pairs, around λ_min at every class; signed, of either sign.
+fn multipliers(form: Multipliers, m: usize, outputs: usize, seed: u64) -> Array2<f64> {
+    let mut rng = Rng::seed(seed);
+    let columns = form.columns(outputs);
+    match form.for_outputs(outputs) {
+        Multipliers::Signed => randn((m, columns), &mut rng),
+        _ => randn((m, columns), &mut rng).mapv(|t| 0.4 + 0.3 * t),
+    }
+}
+
+const FORMS: [Multipliers; 3] = [Multipliers::Margin, Multipliers::Pairs, Multipliers::Signed];
+
 fn rel_err(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
     let diff = (a - b).mapv(|v| v * v).sum().sqrt();
     diff / b.mapv(|v| v * v).sum().sqrt().max(1e-300)
@@ -56,13 +69,16 @@ fn rel_err(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
 #[test]
 fn grad_of_grad_matches_closed_form_for_every_activation() {
     for outputs in [1, 2, 4] {
-        agrees_with_closed_form(outputs);
+        for form in FORMS {
+            agrees_with_closed_form(outputs, form);
+        }
     }
 }
 
 /// One output (labels ±1) or C outputs (labels = class indices in blocks, margin against the
-/// runner-up): both tape paths against the closed form, f64, 1e-12 on L and 1e-10 on ∇.
-fn agrees_with_closed_form(outputs: usize) {
+/// runner-up), each multiplier form: both tape paths against the closed form, f64, 1e-12 on L
+/// and 1e-10 on ∇.
+fn agrees_with_closed_form(outputs: usize, form: Multipliers) {
     let (d, h, m) = (7, 6, 8);
     for (seed, act) in [
         Activation::ModifiedRelu(19.2),
@@ -74,17 +90,19 @@ fn agrees_with_closed_form(outputs: usize) {
     .enumerate()
     {
         let net = model_with_outputs(d, h, outputs, seed as u64);
-        let (x, lambda) = candidates(m, d, 10 + seed as u64);
+        let (x, _) = candidates(m, d, 10 + seed as u64);
+        let lambda = multipliers(form, m, outputs, 20 + seed as u64);
         let y = candidate_labels_for(m, outputs);
         let cfg = ObjectiveConfig {
             activation: act,
             lambda_min: 0.45,
+            multipliers: form,
         };
         // Without and with an origin θ0 (the weights before training): L_kkt fits θ − θ0.
         let start = model_with_outputs(d, h, outputs, 100 + seed as u64);
         // A guard that the case with θ0 tests something: it moves L.
-        let plain = closed_form(&net, None, &x, &lambda, &y, act, 0.45).0;
-        let from_start = closed_form(&net, Some(&start), &x, &lambda, &y, act, 0.45).0;
+        let plain = closed_form(&net, None, &x, &lambda, &y, act, 0.45, form).0;
+        let from_start = closed_form(&net, Some(&start), &x, &lambda, &y, act, 0.45, form).0;
         assert!(
             (plain - from_start).abs() > 1e-3 * plain.abs(),
             "θ0 leaves L at {plain}"
@@ -93,19 +111,20 @@ fn agrees_with_closed_form(outputs: usize) {
             (None, net.theta()),
             (Some(&start), net.theta().with_origin(&start)),
         ] {
-            let (l, gx, gl) = closed_form(&net, origin, &x, &lambda, &y, act, 0.45);
+            let (l, gx, gl) = closed_form(&net, origin, &x, &lambda, &y, act, 0.45, form);
             for method in [Method::GradOfGrad, Method::Gram] {
                 let tape_eval = evaluate_with(method, &theta, &x, &lambda, &y, cfg);
                 let t = tape_eval.terms;
                 assert!(
                     (t.total - l).abs() <= 1e-12 * l.abs(),
-                    "C={outputs} {act:?} {method:?} origin {}: L tape {} vs closed form {l}",
+                    "C={outputs} {form:?} {act:?} {method:?} origin {}: L tape {} vs closed form {l}",
                     origin.is_some(),
                     t.total
                 );
+                let signed = form == Multipliers::Signed;
                 assert!(
-                    t.prior_x > 0.0 && t.prior_lambda > 0.0,
-                    "{act:?}: both priors should be active: {t:?}"
+                    t.prior_x > 0.0 && (t.prior_lambda > 0.0) != signed,
+                    "{form:?} {act:?}: L_x and (but for signed multipliers) L_λ should be active: {t:?}"
                 );
                 let (ex, el) = (
                     rel_err(&tape_eval.grad_x, &gx),
@@ -113,7 +132,7 @@ fn agrees_with_closed_form(outputs: usize) {
                 );
                 assert!(
                     ex < 1e-10 && el < 1e-10,
-                    "C={outputs} {act:?} {method:?} origin {}: relative error ∂x {ex:e}, ∂λ {el:e}",
+                    "C={outputs} {form:?} {act:?} {method:?} origin {}: relative error ∂x {ex:e}, ∂λ {el:e}",
                     origin.is_some()
                 );
             }
@@ -132,10 +151,20 @@ fn closed_form_sees_the_second_order_term() {
     let cfg = ObjectiveConfig {
         activation: Activation::ModifiedRelu(8.0),
         lambda_min: 0.45,
+        multipliers: Multipliers::Margin,
     };
     let tape_eval = evaluate_with(Method::GradOfGrad, &net.theta(), &x, &lambda, &y, cfg);
     // Exact ReLU derivative rules in the closed form (no σ anywhere): must disagree clearly.
-    let (_, gx_step, _) = closed_form(&net, None, &x, &lambda, &y, Activation::Relu, 0.45);
+    let (_, gx_step, _) = closed_form(
+        &net,
+        None,
+        &x,
+        &lambda,
+        &y,
+        Activation::Relu,
+        0.45,
+        Multipliers::Margin,
+    );
     assert!(rel_err(&tape_eval.grad_x, &gx_step) > 1e-3);
 }
 
@@ -144,6 +173,16 @@ fn objective_fn(
     net: &Mlp<f64>,
     act: Activation<f64>,
     fixed_x: Option<&Array2<f64>>,
+) -> impl for<'t> Fn(&'t Tape<f64>, &[Var<'t, f64>]) -> Vec<Var<'t, f64>> + Clone {
+    objective_fn_with(net, act, fixed_x, Multipliers::Margin)
+}
+
+/// [`objective_fn`] with multipliers of the form `form`.
+fn objective_fn_with(
+    net: &Mlp<f64>,
+    act: Activation<f64>,
+    fixed_x: Option<&Array2<f64>>,
+    form: Multipliers,
 ) -> impl for<'t> Fn(&'t Tape<f64>, &[Var<'t, f64>]) -> Vec<Var<'t, f64>> + Clone {
     let net = net.clone();
     let fixed_x = fixed_x.cloned();
@@ -157,6 +196,7 @@ fn objective_fn(
         let cfg = ObjectiveConfig {
             activation: act,
             lambda_min: 0.45,
+            multipliers: form,
         };
         vec![record(&theta, None, net.layout(), x, lambda, y, cfg).total]
     }
@@ -194,15 +234,45 @@ fn objective_passes_gradcheck_with_true_activations() {
     }
 }
 
-/// Check (c): under the modified ReLU, λ enters linearly, so ∂L/∂λ is a true derivative.
+/// Check (c): under the modified ReLU, λ enters linearly, so ∂L/∂λ is a true derivative: for
+/// every multiplier form, of one output and of three.
 #[test]
 fn lambda_gradient_under_modified_relu_passes_gradcheck() {
     let (d, h, m) = (5, 6, 6);
-    let net = model(d, h, 31);
-    let (x, lambda) = candidates(m, d, 32);
-    let f = objective_fn(&net, Activation::ModifiedRelu(19.2), Some(&x));
-    let r = gradcheck(f, &[lambda], 9);
-    assert!(r.is_ok(), "{}", r.unwrap_err());
+    for outputs in [1, 3] {
+        let net = model_with_outputs(d, h, outputs, 31);
+        let (x, _) = candidates(m, d, 32);
+        for form in FORMS {
+            let lambda = multipliers(form, m, outputs, 33);
+            let f = objective_fn_with(&net, Activation::ModifiedRelu(19.2), Some(&x), form);
+            let r = gradcheck(f, &[lambda], 9);
+            assert!(r.is_ok(), "C={outputs} {form:?}: {}", r.unwrap_err());
+        }
+    }
+}
+
+/// The whole L of the pairs and signed forms in (x, λ) with true activations: gradcheck, and
+/// with softplus_α gradgradcheck.
+#[test]
+fn every_multiplier_form_passes_gradcheck_and_gradgradcheck() {
+    let (d, h, m) = (4, 5, 4);
+    for form in [Multipliers::Pairs, Multipliers::Signed] {
+        for outputs in [1, 3] {
+            let net = model_with_outputs(d, h, outputs, 61);
+            let (x, _) = candidates(m, d, 62);
+            let lambda = multipliers(form, m, outputs, 63);
+            let f = objective_fn_with(&net, Activation::Relu, None, form);
+            let r = gradcheck(f, &[x.clone(), lambda.clone()], 11);
+            assert!(r.is_ok(), "C={outputs} {form:?} relu: {}", r.unwrap_err());
+            let f = objective_fn_with(&net, Activation::Softplus(4.0), None, form);
+            let r = gradgradcheck(f, &[x.clone(), lambda.clone()], 12);
+            assert!(
+                r.is_ok(),
+                "C={outputs} {form:?} gradgradcheck: {}",
+                r.unwrap_err()
+            );
+        }
+    }
 }
 
 /// The surrogate really differs from the true derivative in x (docs/DESIGN.md: by 2–180 %), so a
@@ -229,6 +299,7 @@ fn every_bias_has_its_residual_in_l_kkt() {
         let cfg = ObjectiveConfig {
             activation: Activation::Softplus(4.0),
             lambda_min: 0.45,
+            multipliers: Multipliers::Margin,
         };
         let tape = Tape::new();
         let theta = net.on_tape(&tape);
@@ -262,6 +333,40 @@ fn every_bias_has_its_residual_in_l_kkt() {
         assert!(
             residuals[3] + residuals[5] > 1e-3 * by_hand,
             "C={outputs}: residuals {residuals:?}"
+        );
+    }
+}
+
+/// The forms reduce to one another where they should: pairs with one non-zero multiplier per
+/// candidate, at its runner-up, and signed multipliers λ_ij = λ_i S_ij give the margin form's
+/// L_kkt exactly.
+#[test]
+fn the_margin_form_is_the_pairs_and_the_signed_form_restricted() {
+    let (d, h, m, outputs) = (5, 6, 6, 3);
+    let net = model_with_outputs(d, h, outputs, 71);
+    let (x, lambda) = candidates(m, d, 72);
+    let y = candidate_labels_for(m, outputs);
+    let act = Activation::ModifiedRelu(19.2);
+    let f = net.predict(x.view());
+    let s = reveal_nn::margin_signs(f.view(), y.view());
+    let kkt = |form: Multipliers, lambda: &Array2<f64>| {
+        let cfg = ObjectiveConfig {
+            activation: act,
+            lambda_min: 0.45,
+            multipliers: form,
+        };
+        evaluate_with(Method::GradOfGrad, &net.theta(), &x, lambda, &y, cfg)
+            .terms
+            .kkt
+    };
+    let margin = kkt(Multipliers::Margin, &lambda);
+    let signed = &s * &lambda;
+    let pairs = s.mapv(|v| if v < 0.0 { 1.0 } else { 0.0 }) * &lambda;
+    for (form, l) in [(Multipliers::Signed, signed), (Multipliers::Pairs, pairs)] {
+        let other = kkt(form, &l);
+        assert!(
+            (other - margin).abs() <= 1e-12 * margin,
+            "{form:?}: L_kkt {other} against the margin form's {margin}"
         );
     }
 }

@@ -7,6 +7,7 @@ use reveal_recon::optim::{
     adam_step, adam_step_shared, momentum_step, run, step, Finish, Hyper, LrSchedule, Optimizer,
     RunConfig, RunState, Stop, StopRule,
 };
+use reveal_recon::Multipliers;
 
 /// Two steps by hand, lr 0.1, μ 0.9, p₀ = 1:
 /// g₁ = 0.5: v₁ = 0.5, p₁ = 1 − 0.1·0.5 = 0.95;
@@ -150,6 +151,48 @@ fn candidate_files_round_trip_and_reject_bad_input() {
     assert!(e.contains("c.safetensors") && e.contains("±1"), "{e}");
     std::fs::write(&path, b"\x08\x00\x00\x00\x00\x00\x00\x00{}").unwrap();
     assert!(load_candidates::<f64>(&path).is_err());
+}
+
+/// A run of the pairs and of the signed form on a 3-output model: λ is [m, C] from the start
+/// (pairs: 0 at each candidate's own class, positive elsewhere; signed: at the label only), an
+/// Adam checkpoint of it comes back whole, and the pairs form's unused column never moves.
+#[test]
+fn multipliers_of_several_columns_run_and_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = reveal_tape::check::Rng::seed(4);
+    let mut model = Mlp::<f64>::init_classes(6, &[5, 4], 3, 2);
+    for p in model.params_mut() {
+        *p = reveal_tape::check::randn(p.dim(), &mut rng) * 0.5;
+    }
+    for form in [Multipliers::Pairs, Multipliers::Signed] {
+        let cfg = RunConfig {
+            optimizer: Optimizer::Adam,
+            multipliers: form,
+            iters: 4,
+            ..config(0.01)
+        };
+        let mut s = RunState::<f64>::init_for(6, 3, &cfg);
+        assert_eq!(s.lambda.dim(), (4, 3));
+        let own = |i: usize| s.y[[i, 0]] as usize;
+        for ((i, j), &l) in s.lambda.indexed_iter() {
+            match form {
+                Multipliers::Pairs => {
+                    assert_eq!(l == 0.0, j == own(i), "{form:?} λ[{i},{j}] = {l}")
+                }
+                _ => assert_eq!(l != 0.0, j == own(i), "{form:?} λ[{i},{j}] = {l}"),
+            }
+        }
+        run(&model.theta(), &mut s, &cfg, |_, _| true).unwrap();
+        if form == Multipliers::Pairs {
+            assert!((0..4).all(|i| s.lambda[[i, s.y[[i, 0]] as usize]] == 0.0));
+        }
+        let path = dir.path().join("c.safetensors");
+        save_candidates(&path, &s, true, &Default::default()).unwrap();
+        assert_eq!(
+            load_candidates::<f64>(&path).unwrap().into_state(),
+            RunState { last: None, ..s }
+        );
+    }
 }
 
 /// Adam per coordinate, two steps by hand (lr 0.1, β₁ 0.9, β₂ 0.999, ε 1e-8), p₀ = (1, −2),

@@ -8,7 +8,12 @@
 //! C outputs, y = class index: L(θ) = (1/n) Σ_i [log Σ_j exp Φ_j(x_i) − Φ_{y_i}(x_i)] + (wd/2)‖θ‖²
 //! ```
 //!
-//! (the logistic and the cross-entropy loss; ‖θ‖² sums over every parameter tensor, b1 included).
+//! (the logistic and the cross-entropy loss; ‖θ‖² sums over every parameter tensor, b1 included),
+//! or, with [`Loss::Squared`], the squared loss on targets t (±1 for one output, one-hot for C):
+//!
+//! ```text
+//! L(θ) = (1/n) Σ_i ‖Φ(x_i) − t_i‖²  + (wd/2)‖θ‖²
+//! ```
 //!
 //! Full-batch gradient descent, as the papers train (the setting the KKT theory assumes):
 //! - `Reference`: a constant learning rate (0.01 in the papers; ≈10⁶ epochs).
@@ -73,6 +78,35 @@ impl Schedule {
     }
 }
 
+/// The training loss.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Loss {
+    /// The logistic loss (one output), cross-entropy (C outputs).
+    #[default]
+    Logistic,
+    /// The squared loss on ±1 targets (one output) or one-hot targets (C outputs), summed over
+    /// the outputs and averaged over the samples (PyTorch's MSELoss for one output).
+    Squared,
+}
+
+/// What training minimises: the loss and its weight decay wd.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Objective {
+    pub loss: Loss,
+    pub weight_decay: f64,
+}
+
+impl Objective {
+    /// The logistic (cross-entropy) loss with weight decay `wd`.
+    pub fn logistic(wd: f64) -> Objective {
+        Objective {
+            loss: Loss::Logistic,
+            weight_decay: wd,
+        }
+    }
+}
+
 /// Adam's β₁, β₂ and ε (PyTorch's defaults).
 pub const ADAM: (f64, f64, f64) = (0.9, 0.999, 1e-8);
 
@@ -95,6 +129,9 @@ pub struct TrainConfig {
     /// Which layers have a bias (the first only by default).
     #[serde(default, skip_serializing_if = "is_default")]
     pub biases: Biases,
+    /// The loss (logistic or cross-entropy by default).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub loss: Loss,
 }
 
 fn is_zero(v: &f64) -> bool {
@@ -115,6 +152,15 @@ impl TrainConfig {
             weight_decay: 0.0,
             init: Init::Small,
             biases: Biases::First,
+            loss: Loss::Logistic,
+        }
+    }
+
+    /// What this recipe minimises.
+    pub fn objective(&self) -> Objective {
+        Objective {
+            loss: self.loss,
+            weight_decay: self.weight_decay,
         }
     }
 
@@ -161,10 +207,10 @@ pub fn evaluate<T: Scalar>(
     mlp: &Mlp<T>,
     x: &Array2<T>,
     y: &Array2<T>,
-    weight_decay: f64,
+    objective: Objective,
 ) -> Evaluation<T> {
     let (x, y) = (Arc::new(x.clone()), Arc::new(y.clone()));
-    evaluate_shared(&mlp.theta(), &x, &y, weight_decay)
+    evaluate_shared(&mlp.theta(), &x, &y, objective)
 }
 
 /// [`evaluate`] on shared parameters and data: nothing is copied onto the tape, and the
@@ -173,7 +219,7 @@ pub fn evaluate_shared<T: Scalar>(
     theta: &Theta<T>,
     x: &Arc<Array2<T>>,
     y: &Arc<Array2<T>>,
-    weight_decay: f64,
+    objective: Objective,
 ) -> Evaluation<T> {
     let n = x.nrows();
     assert_eq!(
@@ -185,7 +231,7 @@ pub fn evaluate_shared<T: Scalar>(
     // On a worker of the thread pool, as the reconstruction's evaluation (see reveal-recon).
     rayon::scope(|_| {
         let _flush = kernels::FlushDenormals::new();
-        evaluate_in_pool(theta, x, y, weight_decay)
+        evaluate_in_pool(theta, x, y, objective)
     })
 }
 
@@ -193,7 +239,7 @@ fn evaluate_in_pool<T: Scalar>(
     theta: &Theta<T>,
     x: &Arc<Array2<T>>,
     y: &Arc<Array2<T>>,
-    weight_decay: f64,
+    objective: Objective,
 ) -> Evaluation<T> {
     let n = x.nrows();
     let tape = Tape::new();
@@ -209,18 +255,24 @@ fn evaluate_in_pool<T: Scalar>(
         tape.constant(Arc::clone(x)),
         Activation::Relu,
     );
-    let per_sample = if f.shape().1 == 1 {
-        // softplus(−y f) = log(1 + exp(−y f))
-        (-(f * tape.constant(Arc::clone(y)))).softplus()
-    } else {
-        // log Σ_j exp Φ_j − Φ_y, with Φ_y picked by a constant one-hot matrix
-        let classes = f.shape().1;
-        let one_hot = Array2::from_shape_fn((n, classes), |(i, j)| {
+    let classes = f.shape().1;
+    // The targets: y itself (±1) for one output, one-hot rows for C.
+    let one_hot = || {
+        Array2::from_shape_fn((n, classes), |(i, j)| {
             T::from_f64((class_index(y[(i, 0)], classes) == j) as u8 as f64)
-        });
-        f.logsumexp() - (f * tape.constant(one_hot)).sum_cols()
+        })
+    };
+    let per_sample = match (objective.loss, classes) {
+        // softplus(−y f) = log(1 + exp(−y f))
+        (Loss::Logistic, 1) => (-(f * tape.constant(Arc::clone(y)))).softplus(),
+        // log Σ_j exp Φ_j − Φ_y, with Φ_y picked by a constant one-hot matrix
+        (Loss::Logistic, _) => f.logsumexp() - (f * tape.constant(one_hot())).sum_cols(),
+        // ‖Φ − t‖²
+        (Loss::Squared, 1) => (f - tape.constant(Arc::clone(y))).square(),
+        (Loss::Squared, _) => (f - tape.constant(one_hot())).square().sum_cols(),
     };
     let mut loss = per_sample.sum().scale(T::from_f64(1.0 / n as f64));
+    let weight_decay = objective.weight_decay;
     if weight_decay > 0.0 {
         // + (wd/2) Σ_p ‖θ_p‖²
         let norms = params.iter().map(|p| p.square().sum());
@@ -390,7 +442,7 @@ fn train_full_batch<T: Scalar>(
     mut on_epoch: impl FnMut(&TrainState<T>) -> Control,
 ) -> Outcome {
     let (x, y) = (Arc::new(x.clone()), Arc::new(y.clone()));
-    let wd = cfg.weight_decay;
+    let wd = cfg.objective();
     let mut here = evaluate_shared(&state.theta, &x, &y, wd);
     (state.loss, state.error) = (here.loss, here.error);
     loop {
@@ -444,7 +496,7 @@ fn train_minibatch<T: Scalar>(
     assert!(batch > 0, "train: a batch of at least one sample");
     let n = x.nrows();
     let (xs, ys) = (Arc::new(x.clone()), Arc::new(y.clone()));
-    let wd = cfg.weight_decay;
+    let wd = cfg.objective();
     let whole = evaluate_shared(&state.theta, &xs, &ys, wd);
     (state.loss, state.error) = (whole.loss, whole.error);
     let tensors = state.theta.params.len();

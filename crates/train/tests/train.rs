@@ -4,7 +4,9 @@
 use ndarray::Array2;
 use reveal_nn::{forward, Activation, Biases, Init, Mlp};
 use reveal_tape::check::{gradcheck, randn, Rng};
-use reveal_train::{evaluate, train, Control, Outcome, Schedule, TrainConfig, TrainState};
+use reveal_train::{
+    evaluate, train, Control, Loss, Objective, Outcome, Schedule, TrainConfig, TrainState,
+};
 
 /// A separable set: the label is the sign of the first coordinate (kept away from 0).
 fn separable(n: usize, d: usize, seed: u64) -> (Array2<f64>, Array2<f64>) {
@@ -45,7 +47,7 @@ fn training_loss_gradient_passes_gradcheck() {
     }
     // The trainer's own evaluate() returns the plain forward's loss.
     for m in [&small, &all] {
-        let e = evaluate(m, &x, &y, 0.0);
+        let e = evaluate(m, &x, &y, Objective::logistic(0.0));
         let direct: f64 = (m.predict(x.view()) * &y)
             .mapv(|t| (1.0 + (-t).exp()).ln())
             .mean()
@@ -196,7 +198,7 @@ fn cross_entropy_with_weight_decay_matches_the_loss_by_hand() {
     m.weights[0].mapv_inplace(|v| v * 3e3);
     m.biases[0].mapv_inplace(|v| v * 3e3);
     let wd = 0.05;
-    let e = evaluate(&m, &x, &y, wd);
+    let e = evaluate(&m, &x, &y, Objective::logistic(wd));
     assert!((e.loss - cross_entropy_by_hand(&m, &x, &y, wd)).abs() < 1e-12);
     let eps = 1e-6;
     for (p, g) in e.grads.iter().enumerate() {
@@ -224,6 +226,63 @@ fn cross_entropy_with_weight_decay_matches_the_loss_by_hand() {
     assert_eq!(e.error, wrong as f64 / 9.0);
 }
 
+/// L = (1/n) Σ_i ‖Φ(x_i) − t_i‖² + (wd/2)‖θ‖², written by hand (t = y for one output, one-hot
+/// for C).
+fn squared_by_hand(m: &Mlp<f64>, x: &Array2<f64>, y: &Array2<f64>, wd: f64) -> f64 {
+    let f = m.predict(x.view());
+    let c = f.ncols();
+    let per_sample: f64 = f
+        .indexed_iter()
+        .map(|((i, j), &v)| {
+            let t = match c {
+                1 => y[[i, 0]],
+                _ => (y[[i, 0]] as usize == j) as u8 as f64,
+            };
+            (v - t).powi(2)
+        })
+        .sum();
+    let norm2: f64 = m.params().iter().map(|p| p.mapv(|v| v * v).sum()).sum();
+    per_sample / x.nrows() as f64 + wd / 2.0 * norm2
+}
+
+/// The squared loss with weight decay, of one output (±1 targets) and of three (one-hot): the
+/// trainer's value and ∂L/∂θ against the loss by hand and its central differences (f64, eps
+/// 1e-6, atol 1e-5, rtol 1e-3).
+#[test]
+fn the_squared_loss_matches_the_loss_by_hand() {
+    let objective = Objective {
+        loss: Loss::Squared,
+        weight_decay: 0.05,
+    };
+    let (x1, y1) = separable(6, 4, 1);
+    let (x3, y3) = three_classes(9, 4, 3);
+    for (x, y, outputs) in [(x1, y1, 1), (x3, y3, 3)] {
+        let m = Mlp::<f64>::init_with(4, &[5, 3], outputs, Init::Default, Biases::All, 2);
+        let e = evaluate(&m, &x, &y, objective);
+        let by_hand = squared_by_hand(&m, &x, &y, objective.weight_decay);
+        assert!(
+            (e.loss - by_hand).abs() < 1e-12,
+            "C={outputs}: {} vs {by_hand}",
+            e.loss
+        );
+        let eps = 1e-6;
+        for (p, g) in e.grads.iter().enumerate() {
+            for (idx, &analytic) in g.indexed_iter() {
+                let at = |delta: f64| {
+                    let mut moved = m.clone();
+                    moved.params_mut()[p][idx] += delta;
+                    squared_by_hand(&moved, &x, &y, objective.weight_decay)
+                };
+                let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
+                assert!(
+                    (analytic - numeric).abs() <= 1e-5 + 1e-3 * numeric.abs(),
+                    "C={outputs} parameter {p} at {idx:?}: tape {analytic}, central difference {numeric}"
+                );
+            }
+        }
+    }
+}
+
 /// Three classes train to zero error; with weight decay, training ends near a stationary point of
 /// the regularised loss (where the KKT form θ = Σ λ_i ∇θ m_i holds): ‖∇L‖ ≪ ‖wd·θ‖.
 #[test]
@@ -248,7 +307,7 @@ fn three_classes_train_to_zero_error_and_weight_decay_to_a_stationary_point() {
         };
         let outcome = train(&mut state, &x, &y, &cfg, |_| Control::Continue);
         assert_eq!(state.error, 0.0, "wd {wd}: {outcome:?}");
-        let e = evaluate(&state.mlp(), &x, &y, wd);
+        let e = evaluate(&state.mlp(), &x, &y, Objective::logistic(wd));
         let params: Vec<Array2<f64>> = state.mlp().params().into_iter().cloned().collect();
         theta_norms.push(norm(&params));
         if wd == 0.0 {
@@ -282,6 +341,7 @@ fn one_batch(schedule: Schedule, wd: f64, epochs: usize) -> TrainConfig {
         weight_decay: wd,
         init: Init::Default,
         biases: Biases::All,
+        loss: Loss::Logistic,
     }
 }
 
@@ -292,7 +352,7 @@ fn sgd_and_adam_steps_follow_pytorch_rules() {
     let (x, y) = separable(8, 4, 3);
     let m0 = Mlp::<f64>::init_with(4, &[6, 5], 1, Init::Default, Biases::All, 4);
     let wd = 0.01;
-    let grads = |m: &Mlp<f64>| evaluate(m, &x, &y, wd).grads;
+    let grads = |m: &Mlp<f64>| evaluate(m, &x, &y, Objective::logistic(wd)).grads;
     let step = |m: &Mlp<f64>, delta: &dyn Fn(usize, usize, f64) -> f64| {
         let mut out = m.clone();
         for (p, t) in out.params_mut().into_iter().enumerate() {
