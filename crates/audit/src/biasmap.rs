@@ -385,12 +385,14 @@ pub fn clean_draws(labels: &[f32], per_class: usize, draws: usize, seed: u64) ->
 /// What maps with no shortcut in them give, from the clean images alone: for each of
 /// [`clean_draws`] (the training set's size: what reconstructions of a concept-learning model
 /// would give if they were the real training images), the hotspot score of its class-difference
-/// map and its [`consistency`], each against the reference of all of them.
+/// map and its [`consistency`] with every image taken `copies` times (a reconstruction has
+/// `copies` candidates per training image, which can fall into both halves), each against the
+/// reference of all of them.
 pub fn clean_null_scores(
     clean: &Array2<f32>,
     labels: &[f32],
     reference: &Reference,
-    per_class: usize,
+    (per_class, copies): (usize, usize),
     draws: usize,
     seed: u64,
 ) -> (Vec<f64>, Vec<f64>) {
@@ -404,7 +406,14 @@ pub fn clean_null_scores(
             let ones = vec![1.0; y.len()];
             let d = class_difference(&x, &y, &ones);
             let hot = hotspot(&reference.map(&d), h, w).score;
-            (hot, consistency(reference, &x, &y, &ones, seed + k as u64))
+            let repeated: Vec<usize> = take
+                .iter()
+                .flat_map(|&i| [i].repeat(copies.max(1)))
+                .collect();
+            let xr = clean.select(ndarray::Axis(0), &repeated);
+            let yr: Vec<f32> = repeated.iter().map(|&i| labels[i]).collect();
+            let rho = consistency(reference, &xr, &yr, &vec![1.0; yr.len()], seed + k as u64);
+            (hot, rho)
         })
         .unzip()
 }
@@ -443,11 +452,8 @@ pub fn consistency(reference: &Reference, x: &Array2<f32>, y: &[f32], w: &[f64],
             .collect();
         let ys: Vec<f32> = take.iter().map(|&i| y[i]).collect();
         let ws: Vec<f64> = take.iter().map(|&i| w[i]).collect();
-        reference.beyond(&class_difference(
-            &x.select(ndarray::Axis(0), &take),
-            &ys,
-            &ws,
-        )) / &s
+        let d = class_difference(&x.select(ndarray::Axis(0), &take), &ys, &ws);
+        reference.beyond(&d) / &s
     };
     let mut z = 0.0;
     for _ in 0..SPLITS {

@@ -76,6 +76,15 @@ pub fn page(r: &AuditReport, dir: &Path) -> Result<String> {
     let max = |v: &[f64]| v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let _ = write!(h, "<p>Threshold {:.1}: the largest score of {} maps of random subsets of clean images (largest {:.1}) and of {} null models' reconstructions (largest {:.1}).</p>",
         r.verdict.threshold, r.bias_map.clean_null_scores.len(), max(&r.bias_map.clean_null_scores), r.bias_map.null_model_scores.len(), max(&r.bias_map.null_model_scores));
+    if let Some(c) = &r.bias_map.consistency {
+        let of = c
+            .class
+            .map_or(String::new(), |k| format!(" (class {k} against the rest)"));
+        let _ = write!(h, "<h2>A pattern spread over the image?</h2><figure>{}<figcaption>what the reconstructions' classes share beyond the concept{of}: grey 0, light positive, dark negative</figcaption></figure>",
+            image(dir, crate::workflow::PATTERN_PNG, 140, "pattern")?);
+        let _ = write!(h, "<p>ρ_half {:.2}: how much of that pattern two random halves of the reconstructions share (1: all of it). Threshold {:.2}: the largest of {} random subsets of clean images, each image taken as often as the reconstruction has candidates per training image (largest {:.2}: a perfect reconstruction of a clean training set), and of {} null models' reconstructions (largest {:.2}).</p>",
+            c.value, c.threshold(), c.clean.len(), max(&c.clean), c.null_models.len(), max(&c.null_models));
+    }
     let _ = write!(
         h,
         "<h2>Reconstructions</h2>{}",

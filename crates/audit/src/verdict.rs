@@ -89,17 +89,41 @@ impl Calibration {
     }
 }
 
-/// ρ_half ([`biasmap::consistency`]) of a model's candidates, beside the same for sets that carry
-/// no shortcut. Measured for shortcuts spread over the image; not yet part of the verdict: its
-/// level for clean models depends on how they were trained (docs/DESIGN.md §8), which neither
-/// side calibrates.
+/// ρ_half ([`biasmap::consistency`]) of a model's candidates, the statistic for shortcuts spread
+/// over the image, beside the same for sets that carry none: random subsets of clean images,
+/// each image taken as many times as the reconstruction has candidates per training image (what
+/// a perfect reconstruction of a clean training set gives), and the null models'
+/// reconstructions.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Consistency {
+    /// For a C-output model, the class (against the rest) this is of.
+    #[serde(default)]
+    pub class: Option<usize>,
     pub value: f64,
-    /// Random subsets of clean images.
+    /// Random subsets of clean images, repeated.
     pub clean: Vec<f64>,
     /// The null models' reconstructions.
     pub null_models: Vec<f64>,
+    /// R = D − P·D of the candidates (C·H·W values): what their classes share beyond the
+    /// concept, the picture of a global shortcut.
+    #[serde(skip)]
+    pub pattern: Array1<f64>,
+}
+
+impl Consistency {
+    /// The threshold: the largest ρ_half of the sets that carry no shortcut.
+    pub fn threshold(&self) -> f64 {
+        self.clean
+            .iter()
+            .chain(&self.null_models)
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max)
+    }
+
+    /// How far ρ_half stands above its threshold (positive: a global shortcut is suspected).
+    pub fn excess(&self) -> f64 {
+        self.value - self.threshold()
+    }
 }
 
 /// A bias map (H·W values of z), its hotspot and its calibration.
@@ -159,11 +183,14 @@ fn class_map(
     let consistency_of = |c: &CandidateView| biasmap::consistency(&reference, c.x, &c.y, c.w, seed);
     let map = map_of(candidates);
     let hotspot = biasmap::hotspot(&map, h, w);
+    // Candidates per training image (m = 2n by default), for the consistency's clean draws.
+    let classes = data.classes().max(2);
+    let copies = (candidates.x.nrows() as f64 / (classes * per_class) as f64).round() as usize;
     let (clean, clean_consistency) = biasmap::clean_null_scores(
         &data.reference.x,
         clean_y,
         &reference,
-        per_class,
+        (per_class, copies),
         draws,
         seed,
     );
@@ -171,15 +198,18 @@ fn class_map(
         .iter()
         .map(|n| biasmap::hotspot(&map_of(n), h, w).score)
         .collect();
+    let d = biasmap::class_difference(candidates.x, &candidates.y, candidates.w);
     ClassMap {
         class: None,
         map,
         hotspot,
         calibration: Calibration { clean, null_models },
         consistency: Consistency {
+            class: None,
             value: consistency_of(candidates),
             clean: clean_consistency,
             null_models: nulls.iter().map(consistency_of).collect(),
+            pattern: reference.beyond(&d),
         },
     }
 }
@@ -188,7 +218,8 @@ fn class_map(
 /// [`bias_map`] for one output; for C outputs, for each class c the map of c against the rest
 /// (labels +1 for c, −1 for the others, for the candidates, the null models' candidates and the
 /// clean images alike) with its own threshold, and the class whose hotspot stands highest above
-/// its threshold ([`ClassMap::ratio`]) is returned. C maps are searched, so each class's clean
+/// its threshold ([`ClassMap::ratio`]) is returned, with the ρ_half of the class whose ρ_half
+/// stands highest above its own threshold. C maps are searched, so each class's clean
 /// threshold is the largest of C·[`CLEAN_DRAWS`] clean maps (not [`CLEAN_DRAWS`]): the chance
 /// that any of the C exceeds its own stays that of one binary map (a union bound).
 pub fn model_bias_map(
@@ -209,26 +240,44 @@ pub fn model_bias_map(
             .collect()
     };
     let clean_labels: Vec<f32> = data.reference.y.iter().copied().collect();
-    (0..classes)
+    let maps: Vec<ClassMap> = (0..classes)
         .map(|c| {
             let null_views: Vec<_> = nulls
                 .iter()
                 .map(|n| n.relabelled(one_vs_rest(&n.y, c)))
                 .collect();
+            let map = class_map(
+                &candidates.relabelled(one_vs_rest(&candidates.y, c)),
+                &null_views,
+                &one_vs_rest(&clean_labels, c),
+                data,
+                (train_per_class, classes * CLEAN_DRAWS),
+                seed + c as u64,
+            );
             ClassMap {
                 class: Some(c),
-                ..class_map(
-                    &candidates.relabelled(one_vs_rest(&candidates.y, c)),
-                    &null_views,
-                    &one_vs_rest(&clean_labels, c),
-                    data,
-                    (train_per_class, classes * CLEAN_DRAWS),
-                    seed + c as u64,
-                )
+                consistency: Consistency {
+                    class: Some(c),
+                    ..map.consistency
+                },
+                ..map
             }
         })
-        .max_by(|a, b| a.ratio().total_cmp(&b.ratio()))
+        .collect();
+    let global = maps
+        .iter()
+        .max_by(|a, b| a.consistency.excess().total_cmp(&b.consistency.excess()))
         .expect("at least two classes")
+        .consistency
+        .clone();
+    let localised = maps
+        .into_iter()
+        .max_by(|a, b| a.ratio().total_cmp(&b.ratio()))
+        .expect("at least two classes");
+    ClassMap {
+        consistency: global,
+        ..localised
+    }
 }
 
 /// One figure of the evidence, beside the null models'.
@@ -300,17 +349,24 @@ pub struct Trust<'a> {
 }
 
 /// The verdict of a bias map against its calibration, weighed with the trust evidence: a
-/// shortcut when the hotspot stands above its threshold; else "no localised shortcut found"
-/// when the reconstructions can be trusted, or "inconclusive" when they cannot (no concept
-/// evidence, or a KKT residual not clearly below the null models').
+/// localised shortcut when the hotspot stands above its threshold, else a global one when
+/// ρ_half stands above its own and the reconstruction came near a KKT point; else "no shortcut
+/// found" when the reconstructions can be trusted, or "inconclusive" when they cannot (no
+/// concept evidence, or a KKT residual not clearly below the null models').
 pub fn verdict(map: &ClassMap, trust: Trust) -> Verdict {
     let (hotspot, threshold) = (map.hotspot, map.calibration.threshold());
-    let suspected = hotspot.score > threshold;
+    let localised = hotspot.score > threshold;
+    let far_from_kkt = trust.kkt.filter(|r| r.value > KKT_TRUST * r.null);
+    // A pattern shared beyond the concept is the training data's only when the reconstructions
+    // explain the weights: reconstructions far from a KKT point share the shape of their own
+    // incompleteness (prototypes rather than samples), so there it decides nothing.
+    let rho = &map.consistency;
+    let global = !localised && rho.excess() > 0.0 && far_from_kkt.is_none();
+    let suspected = localised || global;
     let [r0, c0, r1, c1] = hotspot.region;
     let concept = trust.concept;
     let z = concept.and_then(|c| c.z).unwrap_or(0.0);
     let concept_evidence = z > 3.0;
-    let far_from_kkt = trust.kkt.filter(|r| r.value > KKT_TRUST * r.null);
     let inconclusive =
         !suspected && (far_from_kkt.is_some() || (concept.is_some() && !concept_evidence));
     let learned = concept.map_or(String::new(), |c| {
@@ -320,9 +376,16 @@ pub fn verdict(map: &ClassMap, trust: Trust) -> Verdict {
             c.value, c.null
         )
     });
-    let of_class = map
-        .class
-        .map_or(String::new(), |c| format!("Class {c} against the rest: "));
+    let of_class = |class: Option<usize>| {
+        class.map_or(String::new(), |c| format!("Class {c} against the rest: "))
+    };
+    let window = format!(
+        "best window {:.1} < threshold {:.1}; ρ_half {:.2} ≤ {:.2}",
+        hotspot.score,
+        threshold,
+        rho.value,
+        rho.threshold()
+    );
     let why = match far_from_kkt {
         Some(r) => format!(
             ": the reconstruction did not come near a KKT point of this model (first-layer residual {:.2}, the null models' {:.2}), as for models not trained to the max-margin regime (mini-batches, Adam, early stopping), so a shortcut may be there unseen",
@@ -330,26 +393,34 @@ pub fn verdict(map: &ClassMap, trust: Trust) -> Verdict {
         ),
         None => ": its reconstructions look no more like real images than a random model's, so a shortcut may be there unseen".into(),
     };
-    let text = match (suspected, inconclusive) {
-        (true, _) => format!(
-            "{of_class}Shortcut suspected at rows {r0}–{r1}, columns {c0}–{c1} (score {:.1}, threshold {:.1}){learned}.",
-            hotspot.score, threshold
+    let text = match (localised, global, inconclusive) {
+        (true, _, _) => format!(
+            "{}Shortcut suspected at rows {r0}–{r1}, columns {c0}–{c1} (score {:.1}, threshold {:.1}){learned}.",
+            of_class(map.class), hotspot.score, threshold
         ),
-        (false, true) => format!(
-            "{of_class}Inconclusive: no localised shortcut found (best window {:.1} < threshold {:.1}), but the audit cannot vouch for this model{why}.",
-            hotspot.score, threshold
+        (false, true, _) => format!(
+            "{}Global shortcut suspected: the reconstructions' classes differ beyond the concept in a pattern that repeats across them, as a blended pattern or a contrast or colour change would (ρ_half {:.2} against at most {:.2} for clean images; no localised spot, best window {:.1} < {:.1}){learned}. The pattern is pictured in the report.",
+            of_class(rho.class), rho.value, rho.threshold(), hotspot.score, threshold
         ),
-        (false, false) => format!(
-            "{of_class}No localised shortcut found (best window {:.1} < threshold {:.1}){learned}. Shortcuts spread over the whole image (a blended pattern, a contrast or colour change) are not tested.",
-            hotspot.score, threshold
+        (false, false, true) => format!(
+            "{}Inconclusive: no shortcut found ({window}), but the audit cannot vouch for this model{why}.",
+            of_class(map.class)
+        ),
+        (false, false, false) => format!(
+            "{}No shortcut found ({window}){learned}.",
+            of_class(map.class)
         ),
     };
     Verdict {
         shortcut_suspected: suspected,
-        kind: suspected.then_some(ShortcutKind::Localised),
+        kind: match (localised, global) {
+            (true, _) => Some(ShortcutKind::Localised),
+            (false, true) => Some(ShortcutKind::Global),
+            (false, false) => None,
+        },
         inconclusive,
         kkt_residual: trust.kkt,
-        region: suspected.then_some(hotspot.region),
+        region: localised.then_some(hotspot.region),
         score: hotspot.score,
         threshold,
         concept_evidence,
@@ -373,7 +444,12 @@ mod tests {
                 clean: vec![8.0, 10.0],
                 null_models: vec![9.0],
             },
-            consistency: Consistency::default(),
+            consistency: Consistency {
+                value: 0.4,
+                clean: vec![0.3, 0.5],
+                null_models: vec![-0.9],
+                ..Consistency::default()
+            },
         }
     }
 
@@ -421,5 +497,37 @@ mod tests {
         // Without trust evidence (the papers' experiment) a "no" stays a "no".
         let v = verdict(&map(5.0), Trust::default());
         assert!(!v.inconclusive && v.kind.is_none());
+    }
+
+    /// ρ_half above the largest of its clean and null values is a global shortcut, with no
+    /// region, when the reconstruction came near a KKT point (else inconclusive); a localised
+    /// spot takes precedence, near or far; at or below the threshold, none.
+    #[test]
+    fn a_consistent_pattern_beyond_the_concept_is_a_global_shortcut() {
+        let [near, far] = [0.1, 0.99].map(|value| Trust {
+            concept: None,
+            kkt: Some(Residual { value, null: 0.99 }),
+        });
+        let with_rho = |score: f64, value: f64| ClassMap {
+            consistency: Consistency {
+                value,
+                ..map(score).consistency
+            },
+            ..map(score)
+        };
+        let v = verdict(&with_rho(5.0, 0.8), near);
+        assert!(v.shortcut_suspected && !v.inconclusive, "{}", v.text);
+        assert_eq!((v.kind, v.region), (Some(ShortcutKind::Global), None));
+        assert!(
+            v.text.contains("Global shortcut suspected") && v.text.contains("0.80"),
+            "{}",
+            v.text
+        );
+        let v = verdict(&with_rho(5.0, 0.8), far);
+        assert!(!v.shortcut_suspected && v.inconclusive, "{}", v.text);
+        let v = verdict(&with_rho(12.0, 0.8), far);
+        assert_eq!(v.kind, Some(ShortcutKind::Localised));
+        let v = verdict(&with_rho(5.0, 0.5), near);
+        assert!(!v.shortcut_suspected && v.kind.is_none(), "{}", v.text);
     }
 }

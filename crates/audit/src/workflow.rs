@@ -100,6 +100,9 @@ pub struct BiasMapResult {
     pub consistency: Option<Consistency>,
 }
 
+/// The picture of what the candidates' classes share beyond the concept (ρ_half's R).
+pub const PATTERN_PNG: &str = "pattern.png";
+
 /// The audit's result (`results.json`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AuditReport {
@@ -429,6 +432,19 @@ pub fn audit(cfg: &AuditConfig, tick: &(dyn Fn(Tick) -> bool + Sync)) -> Result<
     let (_, h, w) = data.shape;
     let map_png = "bias_map.png".to_string();
     write_heat_png(&cfg.out.join(&map_png), &map.map, MAP_SCALE, (h, w))?;
+    // The pattern the classes share beyond the concept, signed: grey 0, light +, dark −.
+    let pattern = &map.consistency.pattern;
+    let top = pattern
+        .iter()
+        .fold(f64::MIN_POSITIVE, |a, v| a.max(v.abs()));
+    let shown = pattern.mapv(|v| (0.5 + 0.5 * v / top) as f32);
+    grid::write_png(
+        &cfg.out.join(PATTERN_PNG),
+        &[shown.view()],
+        data.shape,
+        1,
+        2 * grid::default_scale(w),
+    )?;
     let grid_png = "candidates.png".to_string();
     let pix = to_pixels(&cand.x, data.mean.view());
     // 40 candidates; of a C-class model, the first 10 of each class, one row per class.

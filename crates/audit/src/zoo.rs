@@ -122,14 +122,14 @@ pub struct Member {
     pub train_error: f64,
     pub test_accuracy: f64,
     pub verdict: Verdict,
-    /// The verdict's score over its threshold (the detector's continuous output).
+    /// The localised statistic: the verdict's score over its threshold.
     pub ratio: f64,
     /// For a localised trigger: the share of the map's top-K pixels inside it, K its area.
     pub precision: Option<f64>,
-    /// ρ_half of its candidates ([`crate::biasmap::consistency`]), the statistic measured for
-    /// shortcuts spread over the image.
+    /// The global statistic: ρ_half of its candidates ([`crate::biasmap::consistency`]) and its
+    /// threshold.
     #[serde(default)]
-    pub consistency: Option<f64>,
+    pub consistency: Option<[f64; 2]>,
     pub audit_seconds: f64,
 }
 
@@ -145,15 +145,24 @@ pub struct Row {
     /// Share flagged of the right kind (localised for patch and line, global for the others).
     pub flagged_right_kind: Option<f64>,
     pub inconclusive: Option<f64>,
-    /// Against the same recipe's clean models.
+    /// Of the kind's own statistic ([`Member::statistic`]), against the same recipe's clean
+    /// models.
     pub auroc: Option<f64>,
     pub tpr_at_5_fpr: Option<f64>,
     /// Mean top-K precision of the flagged localised triggers.
     pub precision: Option<f64>,
-    /// AUROC of ρ_half against the same recipe's clean models: how well the statistic for
-    /// shortcuts spread over the image separates them (not yet part of the verdict).
-    #[serde(default)]
-    pub consistency_auroc: Option<f64>,
+}
+
+impl Member {
+    /// The detector's continuous output for a kind of trigger: the localised score over its
+    /// threshold (patch, line), or ρ_half less its threshold (blend, contrast, tint); each
+    /// flags above 1 and 0 respectively.
+    pub fn statistic(&self, localised: bool) -> Option<f64> {
+        match localised {
+            true => Some(self.ratio),
+            false => self.consistency.map(|[value, threshold]| value - threshold),
+        }
+    }
 }
 
 /// `zoo.json`.
@@ -350,7 +359,11 @@ pub fn run(
             train_error: summary.train_error,
             test_accuracy: summary.test_accuracy,
             ratio: report.verdict.score / report.verdict.threshold,
-            consistency: report.bias_map.consistency.as_ref().map(|c| c.value),
+            consistency: report
+                .bias_map
+                .consistency
+                .as_ref()
+                .map(|c| [c.value, c.threshold()]),
             verdict: report.verdict,
             audit_seconds: report.seconds,
         });
@@ -379,8 +392,7 @@ pub fn table(recipes: &[Recipe], members: &[Member]) -> Vec<Row> {
             .copied()
             .filter(|m| m.trigger.is_none())
             .collect();
-        let clean_ratios: Vec<f64> = clean.iter().map(|m| m.ratio).collect();
-        let clean_consistency: Vec<f64> = clean.iter().filter_map(|m| m.consistency).collect();
+
         let flags = |ms: &[&Member], f: &dyn Fn(&Member) -> bool| {
             rate(&ms.iter().map(|m| f(m)).collect::<Vec<_>>())
         };
@@ -394,7 +406,6 @@ pub fn table(recipes: &[Recipe], members: &[Member]) -> Vec<Row> {
             auroc: None,
             tpr_at_5_fpr: None,
             precision: None,
-            consistency_auroc: None,
         });
         for kind in KindName::ALL {
             let of_kind: Vec<&Member> = of_recipe
@@ -405,7 +416,12 @@ pub fn table(recipes: &[Recipe], members: &[Member]) -> Vec<Row> {
             if of_kind.is_empty() {
                 continue;
             }
-            let ratios: Vec<f64> = of_kind.iter().map(|m| m.ratio).collect();
+            let statistic = |ms: &[&Member]| -> Vec<f64> {
+                ms.iter()
+                    .filter_map(|m| m.statistic(kind.localised()))
+                    .collect()
+            };
+            let (positives, negatives) = (statistic(&of_kind), statistic(&clean));
             let right = |m: &Member| {
                 m.verdict.shortcut_suspected
                     && m.verdict.kind
@@ -427,16 +443,9 @@ pub fn table(recipes: &[Recipe], members: &[Member]) -> Vec<Row> {
                 flagged: flags(&of_kind, &|m| m.verdict.shortcut_suspected),
                 flagged_right_kind: flags(&of_kind, &right),
                 inconclusive: flags(&of_kind, &|m| m.verdict.inconclusive),
-                auroc: auroc(&ratios, &clean_ratios),
-                tpr_at_5_fpr: tpr_at_fpr(&ratios, &clean_ratios, 0.05),
+                auroc: auroc(&positives, &negatives),
+                tpr_at_5_fpr: tpr_at_fpr(&positives, &negatives, 0.05),
                 precision: (!located.is_empty()).then(|| crate::stats::mean(&located)),
-                consistency_auroc: auroc(
-                    &of_kind
-                        .iter()
-                        .filter_map(|m| m.consistency)
-                        .collect::<Vec<_>>(),
-                    &clean_consistency,
-                ),
             });
         }
     }
@@ -468,7 +477,7 @@ pub fn strip(r: &ZooReport) -> Strip {
     series.extend(KindName::ALL.iter().map(|k| k.name().to_string()));
     Strip {
         title: format!(
-            "model zoo, {}: score / threshold (filled: flagged)",
+            "model zoo, {}: the map's score / threshold (filled: flagged, localised or global)",
             r.data_set
         ),
         y_desc: "score / threshold".into(),
@@ -492,13 +501,13 @@ pub fn strip(r: &ZooReport) -> Strip {
 pub fn markdown(r: &ZooReport) -> String {
     let cell = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.2}"));
     let mut md = format!(
-        "# Model zoo: {}\n\n{} models. *flagged*: share with a shortcut suspected (for clean models, the false-alarm rate); *right kind*: flagged as localised (patch, line) or global (blend, contrast, tint); AUROC and TPR at 5 % FPR of score/threshold against the same recipe's clean models; precision: top-K map pixels inside the trigger (K its area), flagged localised triggers; AUROC ρ_half: of the consistency of the candidates' class difference beyond the concept, the statistic measured for shortcuts spread over the image (not yet part of the verdict), against the same recipe's clean models.\n\n| recipe | trigger | models | flagged | right kind | inconclusive | AUROC | TPR @ 5 % FPR | precision | AUROC ρ_half |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        "# Model zoo: {}\n\n{} models. *flagged*: share with a shortcut suspected (for clean models, the false-alarm rate); *right kind*: flagged as localised (patch, line) or global (blend, contrast, tint); AUROC and TPR at 5 % FPR against the same recipe's clean models, of the kind's own statistic (patch, line: the map's score over its threshold; blend, contrast, tint: ρ_half less its threshold); precision: top-K map pixels inside the trigger (K its area), flagged localised triggers.\n\n| recipe | trigger | models | flagged | right kind | inconclusive | AUROC | TPR @ 5 % FPR | precision |\n|---|---|---|---|---|---|---|---|---|\n",
         r.data_set,
         r.members.len()
     );
     for row in &r.rows {
         md.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             row.recipe,
             row.kind,
             row.models,
@@ -507,14 +516,13 @@ pub fn markdown(r: &ZooReport) -> String {
             cell(row.inconclusive),
             cell(row.auroc),
             cell(row.tpr_at_5_fpr),
-            cell(row.precision),
-            cell(row.consistency_auroc)
+            cell(row.precision)
         ));
     }
     md.push_str(&format!(
         "\n![score / threshold per model, by recipe and trigger kind]({PLOT})\n"
     ));
-    md.push_str("\n## Members\n\n| model | trigger | train error | test acc. | verdict | score / threshold | precision | ρ_half |\n|---|---|---|---|---|---|---|---|\n");
+    md.push_str("\n## Members\n\n| model | trigger | train error | test acc. | verdict | score / threshold | ρ_half / threshold | precision |\n|---|---|---|---|---|---|---|---|\n");
     for m in &r.members {
         let trigger = m.trigger.as_ref().map_or("–".to_string(), |t| {
             format!(
@@ -539,8 +547,9 @@ pub fn markdown(r: &ZooReport) -> String {
             m.test_accuracy,
             m.verdict.score,
             m.verdict.threshold,
-            cell(m.precision),
-            cell(m.consistency)
+            m.consistency
+                .map_or("–".to_string(), |[v, t]| format!("{v:.2} / {t:.2}")),
+            cell(m.precision)
         ));
     }
     md

@@ -189,6 +189,30 @@ fn cross_entropy_by_hand(m: &Mlp<f64>, x: &Array2<f64>, y: &Array2<f64>, wd: f64
     per_sample / x.nrows() as f64 + wd / 2.0 * norm2
 }
 
+/// Each gradient entry against the central difference of `loss` (written by hand) in that
+/// parameter: eps 1e-6, atol 1e-5, rtol 1e-3, as PyTorch's gradcheck.
+fn matches_central_differences(
+    m: &Mlp<f64>,
+    grads: &[Array2<f64>],
+    loss: impl Fn(&Mlp<f64>) -> f64,
+) {
+    let eps = 1e-6;
+    for (p, g) in grads.iter().enumerate() {
+        for (idx, &analytic) in g.indexed_iter() {
+            let at = |delta: f64| {
+                let mut moved = m.clone();
+                moved.params_mut()[p][idx] += delta;
+                loss(&moved)
+            };
+            let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
+            assert!(
+                (analytic - numeric).abs() <= 1e-5 + 1e-3 * numeric.abs(),
+                "parameter {p} at {idx:?}: tape {analytic}, central difference {numeric}"
+            );
+        }
+    }
+}
+
 /// The C-output loss with weight decay: the trainer's value and ∂L/∂θ against the loss written
 /// by hand and its central differences (f64, eps 1e-6, atol 1e-5, rtol 1e-3).
 #[test]
@@ -200,21 +224,7 @@ fn cross_entropy_with_weight_decay_matches_the_loss_by_hand() {
     let wd = 0.05;
     let e = evaluate(&m, &x, &y, Objective::logistic(wd));
     assert!((e.loss - cross_entropy_by_hand(&m, &x, &y, wd)).abs() < 1e-12);
-    let eps = 1e-6;
-    for (p, g) in e.grads.iter().enumerate() {
-        for (idx, &analytic) in g.indexed_iter() {
-            let at = |delta: f64| {
-                let mut moved = m.clone();
-                moved.params_mut()[p][idx] += delta;
-                cross_entropy_by_hand(&moved, &x, &y, wd)
-            };
-            let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
-            assert!(
-                (analytic - numeric).abs() <= 1e-5 + 1e-3 * numeric.abs(),
-                "parameter {p} at {idx:?}: tape {analytic}, central difference {numeric}"
-            );
-        }
-    }
+    matches_central_differences(&m, &e.grads, |m| cross_entropy_by_hand(m, &x, &y, wd));
     // The error counts margins Φ_y − max_{j≠y} Φ_j ≤ 0, i.e. wrong or tied argmax.
     let f = m.predict(x.view());
     let wrong = (0..9)
@@ -265,21 +275,9 @@ fn the_squared_loss_matches_the_loss_by_hand() {
             "C={outputs}: {} vs {by_hand}",
             e.loss
         );
-        let eps = 1e-6;
-        for (p, g) in e.grads.iter().enumerate() {
-            for (idx, &analytic) in g.indexed_iter() {
-                let at = |delta: f64| {
-                    let mut moved = m.clone();
-                    moved.params_mut()[p][idx] += delta;
-                    squared_by_hand(&moved, &x, &y, objective.weight_decay)
-                };
-                let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
-                assert!(
-                    (analytic - numeric).abs() <= 1e-5 + 1e-3 * numeric.abs(),
-                    "C={outputs} parameter {p} at {idx:?}: tape {analytic}, central difference {numeric}"
-                );
-            }
-        }
+        matches_central_differences(&m, &e.grads, |m| {
+            squared_by_hand(m, &x, &y, objective.weight_decay)
+        });
     }
 }
 
