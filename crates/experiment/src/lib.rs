@@ -16,7 +16,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use ndarray::Array2;
 use reveal_audit::scoring::{self, score_candidates, write_class_rows, write_grid};
-use reveal_audit::verdict::{model_bias_map, verdict, Candidates, Trust, Verdict, MAP_SCALE};
+use reveal_audit::verdict::{
+    model_bias_map, verdict, Candidates, Residual, Trust, Verdict, MAP_SCALE,
+};
+use reveal_audit::workflow::kkt_residual;
 use reveal_audit::{biasmap, nulls};
 use reveal_data::{prepare, Bias, DataSpec, Prepared, Source, Task, TestSelection};
 use reveal_io::write_atomic;
@@ -403,7 +406,18 @@ fn one_model(
     write_grid(&grid_path, &score, &cand.x, data)?;
     let class_grid = (data.outputs() > 1).then(|| scoring::class_rows_path(&grid_path));
     let map = model_bias_map(&cand, &[], data, cfg.per_class, seed);
-    let verdict = verdict(&map, Trust::default());
+    // How near the reconstruction came to a KKT point, against 1, what candidates that explain
+    // nothing of W1 leave (the experiment reconstructs no null model per model): a global
+    // pattern is only read from reconstructions that explain the weights.
+    let kkt = Residual {
+        value: kkt_residual(&model.theta(), &cand_path)?,
+        null: 1.0,
+    };
+    let trust = Trust {
+        concept: None,
+        kkt: Some(kkt),
+    };
+    let verdict = verdict(&map, trust);
     if let Some(rows) = &class_grid {
         write_class_rows(rows, &score, &cand.x, &cand.y, data, 10)?;
     }
