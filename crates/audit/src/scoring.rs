@@ -236,3 +236,61 @@ pub fn score_file(
     }
     Ok((s, data))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reveal_train::job::TrainSummary;
+    use reveal_train::{Loss, Outcome, TrainConfig};
+
+    /// The metadata of a model trained with `loss` and weight decay `wd`.
+    fn trained(loss: Loss, wd: f64) -> BTreeMap<String, String> {
+        let summary = TrainSummary {
+            outcome: Outcome::Stalled,
+            epochs: 1,
+            rejected_steps: 0,
+            train_loss: 0.1,
+            train_error: 0.0,
+            test_accuracy: 0.5,
+            test_size: 10,
+            wall_seconds: 0.0,
+            warnings: Vec::new(),
+            precision: "f32".into(),
+            hidden: vec![4],
+            config: TrainConfig {
+                loss,
+                weight_decay: wd,
+                ..TrainConfig::fast(1e-5, 10)
+            },
+            seed: 0,
+        };
+        BTreeMap::from([(
+            "train".to_string(),
+            serde_json::to_string(&summary).unwrap(),
+        )])
+    }
+
+    /// The audit and `reveal reconstruct` need no flag for a model reveal trained: the form comes
+    /// from its loss and weight decay; a flag overrides it; a model from elsewhere gets margin.
+    #[test]
+    fn the_multipliers_follow_the_models_recipe() {
+        use Multipliers::*;
+        let cases = [
+            (Loss::Logistic, 0.0, 10, Margin),
+            (Loss::Logistic, 1e-3, 10, Pairs),
+            (Loss::Logistic, 1e-3, 1, Margin),
+            (Loss::Squared, 0.0, 1, Signed),
+            (Loss::Squared, 7.5e-4, 10, Signed),
+        ];
+        for (loss, wd, outputs, form) in cases {
+            assert_eq!(
+                model_multipliers(None, &trained(loss, wd), outputs),
+                form,
+                "{loss:?} wd {wd}, {outputs} outputs"
+            );
+        }
+        let ce = trained(Loss::Logistic, 1e-3);
+        assert_eq!(model_multipliers(Some(Margin), &ce, 10), Margin);
+        assert_eq!(model_multipliers(None, &BTreeMap::new(), 10), Margin);
+    }
+}
