@@ -382,21 +382,37 @@ pub fn clean_draws(labels: &[f32], per_class: usize, draws: usize, seed: u64) ->
         .collect()
 }
 
+/// What the clean subsets of [`clean_null_scores`] give.
+pub struct CleanScores {
+    /// The hotspot score of each subset's class-difference map.
+    pub hotspot: Vec<f64>,
+    /// ρ_half of a reconstruction of each subset with the candidates' own make-up.
+    pub consistency: Vec<f64>,
+    /// ρ_half of each subset with every image taken equally often, `copies` times.
+    pub consistency_even: Vec<f64>,
+}
+
 /// What maps with no shortcut in them give, from the clean images alone: for each of
 /// [`clean_draws`] (the training set's size: what reconstructions of a concept-learning model
 /// would give if they were the real training images), the hotspot score of its class-difference
-/// map and its [`consistency`] with every image taken `copies` times (a reconstruction has
-/// `copies` candidates per training image, which can fall into both halves), each against the
-/// reference of all of them.
+/// map, and the [`consistency`] of two reconstructions of it that carry no shortcut: one with
+/// the candidates' own make-up — each candidate slot (its label and weight, `slots`) filled with
+/// an image of its class drawn from the subset at random, with replacement, as a reconstruction
+/// gives some training images back several times, with unequal λ, and others not at all — and
+/// one with every image taken `copies` times at equal weight. The copies of one image fall into
+/// both halves, which raises ρ_half. Each against the reference of all of them.
 pub fn clean_null_scores(
     clean: &Array2<f32>,
     labels: &[f32],
     reference: &Reference,
     (per_class, copies): (usize, usize),
+    slots: (&[f32], &[f64]),
     draws: usize,
     seed: u64,
-) -> (Vec<f64>, Vec<f64>) {
+) -> CleanScores {
     let (_, h, w) = reference.shape;
+    let (slot_y, slot_w) = slots;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5107);
     clean_draws(labels, per_class, draws, seed)
         .iter()
         .enumerate()
@@ -406,16 +422,49 @@ pub fn clean_null_scores(
             let ones = vec![1.0; y.len()];
             let d = class_difference(&x, &y, &ones);
             let hot = hotspot(&reference.map(&d), h, w).score;
-            let repeated: Vec<usize> = take
+            let of_class = |positive: bool| -> Vec<usize> {
+                take.iter()
+                    .copied()
+                    .filter(|&i| (labels[i] > 0.0) == positive)
+                    .collect()
+            };
+            let pools = [of_class(false), of_class(true)];
+            let filled: Vec<usize> = slot_y
+                .iter()
+                .map(|&l| {
+                    *pools[usize::from(l > 0.0)]
+                        .choose(&mut rng)
+                        .expect("a class of the draw")
+                })
+                .collect();
+            let rho_of = |rows: &[usize], weights: &[f64]| {
+                let x = clean.select(ndarray::Axis(0), rows);
+                let y: Vec<f32> = rows.iter().map(|&i| labels[i]).collect();
+                consistency(reference, &x, &y, weights, seed + k as u64)
+            };
+            let even: Vec<usize> = take
                 .iter()
                 .flat_map(|&i| [i].repeat(copies.max(1)))
                 .collect();
-            let xr = clean.select(ndarray::Axis(0), &repeated);
-            let yr: Vec<f32> = repeated.iter().map(|&i| labels[i]).collect();
-            let rho = consistency(reference, &xr, &yr, &vec![1.0; yr.len()], seed + k as u64);
-            (hot, rho)
+            (
+                hot,
+                rho_of(&filled, slot_w),
+                rho_of(&even, &vec![1.0; even.len()]),
+            )
         })
-        .unzip()
+        .fold(
+            CleanScores {
+                hotspot: Vec::new(),
+                consistency: Vec::new(),
+                consistency_even: Vec::new(),
+            },
+            |mut s, (hot, rho, even)| {
+                s.hotspot.push(hot);
+                s.consistency.push(rho);
+                s.consistency_even.push(even);
+                s
+            },
+        )
 }
 
 /// Random halvings of the candidates behind one [`consistency`].

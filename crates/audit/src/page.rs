@@ -82,8 +82,8 @@ pub fn page(r: &AuditReport, dir: &Path) -> Result<String> {
             .map_or(String::new(), |k| format!(" (class {k} against the rest)"));
         let _ = write!(h, "<h2>A pattern spread over the image?</h2><figure>{}<figcaption>what the reconstructions' classes share beyond the concept{of}: grey 0, light positive, dark negative</figcaption></figure>",
             image(dir, crate::workflow::PATTERN_PNG, 140, "pattern")?);
-        let _ = write!(h, "<p>ρ_half {:.2}: how much of that pattern two random halves of the reconstructions share (1: all of it). Threshold {:.2}: the largest of {} random subsets of clean images, each image taken as often as the reconstruction has candidates per training image (largest {:.2}: a perfect reconstruction of a clean training set), and of {} null models' reconstructions (largest {:.2}).</p>",
-            c.value, c.threshold(), c.clean.len(), max(&c.clean), c.null_models.len(), max(&c.null_models));
+        let _ = write!(h, "<p>ρ_half {:.2}: how much of that pattern two random halves of the reconstructions share (1: all of it). Threshold {:.2}: the largest of {} random subsets of clean images reconstructed faithfully with these candidates' make-up (which images come back how often, with which λ; largest {:.2}) and of {} null models' reconstructions (largest {:.2}). Below {:.2}, the largest for the same subsets given back evenly, no pattern shows; in between the audit cannot tell.</p>",
+            c.value, c.threshold(), c.clean.len(), max(&c.clean), c.null_models.len(), max(&c.null_models), max(&c.clean_even));
     }
     let _ = write!(
         h,
