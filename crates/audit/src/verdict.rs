@@ -81,11 +81,7 @@ pub struct Calibration {
 impl Calibration {
     /// The threshold: the largest score of the maps that carry no shortcut.
     pub fn threshold(&self) -> f64 {
-        self.clean
-            .iter()
-            .chain(&self.null_models)
-            .copied()
-            .fold(f64::NEG_INFINITY, f64::max)
+        largest(&self.clean, &self.null_models)
     }
 }
 
@@ -116,11 +112,7 @@ pub struct Consistency {
 impl Consistency {
     /// The threshold: the largest ρ_half of the sets that carry no shortcut.
     pub fn threshold(&self) -> f64 {
-        self.clean
-            .iter()
-            .chain(&self.null_models)
-            .copied()
-            .fold(f64::NEG_INFINITY, f64::max)
+        largest(&self.clean, &self.null_models)
     }
 
     /// How far ρ_half stands above its threshold (positive: a global shortcut is suspected).
@@ -131,14 +123,13 @@ impl Consistency {
     /// Whether ρ_half stands above what evenly reconstructed clean subsets give (and the null
     /// models' reconstructions): a pattern may be there, flagged or not.
     pub fn doubtful(&self) -> bool {
-        let even = self
-            .clean_even
-            .iter()
-            .chain(&self.null_models)
-            .copied()
-            .fold(f64::NEG_INFINITY, f64::max);
-        self.value > even
+        self.value > largest(&self.clean_even, &self.null_models)
     }
+}
+
+/// The largest value of two lists (−∞ for none).
+fn largest(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().chain(b).copied().fold(f64::NEG_INFINITY, f64::max)
 }
 
 /// A bias map (H·W values of z), its hotspot and its calibration.
