@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use reveal_nn::{Activation, Mlp};
 use reveal_recon::objective::{evaluate_with, Method};
-use reveal_recon::terms::{candidate_labels, ObjectiveConfig};
+use reveal_recon::terms::{candidate_labels, Multipliers, ObjectiveConfig};
 
 fn bench_case(c: &mut Criterion, name: &str, d: usize, h: usize, m: usize) {
     let net = Mlp::<f32>::init(d, &[h, h], 0);
@@ -25,6 +25,7 @@ fn bench_case(c: &mut Criterion, name: &str, d: usize, h: usize, m: usize) {
     let cfg = ObjectiveConfig {
         activation: Activation::ModifiedRelu(20.0),
         lambda_min: 0.45,
+        multipliers: Multipliers::Margin,
     };
     let mut group = c.benchmark_group("kkt_double_backward");
     group.sample_size(10);
