@@ -345,6 +345,19 @@ pub struct Verdict {
     pub text: String,
 }
 
+impl Verdict {
+    /// The verdict in two words, for tables: "localised shortcut", "global shortcut",
+    /// "inconclusive" or "none found".
+    pub fn label(&self) -> &'static str {
+        match (self.kind, self.inconclusive) {
+            (Some(ShortcutKind::Localised), _) => "localised shortcut",
+            (Some(ShortcutKind::Global), _) => "global shortcut",
+            (None, true) => "inconclusive",
+            (None, false) => "none found",
+        }
+    }
+}
+
 /// The largest first-layer KKT residual, as a share of the null models', at which the
 /// reconstructions are trusted to show a shortcut if the model has one. Above it the model is
 /// too far from a KKT point (not trained to the max-margin regime the method assumes) and a

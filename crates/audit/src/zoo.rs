@@ -532,14 +532,7 @@ pub fn markdown(r: &ZooReport) -> String {
                 100.0 * t.fraction
             )
         });
-        let verdict = match (m.verdict.inconclusive, m.verdict.shortcut_suspected) {
-            (_, true) => match m.verdict.kind {
-                Some(ShortcutKind::Global) => "global shortcut".to_string(),
-                _ => "localised shortcut".to_string(),
-            },
-            (true, false) => "inconclusive".to_string(),
-            (false, false) => "none found".to_string(),
-        };
+        let verdict = m.verdict.label();
         md.push_str(&format!(
             "| {} | {trigger} | {:.3} | {:.3} | {verdict} | {:.1} / {:.1} | {} | {} |\n",
             m.name,

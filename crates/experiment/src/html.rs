@@ -4,7 +4,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 use anyhow::Result;
-use reveal_audit::verdict::{ShortcutKind, MAP_LEGEND, MAP_SCALE};
+use reveal_audit::verdict::{MAP_LEGEND, MAP_SCALE};
 use reveal_render::html::{escape, head, image, scale_legend, TAIL};
 
 use crate::ModelResult;
@@ -36,12 +36,7 @@ pub fn experiment_page(
             .map_or("none (random model)".to_string(), |b| b.name().to_string());
         let (verdict, region, score) = match &r.verdict {
             Some(v) => (
-                match (v.kind, v.inconclusive) {
-                    (Some(ShortcutKind::Localised), _) => "localised shortcut",
-                    (Some(ShortcutKind::Global), _) => "global shortcut",
-                    (None, true) => "inconclusive",
-                    (None, false) => "no shortcut found",
-                },
+                v.label(),
                 v.region.map_or("–".into(), |[a, b, c, d]| {
                     format!("rows {a}–{c}, cols {b}–{d}")
                 }),

@@ -260,11 +260,7 @@ fn markdown(cfg: &ExperimentConfig, results: &[ModelResult]) -> Result<String> {
         let _ = k;
         let (verdict, region, score) = match &r.verdict {
             Some(v) => (
-                if v.shortcut_suspected {
-                    "shortcut suspected"
-                } else {
-                    "none found"
-                },
+                v.label(),
                 v.region.map_or("-".into(), |[r0, c0, r1, c1]| {
                     format!("{r0}–{r1}, {c0}–{c1}")
                 }),
