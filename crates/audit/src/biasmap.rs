@@ -53,6 +53,10 @@
 //!
 //! Check against planted triggers: the K pixels with the largest z, K being the trigger area,
 //! and the fraction of them inside a trigger square (precision; chance = area / H·W).
+//!
+//! A shortcut spread over the image (a blend, a contrast or colour change) is no spot; it shows
+//! as a residual R that every candidate of a class shares: [`consistency`] (ρ_half), calibrated
+//! by [`clean_null_scores`] (docs/DESIGN.md §8).
 
 use ndarray::{Array1, Array2};
 use rand::seq::SliceRandom;
@@ -476,8 +480,8 @@ pub const SPLITS: usize = 20;
 /// ρ = ⟨R_A, R_B⟩ / (‖R_A‖ ‖R_B‖); averaged over [`SPLITS`] halvings through Fisher's z
 /// (tanh of the mean atanh). A pattern every image of a class carries (a blended pattern, a
 /// contrast or colour change) comes back in both halves; the images' own variation and the
-/// reconstructions' independent noise do not. A statistic for shortcuts spread over the image,
-/// measured in the zoo; not yet part of the verdict (see docs/DESIGN.md).
+/// reconstructions' independent noise do not: the statistic of the global verdict
+/// ([`crate::verdict::Consistency`], docs/DESIGN.md §8).
 pub fn consistency(reference: &Reference, x: &Array2<f32>, y: &[f32], w: &[f64], seed: u64) -> f64 {
     assert!(
         x.nrows() == y.len() && y.len() == w.len(),

@@ -3,7 +3,7 @@
 //! The audit of one trained model, by reveal or elsewhere: reconstruct its training samples,
 //! set every figure beside the same figure of null models (random models with its layer norms),
 //! map where its classes differ beyond what clean images of the task explain, and say whether a
-//! compact shortcut shows.
+//! compact shortcut shows, or a pattern spread over the image.
 //!
 //! - [`biasmap`]: the map, its hotspot, the clean-subset maps, the check against planted triggers;
 //! - [`verdict`]: candidates → a calibrated map → the verdict;

@@ -94,8 +94,7 @@ pub struct BiasMapResult {
     pub clean_null_scores: Vec<f64>,
     pub null_model_scores: Vec<f64>,
     pub map_png: String,
-    /// ρ_half of the candidates beside clean subsets' and the null models' (measured, not yet
-    /// part of the verdict).
+    /// ρ_half of the candidates, the global statistic, beside its clean and null values.
     #[serde(default)]
     pub consistency: Option<Consistency>,
 }
