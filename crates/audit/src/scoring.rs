@@ -146,23 +146,27 @@ pub fn model_data_spec(path: &Path, meta: &BTreeMap<String, String>) -> Result<D
         .with_context(|| format!("{}: unreadable data description", path.display()))
 }
 
+/// The form of the multipliers a training recipe calls for on a model of `outputs` outputs:
+/// [`Multipliers::of_training`] of its loss and weight decay.
+pub fn recipe_multipliers(recipe: &reveal_train::TrainConfig, outputs: usize) -> Multipliers {
+    Multipliers::of_training(
+        recipe.loss == reveal_train::Loss::Squared,
+        recipe.weight_decay,
+        outputs,
+    )
+}
+
 /// The form of the multipliers to fit a model of `outputs` outputs with: the one `given`, else
-/// the one its training calls for, read from its metadata (a model trained by reveal:
-/// [`Multipliers::of_training`] of its loss and weight decay), else the margin form.
+/// the one its recipe calls for, read from its metadata (a model trained by reveal), else the
+/// margin form.
 pub fn model_multipliers(
     given: Option<Multipliers>,
     meta: &BTreeMap<String, String>,
     outputs: usize,
 ) -> Multipliers {
-    let trained = || -> Option<Multipliers> {
-        let summary: reveal_train::job::TrainSummary =
-            serde_json::from_str(meta.get("train")?).ok()?;
-        let c = summary.config;
-        Some(Multipliers::of_training(
-            c.loss == reveal_train::Loss::Squared,
-            c.weight_decay,
-            outputs,
-        ))
+    let trained = || {
+        reveal_train::job::TrainSummary::from_metadata(meta)
+            .map(|s| recipe_multipliers(&s.config, outputs))
     };
     given
         .or_else(trained)

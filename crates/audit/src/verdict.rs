@@ -7,7 +7,7 @@ use anyhow::Result;
 use ndarray::{Array1, Array2};
 use reveal_data::Prepared;
 use reveal_recon::files::{load_candidates, CandidateFile};
-use reveal_recon::{Multipliers, RunConfig};
+use reveal_recon::Multipliers;
 use serde::{Deserialize, Serialize};
 
 use crate::biasmap::{self, Hotspot, Reference};
@@ -40,9 +40,7 @@ impl Candidates {
     /// its run settings; the margin form without them).
     pub fn from_file(c: CandidateFile<f32>) -> Candidates {
         let form = c
-            .metadata
-            .get("config")
-            .and_then(|s| serde_json::from_str::<RunConfig>(s).ok())
+            .run_config()
             .map_or(Multipliers::Margin, |run| run.multipliers);
         let y: Vec<f32> = c.y.iter().copied().collect();
         Candidates {

@@ -17,7 +17,7 @@ use reveal_nn::files::{check_input_width, load_init, load_model_with, LayerNames
 use reveal_nn::{Mlp, Theta};
 use reveal_recon::files::load_candidates;
 use reveal_recon::objective::{evaluate_with, Method};
-use reveal_recon::optim::{layer1_residual, RunConfig};
+use reveal_recon::optim::layer1_residual;
 use reveal_recon::plan::{Plan, PlanError};
 use reveal_recon::search::{run_search, SearchJob, Tick};
 use reveal_recon::Multipliers;
@@ -244,11 +244,7 @@ fn reconstruct(
 /// tells models apart.)
 pub fn kkt_residual(theta: &Theta<f32>, path: &Path) -> Result<f64> {
     let c = load_candidates::<f32>(path)?;
-    let run: Option<RunConfig> = c
-        .metadata
-        .get("config")
-        .and_then(|s| serde_json::from_str(s).ok());
-    let objective = match run {
+    let objective = match c.run_config() {
         Some(run) => run.objective(),
         None => bail!("{}: no run settings in the metadata", path.display()),
     };

@@ -17,7 +17,7 @@ use reveal_recon::search::{missing_runs, run_search, runs_dir, SearchJob, Search
 use reveal_recon::stationarity::fit_multipliers;
 use reveal_recon::stats::RankBy;
 use reveal_recon::terms::ObjectiveConfig;
-use reveal_recon::{Hyper, Multipliers, RunConfig};
+use reveal_recon::{Hyper, Multipliers};
 use reveal_ssim::Ssim;
 use reveal_tape::Scalar;
 
@@ -407,10 +407,7 @@ pub fn cmd_kkt<T: Scalar>(args: &KktArgs) -> Result<()> {
         "its candidates",
     )?;
     check_labels(&c.y, model.mlp.outputs(), &args.candidates)?;
-    let from_file: Option<RunConfig> = c
-        .metadata
-        .get("config")
-        .and_then(|s| serde_json::from_str(s).ok());
+    let from_file = c.run_config();
     let pick = |flag: Option<f64>, name: &str, get: fn(&Hyper) -> f64| -> Result<f64> {
         match (flag, &from_file) {
             (Some(v), _) => positive(name, v),

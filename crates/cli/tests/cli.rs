@@ -388,12 +388,14 @@ fn bad_input_gives_one_line_errors() {
 /// not fit the model are refused in one line.
 #[test]
 fn kkt_command_agrees_with_the_closed_form() {
-    for outputs in [1, 3] {
-        kkt_agrees_for(outputs);
+    use reveal_recon::Multipliers::*;
+    // The form of the multipliers comes from the file's run settings.
+    for (outputs, form) in [(1, Margin), (3, Margin), (3, Pairs), (1, Signed)] {
+        kkt_agrees_for(outputs, form);
     }
 }
 
-fn kkt_agrees_for(outputs: usize) {
+fn kkt_agrees_for(outputs: usize, form: reveal_recon::Multipliers) {
     use reveal_nn::{Activation, Mlp};
     use reveal_recon::closed_form::closed_form;
     use reveal_recon::optim::{Hyper, RunConfig, RunState};
@@ -407,17 +409,20 @@ fn kkt_agrees_for(outputs: usize) {
         *w = randn(w.dim(), &mut rng) * 0.5;
     }
     reveal_nn::save_model(&p("m.safetensors"), &net, None, &Default::default()).unwrap();
-    let cfg = RunConfig::new(
-        Hyper {
-            init_scale: 0.8,
-            lr: 0.1,
-            lambda_min: 0.45,
-            alpha: 19.2,
-        },
-        10,
-        1,
-        3,
-    );
+    let cfg = RunConfig {
+        multipliers: form,
+        ..RunConfig::new(
+            Hyper {
+                init_scale: 0.8,
+                lr: 0.1,
+                lambda_min: 0.45,
+                alpha: 19.2,
+            },
+            10,
+            1,
+            3,
+        )
+    };
     let mut state = RunState::<f64>::init_for(20, outputs, &cfg);
     state.lambda.mapv_inplace(|l| 0.2 + 0.5 * l); // some below λ_min
     let mut meta = std::collections::BTreeMap::new();
@@ -431,7 +436,7 @@ fn kkt_agrees_for(outputs: usize) {
         &state.y,
         Activation::ModifiedRelu(19.2),
         0.45,
-        reveal_recon::terms::Multipliers::Margin,
+        form,
     );
 
     for (precision, tol) in [("f64", 1e-8), ("f32", 1e-4)] {
@@ -453,7 +458,7 @@ fn kkt_agrees_for(outputs: usize) {
         let loss = k["loss"].as_f64().unwrap();
         assert!(
             (loss - l).abs() <= tol * l.abs(),
-            "{precision}: loss {loss} vs {l}"
+            "{form:?} {precision}: loss {loss} vs {l}"
         );
         let bytes = std::fs::read(&out).unwrap();
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -482,7 +487,7 @@ fn kkt_agrees_for(outputs: usize) {
         );
         assert!(
             ex < tol && el < tol,
-            "{precision}: relative error ∂x {ex:e}, ∂λ {el:e}"
+            "{form:?} {precision}: relative error ∂x {ex:e}, ∂λ {el:e}"
         );
     }
     // The other kind of labels: ±1 for a 3-output model, 2 for a binary one.

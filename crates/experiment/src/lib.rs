@@ -324,12 +324,7 @@ fn reconstruct(
     model_path: &Path,
     hooks: &Hooks,
 ) -> Result<SearchSummary> {
-    // The multipliers the training recipe calls for (its loss and weight decay).
-    let multipliers = reveal_recon::Multipliers::of_training(
-        cfg.train.loss == reveal_train::Loss::Squared,
-        cfg.train.weight_decay,
-        model.outputs(),
-    );
+    let multipliers = scoring::recipe_multipliers(&cfg.train, model.outputs());
     let plan = Plan {
         m: default_candidates(cfg.per_class, model.outputs()),
         seed,

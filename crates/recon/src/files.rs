@@ -210,6 +210,12 @@ pub fn parse_run_checkpoint<T: Scalar>(
 }
 
 impl<T: Scalar> CandidateFile<T> {
+    /// The run settings in the file's metadata (`config`), when it has them: the objective's
+    /// α, λ_min and form of the multipliers.
+    pub fn run_config(&self) -> Option<crate::optim::RunConfig> {
+        serde_json::from_str(self.metadata.get("config")?).ok()
+    }
+
     /// The run state these candidates describe (fresh momentum unless a checkpoint).
     pub fn into_state(self) -> RunState<T> {
         let state = RunState::fresh(self.x, self.lambda, self.y);

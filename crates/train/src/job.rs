@@ -93,11 +93,16 @@ pub struct TrainSummary {
     pub seed: u64,
 }
 
+impl TrainSummary {
+    /// The summary in a model file's metadata (`train`), when it has one (a model reveal trained).
+    pub fn from_metadata(metadata: &BTreeMap<String, String>) -> Option<TrainSummary> {
+        serde_json::from_str(metadata.get("train")?).ok()
+    }
+}
+
 /// The training summary in a model file's metadata, with the wall time kept beside the file.
 pub fn read_summary(path: &Path, metadata: &BTreeMap<String, String>) -> Result<TrainSummary> {
-    let mut summary: TrainSummary = metadata
-        .get("train")
-        .and_then(|s| serde_json::from_str(s).ok())
+    let mut summary = TrainSummary::from_metadata(metadata)
         .with_context(|| format!("{}: no training summary in the metadata", path.display()))?;
     summary.wall_seconds = read_timing(path);
     Ok(summary)
