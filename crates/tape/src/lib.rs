@@ -35,4 +35,5 @@ mod tape;
 
 pub use grad::grad;
 pub use scalar::Scalar;
+pub use kernels::patches::Patches;
 pub use tape::{Constant, Tape, Var};

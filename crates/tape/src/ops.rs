@@ -13,6 +13,7 @@ use std::ops::{Add, Mul, Neg, Sub};
 use ndarray::{Array2, Axis};
 
 use crate::kernels;
+use crate::kernels::patches::{self, Patches};
 use crate::scalar::{self, Scalar};
 use crate::tape::{Tape, Var};
 
@@ -65,6 +66,13 @@ pub(crate) enum Op<T> {
         z: usize,
         alpha: T,
     },
+    Reshape(usize),
+    ChannelsLast(usize, usize),
+    ChannelsFirst(usize, usize),
+    Unfold(usize, Patches),
+    Fold(usize, Patches),
+    AvgPool(usize, Patches),
+    AvgPoolT(usize, Patches),
 }
 
 impl<T> Op<T> {
@@ -98,7 +106,14 @@ impl<T> Op<T> {
             | Exp(a)
             | LogSumExp(a)
             | MRelu(a, _)
-            | Excess(a, _, _) => [Some(a), None],
+            | Excess(a, _, _)
+            | Reshape(a)
+            | ChannelsLast(a, _)
+            | ChannelsFirst(a, _)
+            | Unfold(a, _)
+            | Fold(a, _)
+            | AvgPool(a, _)
+            | AvgPoolT(a, _) => [Some(a), None],
         }
     }
 }
@@ -618,6 +633,117 @@ fn sigmoid_prime_scale_rule<'t, T: Scalar>(
     });
 }
 
+// ── images: convolution and pooling as pairs of linear maps, each the other's rule ─────────
+//
+// An image batch is a matrix [n·H·W, C]: one row per pixel, the channels in the columns. A
+// convolution with weights w [O, C·k·k] (PyTorch's layout, flattened) is then
+//
+//     y = unfold(x) · channels_last(w)ᵀ + 1·b        [n·OH·OW, O]
+//
+// the output again one row per pixel, so layers chain with no reordering. unfold and fold are
+// each other's transpose, as are avg_pool and avg_pool_t, channels_last and channels_first: each
+// op's rule is its partner applied to g, so gradients of gradients need nothing new.
+
+impl<'t, T: Scalar> Var<'t, T> {
+    /// The same values in another shape (row-major order kept): [r, c] → [rows, cols].
+    pub fn reshape(self, rows: usize, cols: usize) -> Var<'t, T> {
+        let a = self.value();
+        assert_eq!(
+            a.len(),
+            rows * cols,
+            "reshape: shape {:?} does not hold [{rows}, {cols}]",
+            a.dim()
+        );
+        let value = a
+            .as_standard_layout()
+            .into_owned()
+            .into_shape_with_order((rows, cols))
+            .expect("standard layout");
+        self.tape.push(Op::Reshape(self.id), value)
+    }
+
+    /// Per row, channel-major [C, S] → channels last [S, C]: [r, C·S] → [r, S·C].
+    pub fn channels_last(self, channels: usize) -> Var<'t, T> {
+        let value = patches::channels_last(&self.value(), channels);
+        self.tape.push(Op::ChannelsLast(self.id, channels), value)
+    }
+
+    /// Per row, channels last [S, C] → channel-major [C, S]: the inverse of `channels_last`.
+    pub fn channels_first(self, channels: usize) -> Var<'t, T> {
+        let value = patches::channels_first(&self.value(), channels);
+        self.tape.push(Op::ChannelsFirst(self.id, channels), value)
+    }
+
+    /// im2col: [n·H·W, C] → [n·OH·OW, k·k·C], one row per window, its pixels in (ky, kx, c) order.
+    pub fn unfold(self, geometry: Patches) -> Var<'t, T> {
+        let value = patches::unfold(&self.value(), &geometry);
+        self.tape.push(Op::Unfold(self.id, geometry), value)
+    }
+
+    /// col2im: [n·OH·OW, k·k·C] → [n·H·W, C], each window added back to its pixels (unfoldᵀ).
+    pub fn fold(self, geometry: Patches) -> Var<'t, T> {
+        let value = patches::fold(&self.value(), &geometry);
+        self.tape.push(Op::Fold(self.id, geometry), value)
+    }
+
+    /// Average pooling: [n·H·W, C] → [n·OH·OW, C], each window's mean (padding counts as 0).
+    pub fn avg_pool(self, geometry: Patches) -> Var<'t, T> {
+        let value = patches::avg_pool(&self.value(), &geometry);
+        self.tape.push(Op::AvgPool(self.id, geometry), value)
+    }
+
+    /// avg_poolᵀ: [n·OH·OW, C] → [n·H·W, C], each window's value spread over it, divided by k².
+    pub fn avg_pool_t(self, geometry: Patches) -> Var<'t, T> {
+        let value = patches::avg_pool_t(&self.value(), &geometry);
+        self.tape.push(Op::AvgPoolT(self.id, geometry), value)
+    }
+}
+
+/// y = reshape(a);  ∂a = g reshaped back to a's shape
+fn reshape_rule<'t, T: Scalar>(r: &mut Rule<'_, 't, T>, a: Var<'t, T>) {
+    let g = r.g;
+    r.give(a, || {
+        let (rows, cols) = a.shape();
+        g.reshape(rows, cols)
+    });
+}
+
+/// y = channels_last(a), a permutation;  ∂a = channels_first(g), its inverse
+fn channels_last_rule<'t, T: Scalar>(r: &mut Rule<'_, 't, T>, a: Var<'t, T>, c: usize) {
+    let g = r.g;
+    r.give(a, || g.channels_first(c));
+}
+
+/// y = channels_first(a);  ∂a = channels_last(g)
+fn channels_first_rule<'t, T: Scalar>(r: &mut Rule<'_, 't, T>, a: Var<'t, T>, c: usize) {
+    let g = r.g;
+    r.give(a, || g.channels_last(c));
+}
+
+/// y = U·a (unfold is linear);  ∂a = Uᵀ·g = fold(g)
+fn unfold_rule<'t, T: Scalar>(r: &mut Rule<'_, 't, T>, a: Var<'t, T>, geometry: Patches) {
+    let g = r.g;
+    r.give(a, || g.fold(geometry));
+}
+
+/// y = Uᵀ·a;  ∂a = U·g = unfold(g)
+fn fold_rule<'t, T: Scalar>(r: &mut Rule<'_, 't, T>, a: Var<'t, T>, geometry: Patches) {
+    let g = r.g;
+    r.give(a, || g.unfold(geometry));
+}
+
+/// y = P·a (pooling is linear);  ∂a = Pᵀ·g = avg_pool_t(g)
+fn avg_pool_rule<'t, T: Scalar>(r: &mut Rule<'_, 't, T>, a: Var<'t, T>, geometry: Patches) {
+    let g = r.g;
+    r.give(a, || g.avg_pool_t(geometry));
+}
+
+/// y = Pᵀ·a;  ∂a = P·g = avg_pool(g)
+fn avg_pool_t_rule<'t, T: Scalar>(r: &mut Rule<'_, 't, T>, a: Var<'t, T>, geometry: Patches) {
+    let g = r.g;
+    r.give(a, || g.avg_pool(geometry));
+}
+
 // ── the one match ─────────────────────────────────────────────────────────────────────────
 
 /// The backward rule of node `id`: given its upstream gradient `g`, the contribution to each
@@ -664,5 +790,12 @@ pub(crate) fn backward<'t, T: Scalar>(
         Op::Mask { x, z, lo, hi } => mask_rule(r, v(x), v(z), lo, hi),
         Op::SigmoidScale { x, z, alpha } => sigmoid_scale_rule(r, v(x), v(z), alpha),
         Op::SigmoidPrimeScale { x, z, alpha } => sigmoid_prime_scale_rule(r, v(x), v(z), alpha),
+        Op::Reshape(a) => reshape_rule(r, v(a)),
+        Op::ChannelsLast(a, c) => channels_last_rule(r, v(a), c),
+        Op::ChannelsFirst(a, c) => channels_first_rule(r, v(a), c),
+        Op::Unfold(a, geometry) => unfold_rule(r, v(a), geometry),
+        Op::Fold(a, geometry) => fold_rule(r, v(a), geometry),
+        Op::AvgPool(a, geometry) => avg_pool_rule(r, v(a), geometry),
+        Op::AvgPoolT(a, geometry) => avg_pool_t_rule(r, v(a), geometry),
     }
 }

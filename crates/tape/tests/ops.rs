@@ -470,3 +470,145 @@ fn check_gradient_reports_a_wrong_hand_written_gradient() {
         "{text}"
     );
 }
+
+// ── images: unfold/fold, pooling, channel order ───────────────────────────────────────────
+
+use reveal_tape::Patches;
+
+/// A geometry with the kernel fitting the padded image: C 1–3, H, W 1–6, k 1–3, s 1–3, p 0–2.
+fn geometry() -> impl Strategy<Value = Patches> {
+    (1usize..=3, 1usize..=6, 1usize..=6, 1usize..=3, 1usize..=3, 0usize..=2)
+        .prop_map(|(channels, height, width, kernel, stride, padding)| Patches {
+            channels,
+            height,
+            width,
+            kernel,
+            stride,
+            padding,
+        })
+        .prop_filter("kernel fits the padded image", |g| g.is_valid())
+}
+
+/// PyTorch's conv2d by its definition (NCHW images, weights [O, C, k, k], zero padding):
+/// y[i, o, oy, ox] = Σ_{c,ky,kx} w[o, c, ky, kx] · x[i, c, oy·s + ky − p, ox·s + kx − p],
+/// returned as [n·OH·OW, O] (one row per output pixel).
+fn conv_by_definition(x: &Array2<f64>, w: &Array2<f64>, g: &Patches) -> Array2<f64> {
+    let (c, h, wd, k) = (g.channels, g.height, g.width, g.kernel);
+    let (oh, ow, o) = (g.out_height(), g.out_width(), w.nrows());
+    let n = x.nrows();
+    let mut y = Array2::zeros((n * oh * ow, o));
+    for i in 0..n {
+        for (oy, ox, oc) in itertools_triple(oh, ow, o) {
+            let mut sum = 0.0;
+            for ch in 0..c {
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let iy = (oy * g.stride + ky) as isize - g.padding as isize;
+                        let ix = (ox * g.stride + kx) as isize - g.padding as isize;
+                        if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd {
+                            let pixel = x[(i, ch * h * wd + iy as usize * wd + ix as usize)];
+                            sum += w[(oc, (ch * k + ky) * k + kx)] * pixel;
+                        }
+                    }
+                }
+            }
+            y[((i * oh + oy) * ow + ox, oc)] = sum;
+        }
+    }
+    y
+}
+
+/// Every (a, b, c) below (n1, n2, n3).
+fn itertools_triple(n1: usize, n2: usize, n3: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+    (0..n1).flat_map(move |a| (0..n2).flat_map(move |b| (0..n3).map(move |c| (a, b, c))))
+}
+
+/// A convolution on the tape: NCHW rows → pixel rows → unfold → times channels_last(w)ᵀ.
+fn conv<'t>(x: Var<'t, f64>, w: Var<'t, f64>, g: Patches) -> Var<'t, f64> {
+    let n = x.shape().0;
+    let pixels = x
+        .channels_last(g.channels)
+        .reshape(n * g.height * g.width, g.channels);
+    pixels.unfold(g).matmul_t(w.channels_last(g.channels), false, true)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// The convolution built from the ops equals PyTorch's conv2d by its definition, and passes
+    /// gradcheck and gradgradcheck in both x and w (squared, so the second order is not zero).
+    #[test]
+    fn convolution(g in geometry(), n in 1usize..=2, out in 1usize..=3, seed in any::<u64>()) {
+        let mut rng = Rng::seed(seed);
+        let x = randn((n, g.channels * g.pixels()), &mut rng);
+        let w = randn((out, g.channels * g.kernel * g.kernel), &mut rng);
+        let tape = Tape::new();
+        let y = conv(tape.var(x.clone()), tape.var(w.clone()), g).value();
+        let expected = conv_by_definition(&x, &w, &g);
+        prop_assert!((&*y - &expected).iter().all(|e| e.abs() < 1e-12), "{y:?} vs {expected:?}");
+        check_op!(x, w; |v| conv(v[0], v[1], g).square());
+    }
+
+    /// Each linear op alone, and each against its partner: ⟨op(a), b⟩ = ⟨a, opᵀ(b)⟩.
+    #[test]
+    fn unfold_fold_pool(g in geometry(), n in 1usize..=2, seed in any::<u64>()) {
+        let mut rng = Rng::seed(seed);
+        let pixels = randn((n * g.pixels(), g.channels), &mut rng);
+        let kk = g.kernel * g.kernel * g.channels;
+        let windows = randn((n * g.windows(), kk), &mut rng);
+        let pooled = randn((n * g.windows(), g.channels), &mut rng);
+        check_op!(pixels; |v| v[0].unfold(g).square());
+        check_op!(windows; |v| v[0].fold(g).square());
+        check_op!(pixels; |v| v[0].avg_pool(g).square());
+        check_op!(pooled; |v| v[0].avg_pool_t(g).square());
+        let tape = Tape::new();
+        let (p, wv, q) = (tape.var(pixels.clone()), tape.var(windows.clone()), tape.var(pooled.clone()));
+        let dot = |a: Var<f64>, b: Var<f64>| (a * b).sum().item();
+        prop_assert!((dot(p.unfold(g), wv) - dot(p, wv.fold(g))).abs() < 1e-10);
+        prop_assert!((dot(p.avg_pool(g), q) - dot(p, q.avg_pool_t(g))).abs() < 1e-10);
+    }
+
+    /// Average pooling is the mean of each window's unfolded values, channel by channel.
+    #[test]
+    fn avg_pool_is_the_window_mean(g in geometry(), seed in any::<u64>()) {
+        let mut rng = Rng::seed(seed);
+        let pixels = randn((g.pixels(), g.channels), &mut rng);
+        let tape = Tape::new();
+        let p = tape.var(pixels);
+        let (unfolded, pooled) = (p.unfold(g).value(), p.avg_pool(g).value());
+        let k2 = (g.kernel * g.kernel) as f64;
+        for ((w, c), &v) in pooled.indexed_iter() {
+            let mean = (0..g.kernel * g.kernel).map(|j| unfolded[(w, j * g.channels + c)]).sum::<f64>() / k2;
+            prop_assert!((v - mean).abs() < 1e-12);
+        }
+    }
+
+    /// The channel reorderings are inverse permutations; reshape keeps the row-major order.
+    #[test]
+    fn channel_order_and_reshape(r in side(), c in side(), s in side(), seed in any::<u64>()) {
+        let a = randn((r, c * s), &mut Rng::seed(seed));
+        check_op!(a; |v| v[0].channels_last(c).square());
+        check_op!(a; |v| v[0].channels_first(c).square());
+        check_op!(a; |v| v[0].reshape(r * s, c).square());
+        let tape = Tape::new();
+        let x = tape.var(a.clone());
+        prop_assert_eq!(&*x.channels_last(c).channels_first(c).value(), &a);
+        let last = x.channels_last(c).value();
+        prop_assert_eq!(last[(r - 1, (s - 1) * c)], a[(r - 1, s - 1)]);
+    }
+}
+
+#[test]
+#[should_panic(expected = "unfold: shape (5, 2) is not [n·2·2, 2]")]
+fn unfold_names_the_shape_it_wanted() {
+    let tape = Tape::<f64>::new();
+    let g = Patches {
+        channels: 2,
+        height: 2,
+        width: 2,
+        kernel: 1,
+        stride: 1,
+        padding: 0,
+    };
+    tape.var(Array2::zeros((5, 2))).unfold(g);
+}

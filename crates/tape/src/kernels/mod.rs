@@ -11,6 +11,7 @@
 
 pub mod gemm;
 mod micro;
+pub mod patches;
 
 use std::mem::MaybeUninit;
 use std::ops::Range;
