@@ -36,6 +36,7 @@ pub fn random_like(trained: &Mlp<f32>, seed: u64) -> Mlp<f32> {
     Mlp {
         weights: trained.weights.iter().map(&mut like).collect(),
         biases: trained.biases.iter().map(&mut like).collect(),
+        features: trained.features.clone(),
     }
 }
 
@@ -46,6 +47,7 @@ fn zip(a: &Mlp<f32>, b: &Mlp<f32>, f: fn(&Array2<f32>, &Array2<f32>) -> Array2<f
     Mlp {
         weights: each(&a.weights, &b.weights),
         biases: each(&a.biases, &b.biases),
+        features: a.features.clone(),
     }
 }
 

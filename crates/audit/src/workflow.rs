@@ -9,11 +9,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use ndarray::{Array2, Axis};
 use reveal_data::{prepare, DataSpec, Prepared};
 use reveal_io::write_atomic;
-use reveal_nn::files::{check_input_width, load_init, load_model_with, LayerNames};
+use reveal_io::{parse_tensors, read_file};
+use reveal_nn::files::{check_input_width, load_init, model_from_tensors, LayerNames};
+use reveal_nn::{Arch, Grid};
 use reveal_nn::{Mlp, Theta};
 use reveal_recon::files::load_candidates;
 use reveal_recon::objective::{evaluate_with, Method};
@@ -64,6 +66,9 @@ pub struct AuditConfig {
     /// fits the step training took, θ − θ0, which is what the training points' gradients span.
     pub init: Option<PathBuf>,
     pub layers: LayerNames,
+    /// The architecture, for a network with convolutions whose file does not say its own (a
+    /// PyTorch `state_dict` holds no strides or paddings); its fc widths must match the file's.
+    pub arch: Option<Arch>,
     /// The task's data: its held-out split is the clean reference. Used when the model's
     /// metadata does not name its data set.
     pub data: Option<DataSpec>,
@@ -142,9 +147,9 @@ struct Loaded {
 /// Loads the model and its data: the clean reference (held-out split), and the training set
 /// when known. Fails before any work on a model that does not fit the data.
 fn load(cfg: &AuditConfig) -> Result<Loaded> {
-    let file = load_model_with::<f32>(&cfg.model, &cfg.layers)?;
+    let tensors = parse_tensors::<f32>(&read_file(&cfg.model)?, &cfg.model)?;
     let mut notes = Vec::new();
-    let (spec, train_known) = match model_data_spec(&cfg.model, &file.metadata) {
+    let (spec, train_known) = match model_data_spec(&cfg.model, &tensors.metadata) {
         Ok(spec) => (spec, true),
         Err(_) => match &cfg.data {
             Some(spec) => (spec.clone(), cfg.train_known),
@@ -155,6 +160,28 @@ fn load(cfg: &AuditConfig) -> Result<Loaded> {
         },
     };
     let mut data = prepare(&spec, cfg.data_dir.as_deref())?;
+    // The convolutional front given over the data's images, checked against the file as it loads.
+    let (channels, height, width) = data.shape;
+    let input = Grid {
+        channels,
+        height,
+        width,
+    };
+    let given = match &cfg.arch {
+        Some(arch) => arch
+            .features(input)
+            .map_err(|e| anyhow!("--arch {arch}: {e}"))?,
+        None => None,
+    };
+    let file = model_from_tensors(tensors, &cfg.model, &cfg.layers, given.as_ref())?;
+    if let Some(arch) = cfg.arch.as_ref().filter(|a| file.mlp.hidden() != a.hidden) {
+        bail!(
+            "{}: its fc hidden widths are {:?}, --arch {arch} says {:?}",
+            cfg.model.display(),
+            file.mlp.hidden(),
+            arch.hidden
+        );
+    }
     let what = format!("the images of {} ({:?})", spec.source.name(), data.shape);
     check_input_width(file.mlp.input_dim(), data.test.x.ncols(), &cfg.model, &what)?;
     check_outputs(file.mlp.outputs(), &data, &cfg.model)?;

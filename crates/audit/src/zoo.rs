@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use reveal_data::{prepare, DataSpec, KindName, Source, Task, TestSelection, Trigger};
 use reveal_io::write_atomic;
 use reveal_nn::files::{save_model, LayerNames};
-use reveal_nn::{Biases, Init};
+use reveal_nn::{Arch, Biases, Init};
 use reveal_recon::search::Tick;
 use reveal_render::plot::{self, Strip, StripPoint};
 use reveal_train::job::{self as train_job, TrainJob};
@@ -308,7 +308,7 @@ pub fn run(
         let data = member_data(cfg, images, planted, seed)?;
         let model = dir.join("model.safetensors");
         let job = TrainJob {
-            hidden: cfg.hidden.clone(),
+            arch: Arch::mlp(&cfg.hidden),
             config: recipe.config,
             seed,
             out: model.clone(),
@@ -324,13 +324,14 @@ pub fn run(
         let init = (cfg.from_init && recipe.config.init == Init::Default)
             .then(|| dir.join("init.safetensors"));
         if let Some(path) = init.as_ref().filter(|p| !p.exists()) {
-            save_model(path, &job.initial::<f32>(&data), None, &Default::default())?;
+            save_model(path, &job.initial::<f32>(&data)?, None, &Default::default())?;
         }
         let report = audit(
             &AuditConfig {
                 model: model.clone(),
                 init: init.clone(),
                 layers: LayerNames::Auto,
+                arch: None,
                 data: None,
                 train_known: true,
                 data_dir: cfg.data_dir.clone(),

@@ -457,3 +457,8 @@ mod tests {
         }
     }
 }
+
+/// `--arch`: conv:<out>k<kernel>[s<stride>][p<padding>], avgpool:<k> and fc:<width>, in order.
+pub fn parse_arch(s: &str) -> std::result::Result<reveal_nn::Arch, String> {
+    s.parse()
+}

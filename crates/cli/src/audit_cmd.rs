@@ -5,26 +5,30 @@ use std::path::PathBuf;
 use anyhow::Result;
 use reveal_audit::{audit, AuditBudget, AuditConfig};
 use reveal_data::Selection;
-use reveal_nn::LayerNames;
+use reveal_nn::{Arch, LayerNames};
 use reveal_recon::Multipliers;
 
-use crate::args::DataArgs;
+use crate::args::{parse_arch, DataArgs};
 use crate::progress;
 
 #[derive(clap::Args)]
 pub struct AuditArgs {
-    /// The model (safetensors): reveal's, or a PyTorch state_dict of a ReLU MLP with a bias in
-    /// its first layer only or in every layer.
+    /// The model (safetensors): reveal's, or a PyTorch state_dict of a ReLU MLP or CNN with a
+    /// bias in its first layer only or in every layer.
     #[arg(long)]
     pub model: PathBuf,
+    /// A CNN's architecture, which a PyTorch state_dict does not hold (strides, paddings,
+    /// pooling), e.g. conv:32k3,conv:64k3s2,fc:1000 (reveal's own models carry theirs).
+    #[arg(long, value_parser = parse_arch)]
+    pub arch: Option<Arch>,
     /// The model's weights before training (same layer names), when kept, e.g. a state_dict
     /// saved before the first step: the reconstruction then fits the step training took,
     /// θ − θ0, which is what the training points' gradients span. For models trained from
     /// PyTorch's init with SGD this turns noise into training samples.
     #[arg(long)]
     pub init: Option<PathBuf>,
-    /// The model's Linear layers in order, e.g. fc1,fc2,fc3 (default: reveal's names, else
-    /// every NAME.weight in natural order of NAME).
+    /// The model's layers in order, e.g. fc1,fc2,fc3 or c1,c2,fc1,fc2 (default: reveal's
+    /// names, else every NAME.weight in natural order of NAME, convolutions first).
     #[arg(long, value_delimiter = ',')]
     pub layers: Option<Vec<String>>,
     /// Output folder: results.json, report.html, pictures (rerunning resumes).
@@ -78,6 +82,7 @@ pub fn cmd_audit(args: &AuditArgs) -> Result<()> {
             .layers
             .clone()
             .map_or(LayerNames::Auto, LayerNames::Given),
+        arch: args.arch.clone(),
         data: Some(spec),
         train_known,
         data_dir: args.data.source.data_dir(),

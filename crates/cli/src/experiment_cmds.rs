@@ -63,8 +63,13 @@ pub struct ExperimentArgs {
     #[command(flatten)]
     pub optim: OptimFlags,
     /// Hidden widths, comma-separated (default: by budget).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', conflicts_with = "arch")]
     pub hidden: Option<Vec<usize>>,
+    /// The network instead of --hidden: convolutions, pooling and fc layers, e.g.
+    /// conv:32k3,conv:64k3s2,fc:1000 (conv:<out>k<kernel>[s<stride>][p<padding>], avgpool:<k>,
+    /// fc:<width>; the output layer is implied).
+    #[arg(long, value_parser = crate::args::parse_arch)]
+    pub arch: Option<reveal_nn::Arch>,
     /// Do only every N-th model, starting at the I-th, and no report (then `reveal pool --out DIR`).
     #[arg(long, value_name = "I/N")]
     pub shard: Option<Shard>,
@@ -104,7 +109,10 @@ pub fn cmd_experiment(args: &ExperimentArgs) -> Result<()> {
         cfg.per_class = n;
     }
     if let Some(h) = &args.hidden {
-        cfg.hidden = h.clone();
+        cfg.arch = reveal_nn::Arch::mlp(h);
+    }
+    if let Some(arch) = &args.arch {
+        cfg.arch = arch.clone();
     }
     cfg.recon = ReconPlan::for_budget(&cfg.source, budget, args.optim.optimizer(), cfg.per_class);
     let plan = &mut cfg.recon.plan;

@@ -136,6 +136,11 @@ struct TrainArgs {
     /// Hidden widths, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1000,1000")]
     hidden: Vec<usize>,
+    /// The network instead of --hidden: convolutions, pooling and fc layers, e.g.
+    /// conv:32k3,conv:64k3s2,fc:1000 (conv:<out>k<kernel>[s<stride>][p<padding>], avgpool:<k>,
+    /// fc:<width>; the output layer is implied).
+    #[arg(long, value_parser = args::parse_arch, conflicts_with = "hidden")]
+    arch: Option<reveal_nn::Arch>,
     /// gd (full-batch gradient descent, the papers' way), sgd or adam (mini-batch).
     #[arg(long, value_enum, default_value = "gd")]
     optimizer: TrainOptimizer,
@@ -360,7 +365,10 @@ fn cmd_train<T: Scalar>(args: &TrainArgs) -> Result<()> {
         TrainConfig::fast(1e-5, 1_000_000),
     )?;
     let train_job = TrainJob {
-        hidden: args.hidden.clone(),
+        arch: args
+            .arch
+            .clone()
+            .unwrap_or_else(|| reveal_nn::Arch::mlp(&args.hidden)),
         config,
         seed: args.seed,
         out: args.out.clone(),
@@ -368,7 +376,7 @@ fn cmd_train<T: Scalar>(args: &TrainArgs) -> Result<()> {
         resume: args.resume,
     };
     if let Some(path) = &args.save_init {
-        let init = train_job.initial::<T>(&data);
+        let init = train_job.initial::<T>(&data)?;
         reveal_nn::files::save_model(path, &init, None, &Default::default())?;
     }
     let bar = progress::bar(config.max_epochs as u64, "epochs", args.json);

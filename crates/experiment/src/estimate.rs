@@ -65,9 +65,7 @@ pub fn estimate(cfg: &ExperimentConfig) -> Result<Estimate> {
     let data = data_for(cfg, cfg.biases[0], cfg.seeds[0])?;
     let x = std::sync::Arc::new(features::<f32>(&data.train.x));
     let y = std::sync::Arc::new(label_column::<f32>(&data.train.y));
-    let model: Mlp<f32> = cfg
-        .train
-        .init_model(x.ncols(), &cfg.hidden, data.outputs(), 0);
+    let model: Mlp<f32> = reveal_train::job::init_network(&cfg.train, &cfg.arch, &data, 0)?;
     let theta = model.theta();
     // A mini-batch epoch is about one full-batch step in batches and one whole-set evaluation.
     let per_epoch = if cfg.train.schedule.batch_size().is_some() {

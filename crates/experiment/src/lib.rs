@@ -24,7 +24,7 @@ use reveal_audit::{biasmap, nulls};
 use reveal_data::{prepare, Bias, DataSpec, Prepared, Source, Task, TestSelection};
 use reveal_io::write_atomic;
 use reveal_nn::files::load_model;
-use reveal_nn::Mlp;
+use reveal_nn::{Arch, Mlp};
 use reveal_recon::optim::Optimizer;
 use reveal_recon::plan::Shard;
 use reveal_recon::plan::{default_candidates, Plan, ADAM_ITERS};
@@ -73,7 +73,8 @@ pub struct ExperimentConfig {
     pub per_class: usize,
     pub seeds: Vec<u64>,
     pub control: bool,
-    pub hidden: Vec<usize>,
+    /// The network (an MLP of two hidden layers by default).
+    pub arch: Arch,
     pub train: TrainConfig,
     pub recon: ReconPlan,
     pub test: TestSelection,
@@ -110,7 +111,7 @@ impl ExperimentConfig {
             per_class,
             seeds: vec![0],
             control: true,
-            hidden,
+            arch: Arch::mlp(&hidden),
             train,
             recon,
             test: TestSelection::PerClass(500),
@@ -128,7 +129,7 @@ impl ExperimentConfig {
         if self.seeds.is_empty() || self.biases.is_empty() {
             bail!("an experiment needs at least one seed and one bias");
         }
-        train_job::check_hidden(&self.hidden)?;
+        train_job::check_hidden(&self.arch.hidden)?;
         if self.per_class == 0 {
             bail!("at least one training image per class is needed");
         }
@@ -291,7 +292,7 @@ fn trained_model(
 ) -> Result<(Mlp<f32>, TrainSummary)> {
     if !path.exists() {
         let job = TrainJob {
-            hidden: cfg.hidden.clone(),
+            arch: cfg.arch.clone(),
             config: cfg.train,
             seed,
             out: path.to_path_buf(),
@@ -304,11 +305,11 @@ fn trained_model(
     let file = load_model::<f32>(path)?;
     let summary = train_job::read_summary(path, &file.metadata)
         .with_context(|| format!("{}: delete it to retrain", path.display()))?;
-    if summary.hidden != cfg.hidden || summary.config != cfg.train {
+    if file.mlp.arch() != cfg.arch || summary.config != cfg.train {
         bail!(
-            "{}: trained with other settings ({:?}, {:?}); use another output folder",
+            "{}: trained with other settings ({}, {:?}); use another output folder",
             path.display(),
-            summary.hidden,
+            file.mlp.arch(),
             summary.config.schedule
         );
     }

@@ -170,9 +170,9 @@ fn markdown(cfg: &ExperimentConfig, results: &[ModelResult]) -> Result<String> {
     );
     let _ = writeln!(
         md,
-        "Data set **{}**, {} training images per class, seeds {}; hidden widths {:?}; training {:?} (target loss {:e}); \
+        "Data set **{}**, {} training images per class, seeds {}; network {} (and the output layer); training {:?} (target loss {:e}); \
          reconstruction: {} run(s) of {} iterations ({:?}, {:?} rates, λ lr {:.1e}), best {} pooled, first run at init {:.2e}, lr {:.3e}, λ_min {:.3}, α {:.1}.\n",
-        cfg.source.name(), cfg.per_class, seeds.join(", "), cfg.hidden, cfg.train.schedule, cfg.train.target_loss,
+        cfg.source.name(), cfg.per_class, seeds.join(", "), cfg.arch, cfg.train.schedule, cfg.train.target_loss,
         plan.runs, plan.iters, first.optimizer, first.schedule, first.lambda_lr, cfg.recon.keep,
         first.hyper.init_scale, first.hyper.lr, first.hyper.lambda_min, first.hyper.alpha
     );

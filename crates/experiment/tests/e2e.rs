@@ -17,7 +17,7 @@ fn tiny_experiment_writes_the_report_and_resumes() {
         Budget::Demo,
     );
     cfg.per_class = 6;
-    cfg.hidden = vec![24, 24];
+    cfg.arch = reveal_nn::Arch::mlp(&[24, 24]);
     cfg.recon.plan.iters = 30;
     cfg.biases = vec![Bias::None, Bias::Corner, Bias::Contrast];
     cfg.test = TestSelection::PerClass(20);

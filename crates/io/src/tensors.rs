@@ -173,7 +173,8 @@ impl<T: Scalar> TensorFile<T> {
         Ok(t)
     }
 
-    /// A tensor as a matrix [rows, cols] (a 1-D tensor becomes one row).
+    /// A tensor as a matrix [rows, cols] (a 1-D tensor becomes one row; a 4-D convolution weight
+    /// [out, in, kh, kw] becomes [out, in·kh·kw], PyTorch's flattening).
     pub fn take_matrix(
         &mut self,
         path: &Path,
@@ -184,8 +185,9 @@ impl<T: Scalar> TensorFile<T> {
         let (r, c) = match t.shape[..] {
             [n] => (1, n),
             [r, c] => (r, c),
+            [r, c, kh, kw] => (r, c * kh * kw),
             _ => bail!(
-                "{}: tensor {name} must be 1-D or 2-D, has shape {:?}",
+                "{}: tensor {name} must be 1-D, 2-D or 4-D, has shape {:?}",
                 path.display(),
                 t.shape
             ),

@@ -4,11 +4,14 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{bail, Result};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Result};
 use ndarray::Array2;
 use reveal_io::{parse_tensors, read_file, write_tensors, TensorFile, TensorOut};
 use reveal_tape::Scalar;
 
+use crate::arch::{Arch, Features, Grid};
 use crate::mlp::Mlp;
 
 /// A model file: the MLP, the training mean if known, and the metadata.
@@ -40,8 +43,11 @@ pub fn save_model_with_extra<T: Scalar>(
 ) -> Result<()> {
     let std = |a: &Array2<T>| a.as_standard_layout().into_owned();
     let mut owned: Vec<(String, Vec<usize>, Array2<T>)> = Vec::new();
+    // A convolution's weight in PyTorch's [out, in, k, k].
+    let conv_shapes = mlp.features.as_ref().map_or(Vec::new(), |f| f.conv_weight_shapes());
     for (k, w) in mlp.weights.iter().enumerate() {
-        owned.push((format!("layers.{k}.weight"), w.shape().to_vec(), std(w)));
+        let shape = conv_shapes.get(k).map_or(w.shape().to_vec(), |s| s.to_vec());
+        owned.push((format!("layers.{k}.weight"), shape, std(w)));
         if let Some(b) = mlp.biases.get(k) {
             owned.push((format!("layers.{k}.bias"), vec![b.len()], std(b)));
         }
@@ -52,6 +58,15 @@ pub fn save_model_with_extra<T: Scalar>(
     for (name, a) in extra {
         owned.push((name.clone(), a.shape().to_vec(), std(a)));
     }
+    let mut metadata = metadata.clone();
+    if let Some(f) = &mlp.features {
+        let arch = Arch {
+            stages: f.stages().to_vec(),
+            hidden: mlp.hidden(),
+        };
+        metadata.insert("arch".into(), arch.to_string());
+        metadata.insert("input".into(), f.input().to_string());
+    }
     let tensors: Vec<TensorOut<T>> = owned
         .iter()
         .map(|(name, shape, a)| TensorOut {
@@ -60,7 +75,7 @@ pub fn save_model_with_extra<T: Scalar>(
             data: a.as_slice().expect("standard layout"),
         })
         .collect();
-    write_tensors(path, &tensors, metadata)
+    write_tensors(path, &tensors, &metadata)
 }
 
 /// Which tensors hold the layers of a model file.
@@ -68,7 +83,7 @@ pub fn save_model_with_extra<T: Scalar>(
 pub enum LayerNames {
     /// reveal's names when the file has them (`layers.0.weight`, `layers.0.bias`, …), else
     /// the `NAME.weight` tensors in natural order of NAME (`fc1` < `fc2` < `fc10`, `0` < `2`),
-    /// as a PyTorch `state_dict` of Linear layers has them.
+    /// as a PyTorch `state_dict` of Linear layers has them, convolutions (4-D weights) first.
     Auto,
     /// The Linear layers' names in order, e.g. `fc1, fc2, fc3`: tensors `fc1.weight`,
     /// `fc1.bias`, `fc2.weight`, …
@@ -77,17 +92,22 @@ pub enum LayerNames {
 
 /// Loads a model saved by [`save_model`] or a PyTorch `state_dict` saved with safetensors.
 pub fn load_model<T: Scalar>(path: &Path) -> Result<ModelFile<T>> {
-    load_model_with(path, &LayerNames::Auto)
+    load_model_with(path, &LayerNames::Auto, None)
 }
 
-/// [`load_model`] with the layers' tensor names given.
-pub fn load_model_with<T: Scalar>(path: &Path, names: &LayerNames) -> Result<ModelFile<T>> {
-    parse_model_with(&read_file(path)?, path, names)
+/// [`load_model`] with the layers' tensor names given, and the convolutional front for a file
+/// that does not name its own (a PyTorch `state_dict` holds no strides or paddings).
+pub fn load_model_with<T: Scalar>(
+    path: &Path,
+    names: &LayerNames,
+    given: Option<&Features>,
+) -> Result<ModelFile<T>> {
+    parse_model_with(&read_file(path)?, path, names, given)
 }
 
 /// Parses the bytes of a model file (`path` only names it in errors).
 pub fn parse_model<T: Scalar>(bytes: &[u8], path: &Path) -> Result<ModelFile<T>> {
-    parse_model_with(bytes, path, &LayerNames::Auto)
+    parse_model_with(bytes, path, &LayerNames::Auto, None)
 }
 
 /// Compares names with their digit runs as numbers: `fc2` < `fc10`.
@@ -133,7 +153,9 @@ fn layer_names<T>(file: &TensorFile<T>, path: &Path, names: &LayerNames) -> Resu
                 .filter_map(|k| k.strip_suffix(".weight"))
                 .map(str::to_string)
                 .collect();
-            n.sort_by_key(|a| natural_key(a));
+            // Convolutions (4-D weights) before fc layers, each in natural order.
+            let fc = |n: &String| file.tensors[&format!("{n}.weight")].shape.len() != 4;
+            n.sort_by_key(|a| (fc(a), natural_key(a)));
             n
         }
     };
@@ -157,7 +179,8 @@ pub fn load_init<T: Scalar>(
     model: &Mlp<T>,
     model_path: &Path,
 ) -> Result<Mlp<T>> {
-    let init = load_model_with::<T>(path, names)?.mlp;
+    let given = model.features.as_deref();
+    let init = load_model_with::<T>(path, names, given)?.mlp;
     if !init.same_shape(model) {
         bail!(
             "{}: not the weights of {} before training (other layers or shapes)",
@@ -168,20 +191,44 @@ pub fn load_init<T: Scalar>(
     Ok(init)
 }
 
-/// Parses a model file with the layers' tensor names as `names` says.
+/// Parses a model file with the layers' tensor names as `names` says (and a convolutional
+/// front `given`, for a file that does not say its own).
 pub fn parse_model_with<T: Scalar>(
     bytes: &[u8],
     path: &Path,
     names: &LayerNames,
+    given: Option<&Features>,
 ) -> Result<ModelFile<T>> {
-    model_from_tensors(parse_tensors::<T>(bytes, path)?, path, names)
+    model_from_tensors(parse_tensors::<T>(bytes, path)?, path, names, given)
 }
 
-/// The model held by the tensors of a parsed file (every tensor must belong to it).
+/// The convolutional front a model file names in its metadata (`arch`, `input`), if any.
+fn features_in_metadata(
+    metadata: &BTreeMap<String, String>,
+    path: &Path,
+) -> Result<Option<Features>> {
+    let Some(arch) = metadata.get("arch") else {
+        return Ok(None);
+    };
+    let bad = |e: String| anyhow!("{}: metadata arch {arch:?}: {e}", path.display());
+    let input: Grid = metadata
+        .get("input")
+        .ok_or_else(|| bad("no input image shape beside it".into()))?
+        .parse()
+        .map_err(bad)?;
+    arch.parse::<Arch>()
+        .and_then(|a| a.features(input))
+        .map_err(bad)
+}
+
+/// The model held by the tensors of a parsed file (every tensor must belong to it). A network
+/// with convolutions needs its front: `given`, or the `arch` and `input` metadata that
+/// [`save_model`] writes.
 pub fn model_from_tensors<T: Scalar>(
     mut file: TensorFile<T>,
     path: &Path,
     names: &LayerNames,
+    given: Option<&Features>,
 ) -> Result<ModelFile<T>> {
     let layers = layer_names(&file, path, names)?;
     let shapes: Vec<String> = layers
@@ -194,9 +241,38 @@ pub fn model_from_tensors<T: Scalar>(
         })
         .collect();
     let order_hint = || format!("layers in the order read: {}", shapes.join(", "));
-    let w1_name = format!("{}.weight", layers[0]);
-    let w1 = file.take_matrix(path, &w1_name, &[None, None])?;
-    let (h1, d) = w1.dim();
+    let features = match given {
+        Some(f) => Some(f.clone()),
+        None => features_in_metadata(&file.metadata, path)?,
+    };
+    let convs = features.as_ref().map_or(0, Features::convs);
+    if features.is_none() {
+        let conv = layers.iter().find_map(|n| {
+            let t = file.tensors.get(&format!("{n}.weight"))?;
+            (t.shape.len() == 4).then(|| format!("{n}.weight {:?}", t.shape))
+        });
+        if let Some(conv) = conv {
+            bail!(
+                "{}: {conv} is a convolution; pass --arch with its kernels, strides and paddings (e.g. --arch conv:32k3,conv:64k3s2,fc:1000)",
+                path.display()
+            );
+        }
+    }
+    if layers.len() < convs + 2 {
+        return Err(NameTheLayers(format!(
+            "{}: the architecture has {convs} convolutions and at least one fc layer and a head, the file {} layers ({})",
+            path.display(),
+            layers.len(),
+            order_hint()
+        ))
+        .into());
+    }
+    // What each layer's weight must be: a convolution's [out, in, k, k] exactly, an fc layer's
+    // [*, fan_in] with fan_in what the previous layer gives (any for an MLP's first layer).
+    let conv_weights = features
+        .as_ref()
+        .map_or(Vec::new(), Features::conv_weight_shapes);
+    let mut fan_in = features.as_ref().map(|f| f.output().len());
     let b1_name = format!("{}.bias", layers[0]);
     if !file.tensors.contains_key(&b1_name) {
         return Err(NameTheLayers(format!(
@@ -206,9 +282,6 @@ pub fn model_from_tensors<T: Scalar>(
         ))
         .into());
     }
-    let mut biases = vec![file.take_matrix(path, &b1_name, &[Some(h1)])?];
-    let mut weights = vec![w1];
-    let mut fan_in = h1;
     // Later biases: on every layer (PyTorch's default nn.Linear) or on none (homogeneous).
     let later: Vec<bool> = layers[1..]
         .iter()
@@ -227,28 +300,49 @@ pub fn model_from_tensors<T: Scalar>(
             with.join(", ")
         );
     }
-    for n in &layers[1..] {
+    let (mut weights, mut biases) = (Vec::new(), Vec::new());
+    for (k, n) in layers.iter().enumerate() {
         let name = format!("{n}.weight");
-        let fits = file
-            .tensors
-            .get(&name)
-            .is_some_and(|t| t.shape.len() == 2 && t.shape[1] == fan_in);
+        let expected: Vec<Option<usize>> = match conv_weights.get(k) {
+            Some(shape) => shape.iter().copied().map(Some).collect(),
+            None => vec![None, fan_in],
+        };
+        let fits = file.tensors.get(&name).is_some_and(|t| {
+            t.shape.len() == expected.len()
+                && t.shape.iter().zip(&expected).all(|(s, e)| e.is_none_or(|e| e == *s))
+        });
         if !fits {
+            let wanted = match conv_weights.get(k) {
+                Some(shape) => format!("the architecture's convolution {} wants {shape:?}", k + 1),
+                None => match fan_in {
+                    Some(f) => format!("it does not take the previous layer's {f} outputs"),
+                    None => "not a matrix".into(),
+                },
+            };
             return Err(NameTheLayers(format!(
-                "{}: {name} does not take the previous layer's {fan_in} outputs ({})",
+                "{}: {name}: {wanted} ({})",
                 path.display(),
                 order_hint()
             ))
             .into());
         }
-        let w = file.take_matrix(path, &name, &[None, Some(fan_in)])?;
-        fan_in = w.nrows();
+        let w = file.take_matrix(path, &name, &expected)?;
+        let out = w.nrows();
         weights.push(w);
         let bias = format!("{n}.bias");
         if file.tensors.contains_key(&bias) {
-            biases.push(file.take_matrix(path, &bias, &[Some(fan_in)])?);
+            biases.push(file.take_matrix(path, &bias, &[Some(out)])?);
         }
+        // The first fc layer takes the flattened image the convolutions leave.
+        fan_in = match (k + 1 == convs, &features) {
+            (true, Some(f)) => Some(f.output().len()),
+            _ => Some(out),
+        };
     }
+    let fan_in = fan_in.expect("at least two layers read");
+    let d = features
+        .as_ref()
+        .map_or(weights[0].ncols(), |f| f.input().len());
     // The head: one output (binary) or C outputs (C classes). A last layer with as many outputs
     // as inputs is taken for a hidden layer whose head is missing.
     let head_inputs = weights.last().map_or(0, |w| w.ncols());
@@ -279,7 +373,11 @@ pub fn model_from_tensors<T: Scalar>(
         .into());
     }
     Ok(ModelFile {
-        mlp: Mlp { weights, biases },
+        mlp: Mlp {
+            weights,
+            biases,
+            features: features.map(Arc::new),
+        },
         mean,
         metadata: file.metadata,
     })

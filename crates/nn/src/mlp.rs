@@ -1,4 +1,7 @@
-//! The ReLU MLP: f(x) = W_L · relu(W_{L−1} ··· relu(W1 x + b1)) (+ b_L).
+//! The ReLU MLP: f(x) = W_L · relu(W_{L−1} ··· relu(W1 x + b1)) (+ b_L), optionally behind a
+//! convolutional front ([`Features`]): then the first layers are convolutions (weights
+//! [out, in·k·k], PyTorch's [out, in, k, k] flattened), each followed by ReLU, with average
+//! pooling where the architecture says, and the image is flattened before the first fc layer.
 //!
 //! By default a bias in the first layer only, so f is homogeneous in its parameters:
 //! f(cθ) = c^L f(θ) for L weight layers (c³ for the default d-h-h-1 net), the setting the KKT
@@ -18,6 +21,8 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use reveal_tape::{Constant, Scalar, Tape, Var};
 use serde::{Deserialize, Serialize};
+
+use crate::arch::{Arch, Features, Stage};
 
 /// Which layers have a bias.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,17 +50,20 @@ pub enum Init {
 }
 
 /// Where each layer's tensors sit in θ = (W1, b1, W2, [b2], …, W_L, [b_L]): the bias of a layer
-/// follows its weight, and only the first layer's is there unless every layer has one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// follows its weight, and only the first layer's is there unless every layer has one; and the
+/// convolutional front the first layers belong to, if any.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Layout {
-    /// Weight layers L (hidden layers + the output layer).
+    /// Weight layers L (convolutions, hidden fc layers and the output layer).
     pub layers: usize,
     pub biases: Biases,
+    /// The convolutions and pooling before the fc layers (`None`: an MLP).
+    pub features: Option<Arc<Features>>,
 }
 
 impl Layout {
     /// Tensors in θ: L + 1 (first-layer bias) or 2L (a bias in every layer).
-    pub fn len(self) -> usize {
+    pub fn len(&self) -> usize {
         match self.biases {
             Biases::First => self.layers + 1,
             Biases::All => 2 * self.layers,
@@ -63,12 +71,12 @@ impl Layout {
     }
 
     /// Never empty: a model has at least two layers.
-    pub fn is_empty(self) -> bool {
+    pub fn is_empty(&self) -> bool {
         false
     }
 
     /// The index of W_{k+1} (layer k, from 0) in θ.
-    pub fn weight(self, k: usize) -> usize {
+    pub fn weight(&self, k: usize) -> usize {
         match (self.biases, k) {
             (Biases::All, _) => 2 * k,
             (Biases::First, 0) => 0,
@@ -77,7 +85,7 @@ impl Layout {
     }
 
     /// The index of b_{k+1} in θ, if layer k has a bias.
-    pub fn bias(self, k: usize) -> Option<usize> {
+    pub fn bias(&self, k: usize) -> Option<usize> {
         match (self.biases, k) {
             (Biases::All, _) => Some(2 * k + 1),
             (Biases::First, 0) => Some(1),
@@ -85,14 +93,18 @@ impl Layout {
         }
     }
 
-    /// The layout of `len` tensors of an L-layer model.
+    /// The layout of `len` tensors of an L-layer MLP.
     pub fn of(layers: usize, len: usize) -> Layout {
         let biases = if len == layers + 1 {
             Biases::First
         } else {
             Biases::All
         };
-        let layout = Layout { layers, biases };
+        let layout = Layout {
+            layers,
+            biases,
+            features: None,
+        };
         assert_eq!(
             layout.len(),
             len,
@@ -154,8 +166,9 @@ impl<T: Scalar> Activation<T> {
     }
 }
 
-/// Parameters of the MLP, in PyTorch's layout: `weights[k]` is `layers.k.weight` [out, in],
-/// `biases[k]` is `layers.k.bias` stored as a row [1, out].
+/// Parameters of the network, in PyTorch's layout: `weights[k]` is `layers.k.weight` [out, in]
+/// (a convolution's [out, in, k, k] flattened to [out, in·k·k]), `biases[k]` is
+/// `layers.k.bias` stored as a row [1, out].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Mlp<T> {
     /// `layers.k.weight`, shape [out_k, in_k]; the last one is [C, h] (C = 1: binary).
@@ -163,6 +176,8 @@ pub struct Mlp<T> {
     /// `layers.k.bias` as rows [1, out_k]: the first layer's only ([`Biases::First`]) or one
     /// per layer ([`Biases::All`]).
     pub biases: Vec<Array2<T>>,
+    /// The convolutional front: the first `features.convs()` weights are its convolutions.
+    pub features: Option<Arc<Features>>,
 }
 
 impl<T: Scalar> Mlp<T> {
@@ -187,11 +202,47 @@ impl<T: Scalar> Mlp<T> {
         biases: Biases,
         seed: u64,
     ) -> Self {
+        let shapes = Self::fc_shapes(input, hidden, outputs);
+        Self::init_shapes(&shapes, None, init, biases, seed)
+    }
+
+    /// A network with the convolutional front `features`, then fc layers of widths `hidden` and
+    /// `outputs` outputs, drawn as [`Mlp::init_with`] draws an MLP (a convolution's fan-in is
+    /// in·k·k, as PyTorch's `nn.Conv2d` init).
+    pub fn init_features(
+        features: Features,
+        hidden: &[usize],
+        outputs: usize,
+        init: Init,
+        biases: Biases,
+        seed: u64,
+    ) -> Self {
+        let mut shapes = features.conv_shapes();
+        shapes.extend(Self::fc_shapes(features.output().len(), hidden, outputs));
+        Self::init_shapes(&shapes, Some(Arc::new(features)), init, biases, seed)
+    }
+
+    /// [out, in] of each fc layer from `input` inputs through `hidden` to `outputs`.
+    fn fc_shapes(input: usize, hidden: &[usize], outputs: usize) -> Vec<(usize, usize)> {
         assert!(outputs >= 1, "init: at least one output is needed");
         assert!(
             !hidden.is_empty(),
             "init: at least one hidden layer is needed"
         );
+        let ins = std::iter::once(input).chain(hidden.iter().copied());
+        let outs = hidden.iter().copied().chain([outputs]);
+        outs.zip(ins).collect()
+    }
+
+    /// Draws weights of the given [out, fan_in] shapes (and the biases `biases` says), layer by
+    /// layer, weight then bias, from one seeded stream.
+    fn init_shapes(
+        shapes: &[(usize, usize)],
+        features: Option<Arc<Features>>,
+        init: Init,
+        biases: Biases,
+        seed: u64,
+    ) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let small = |shape, rng: &mut ChaCha8Rng| {
             Array2::from_shape_simple_fn(shape, || {
@@ -204,9 +255,7 @@ impl<T: Scalar> Mlp<T> {
             Array2::from_shape_simple_fn(shape, || T::from_f64(rng.gen_range(-bound..bound)))
         };
         let (mut weights, mut bs) = (Vec::new(), Vec::new());
-        let ins = std::iter::once(input).chain(hidden.iter().copied());
-        let outs = hidden.iter().copied().chain([outputs]);
-        for (k, (fan_in, out)) in ins.zip(outs).enumerate() {
+        for (k, &(out, fan_in)) in shapes.iter().enumerate() {
             let (w, b) = match (init, k) {
                 (Init::Small, 0) => (
                     small((out, fan_in), &mut rng),
@@ -225,6 +274,7 @@ impl<T: Scalar> Mlp<T> {
         Mlp {
             weights,
             biases: bs,
+            features,
         }
     }
 
@@ -242,6 +292,7 @@ impl<T: Scalar> Mlp<T> {
         Layout {
             layers: self.weights.len(),
             biases: self.bias_layout(),
+            features: self.features.clone(),
         }
     }
 
@@ -255,9 +306,12 @@ impl<T: Scalar> Mlp<T> {
                 .all(|(a, b)| a.dim() == b.dim())
     }
 
-    /// Input size d.
+    /// Input size d (C·H·W for a network with a convolutional front).
     pub fn input_dim(&self) -> usize {
-        self.weights[0].ncols()
+        match &self.features {
+            Some(f) => f.input().len(),
+            None => self.weights[0].ncols(),
+        }
     }
 
     /// Outputs C (1 for a binary classifier).
@@ -265,9 +319,21 @@ impl<T: Scalar> Mlp<T> {
         self.weights.last().expect("at least two layers").nrows()
     }
 
-    /// Hidden widths h1, …, hk.
+    /// The architecture: the convolutional stages (none for an MLP), then the fc hidden widths.
+    pub fn arch(&self) -> Arch {
+        Arch {
+            stages: self
+                .features
+                .as_ref()
+                .map_or(Vec::new(), |f| f.stages().to_vec()),
+            hidden: self.hidden(),
+        }
+    }
+
+    /// Hidden widths h1, …, hk of the fc layers (after the convolutions, if any).
     pub fn hidden(&self) -> Vec<usize> {
-        self.weights[..self.weights.len() - 1]
+        let convs = self.features.as_ref().map_or(0, |f| f.convs());
+        self.weights[convs..self.weights.len() - 1]
             .iter()
             .map(|w| w.nrows())
             .collect()
@@ -312,6 +378,7 @@ impl<T: Scalar> Mlp<T> {
         Mlp {
             weights: self.weights.iter().map(c).collect(),
             biases: self.biases.iter().map(c).collect(),
+            features: self.features.clone(),
         }
     }
 
@@ -324,6 +391,12 @@ impl<T: Scalar> Mlp<T> {
             x.ncols(),
             self.input_dim()
         );
+        if self.features.is_some() {
+            let tape = Tape::new();
+            let params = self.on_tape(&tape);
+            let f = forward(&params, &self.layout(), tape.var(x.to_owned()), Activation::Relu);
+            return f.value().as_ref().clone();
+        }
         let relu = |v: T| v.max(T::zero());
         let last = self.weights.len() - 1;
         let mut a = x.to_owned();
@@ -424,24 +497,28 @@ impl<T: Scalar> Theta<T> {
         self.params.iter().map(|p| tape.shared(p)).collect()
     }
 
-    /// Input size d.
+    /// Input size d (C·H·W for a network with a convolutional front).
     pub fn input_dim(&self) -> usize {
-        self.get(0).ncols()
+        match &self.layout.features {
+            Some(f) => f.input().len(),
+            None => self.get(0).ncols(),
+        }
     }
 
     /// A plain copy of the model.
     pub fn to_mlp(&self) -> Mlp<T> {
-        let l = self.layout;
+        let l = &self.layout;
         let own = |i: usize| (**self.get(i)).clone();
         Mlp {
             weights: (0..l.layers).map(|k| own(l.weight(k))).collect(),
             biases: (0..l.layers).filter_map(|k| l.bias(k)).map(own).collect(),
+            features: l.features.clone(),
         }
     }
 
     /// The widest hidden layer.
     pub fn max_width(&self) -> usize {
-        let l = self.layout;
+        let l = &self.layout;
         (0..l.layers - 1)
             .map(|k| self.get(l.weight(k)).nrows())
             .max()
@@ -453,7 +530,7 @@ impl<T: Scalar> Theta<T> {
 /// as `layout` says): [m, C].
 pub fn forward<'t, T: Scalar>(
     params: &[Var<'t, T>],
-    layout: Layout,
+    layout: &Layout,
     x: Var<'t, T>,
     act: Activation<T>,
 ) -> Var<'t, T> {
@@ -462,20 +539,64 @@ pub fn forward<'t, T: Scalar>(
         "forward: {} tensors for {layout:?} (at least two layers)",
         params.len()
     );
-    let mut a = x;
-    for k in 0..layout.layers {
-        // Z_k = A_{k−1}·W_kᵀ (+ b_k)
-        let mut z = a.matmul_t(params[layout.weight(k)], false, true);
+    // Z_k = A_{k−1}·W_kᵀ (+ b_k), then the activation, except after the output layer.
+    let layer = |k: usize, a: Var<'t, T>, w: Var<'t, T>| {
+        let mut z = a.matmul_t(w, false, true);
         if let Some(b) = layout.bias(k) {
             z = z.add_row(params[b]);
         }
-        a = if k + 1 == layout.layers {
-            z
-        } else {
-            act.apply(z)
-        };
+        match k + 1 == layout.layers {
+            true => z,
+            false => act.apply(z),
+        }
+    };
+    let (mut a, mut first_fc) = (x, 0);
+    if let Some(features) = &layout.features {
+        (a, first_fc) = convolutions(params, layout, features, x, &layer);
+    }
+    for k in first_fc..layout.layers {
+        a = layer(k, a, params[layout.weight(k)]);
     }
     a
+}
+
+/// The convolutional front on the tape: images x [m, C·H·W] (channel-major rows) → one row per
+/// pixel [m·H·W, C] → each convolution as unfold(A)·channels_last(W)ᵀ, or a pooling → flattened
+/// back to channel-major rows [m, C'·H'·W'] for the fc layers. Returns them and the index of
+/// the first fc layer.
+fn convolutions<'t, T: Scalar>(
+    params: &[Var<'t, T>],
+    layout: &Layout,
+    features: &Features,
+    x: Var<'t, T>,
+    layer: &impl Fn(usize, Var<'t, T>, Var<'t, T>) -> Var<'t, T>,
+) -> (Var<'t, T>, usize) {
+    let (m, input) = (x.shape().0, features.input());
+    assert_eq!(
+        x.shape().1,
+        input.len(),
+        "forward: candidates of shape {:?}, the network takes {input} images",
+        x.shape()
+    );
+    let mut a = x
+        .channels_last(input.channels)
+        .reshape(m * input.height * input.width, input.channels);
+    let mut k = 0;
+    for (stage, patches) in features.geometries() {
+        a = match stage {
+            // The weight [O, C·k·k] is channel-major per row, as PyTorch flattens it; its
+            // columns reordered (ky, kx, c) meet unfold's.
+            Stage::Conv { .. } => {
+                let w = params[layout.weight(k)].channels_last(patches.channels);
+                k += 1;
+                layer(k - 1, a.unfold(patches), w)
+            }
+            Stage::AvgPool { .. } => a.avg_pool(patches),
+        };
+    }
+    let out = features.output();
+    let flat = a.reshape(m, out.len()).channels_first(out.channels);
+    (flat, k)
 }
 
 /// The margin as signs on the outputs, so that margin_i = Σ_j S_ij f_ij(x_i):

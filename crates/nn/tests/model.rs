@@ -59,13 +59,13 @@ fn tape_forward_equals_plain_forward() {
         let tape = Tape::new();
         let f = forward(
             &m.on_tape(&tape),
-            m.layout(),
+            &m.layout(),
             tape.constant(x.clone()),
             Activation::Relu,
         );
         let g = forward(
             &m.on_tape(&tape),
-            m.layout(),
+            &m.layout(),
             tape.constant(x.clone()),
             Activation::ModifiedRelu(20.0),
         );
@@ -139,7 +139,7 @@ fn load_error_with(
         })
         .collect();
     write_tensors(&p, &outs, &BTreeMap::new()).unwrap();
-    match load_model_with::<f32>(&p, names) {
+    match load_model_with::<f32>(&p, names, None) {
         Ok(f) if f.mlp == m => String::new(),
         Ok(f) => format!(
             "loaded another model: {} hidden, {} outputs",

@@ -40,12 +40,16 @@ use crate::terms::{ObjectiveConfig, Terms};
 pub fn record<'t, T: Scalar>(
     theta: &[Var<'t, T>],
     step: Option<&[Var<'t, T>]>,
-    layout: Layout,
+    layout: &Layout,
     x: Var<'t, T>,
     lambda: Var<'t, T>,
     y: Var<'t, T>,
     cfg: ObjectiveConfig<T>,
 ) -> Terms<Var<'t, T>> {
+    assert!(
+        layout.features.is_none(),
+        "gram: the Gram path is for fc layers; a network with convolutions takes the generic path"
+    );
     let tape = x.tape();
     let m = x.shape().0;
     let hidden = layout.layers - 1;

@@ -37,6 +37,7 @@ fn model_with(d: usize, h: usize, outputs: usize, biases: Biases, seed: u64) -> 
     Mlp {
         weights,
         biases: biases_of,
+        features: None,
     }
 }
 
@@ -198,7 +199,7 @@ fn objective_fn_with(
             lambda_min: 0.45,
             multipliers: form,
         };
-        vec![record(&theta, None, net.layout(), x, lambda, y, cfg).total]
+        vec![record(&theta, None, &net.layout(), x, lambda, y, cfg).total]
     }
 }
 
@@ -308,11 +309,11 @@ fn every_bias_has_its_residual_in_l_kkt() {
             tape.constant(lambda.clone()),
             tape.constant(y.clone()),
         );
-        let kkt = record(&theta, None, net.layout(), xv, lv, yv, cfg)
+        let kkt = record(&theta, None, &net.layout(), xv, lv, yv, cfg)
             .kkt
             .item();
         // Φ = (1/m) Σ_i λ_i Σ_j S_ij f_ij(x_i), S = y (one output) or the margin signs.
-        let f = forward(&theta, net.layout(), xv, cfg.activation);
+        let f = forward(&theta, &net.layout(), xv, cfg.activation);
         let signs = reveal_nn::margin_signs(f.value().view(), y.view());
         let phi = (f * tape.constant(signs))
             .mul_col(lv)

@@ -17,7 +17,7 @@ use reveal_io::{
 use reveal_nn::files::{
     model_from_tensors, save_model, save_model_with_extra, LayerNames, ModelFile,
 };
-use reveal_nn::Mlp;
+use reveal_nn::{Arch, Grid, Mlp};
 use reveal_tape::Scalar;
 use serde::{Deserialize, Serialize};
 
@@ -51,7 +51,8 @@ pub enum TrainStopped {
 /// Everything a training run needs besides the data.
 #[derive(Clone, Debug)]
 pub struct TrainJob {
-    pub hidden: Vec<usize>,
+    /// The network: convolutions and pooling (none for an MLP), then the fc hidden widths.
+    pub arch: Arch,
     pub config: TrainConfig,
     /// Seed of the initialisation.
     pub seed: u64,
@@ -63,11 +64,39 @@ pub struct TrainJob {
 }
 
 impl TrainJob {
-    /// The model before training: the recipe's init of the data's shape, drawn from the seed.
-    pub fn initial<T: Scalar>(&self, data: &Prepared) -> Mlp<T> {
-        let d = data.train.x.ncols();
-        self.config
-            .init_model(d, &self.hidden, data.outputs(), self.seed)
+    /// The model before training: the recipe's init of the data's shape, drawn from the seed;
+    /// an error when a convolution or pooling does not fit the images.
+    pub fn initial<T: Scalar>(&self, data: &Prepared) -> Result<Mlp<T>> {
+        init_network(&self.config, &self.arch, data, self.seed)
+    }
+}
+
+/// A fresh network of architecture `arch` for `data`'s images and classes, drawn as the recipe
+/// `config` says from `seed`; an error when a convolution or pooling does not fit the images.
+pub fn init_network<T: Scalar>(
+    config: &TrainConfig,
+    arch: &Arch,
+    data: &Prepared,
+    seed: u64,
+) -> Result<Mlp<T>> {
+    let (channels, height, width) = data.shape;
+    let input = Grid {
+        channels,
+        height,
+        width,
+    };
+    let (hidden, outputs) = (&arch.hidden, data.outputs());
+    match arch.features(input) {
+        Err(e) => bail!("--arch {arch}: {e}"),
+        Ok(None) => Ok(config.init_model(input.len(), hidden, outputs, seed)),
+        Ok(Some(f)) => Ok(Mlp::init_features(
+            f,
+            hidden,
+            outputs,
+            config.init,
+            config.biases,
+            seed,
+        )),
     }
 }
 
@@ -195,7 +224,7 @@ pub fn parse_checkpoint<T: Scalar>(bytes: &[u8], path: &Path) -> Result<Checkpoi
         };
         moments.push(Array2::from_shape_vec(dim, t.data)?);
     }
-    let file = model_from_tensors(tensors, path, &LayerNames::Auto)?;
+    let file = model_from_tensors(tensors, path, &LayerNames::Auto, None)?;
     let state: CheckpointState = file
         .metadata
         .get("train.state")
@@ -246,16 +275,16 @@ pub fn run<T: Scalar>(
             moments,
         } = loaded.value;
         if file.mlp.input_dim() != d
-            || file.mlp.hidden() != job.hidden
+            || file.mlp.arch() != job.arch
             || file.mlp.bias_layout() != job.config.biases
         {
             bail!(
-                "{}: checkpoint is a {}-{:?} model with biases {:?}, this run wants {d}-{:?} with {:?}",
+                "{}: checkpoint is a {}-input {} model with biases {:?}, this run wants {d} inputs, {} with {:?}",
                 ckpt.display(),
                 file.mlp.input_dim(),
-                file.mlp.hidden(),
+                file.mlp.arch(),
                 file.mlp.bias_layout(),
-                job.hidden,
+                job.arch,
                 job.config.biases
             );
         }
@@ -272,7 +301,7 @@ pub fn run<T: Scalar>(
         (s, st.elapsed)
     } else {
         let _ = std::fs::remove_file(&log);
-        let mlp: Mlp<T> = job.initial(data);
+        let mlp: Mlp<T> = job.initial(data)?;
         let mut s = TrainState::new(mlp, job.config.schedule);
         s.shuffle_seed = job.seed;
         (s, 0.0)
@@ -378,7 +407,7 @@ pub fn run<T: Scalar>(
         wall_seconds: elapsed_before + started.elapsed().as_secs_f64(),
         warnings,
         precision: T::NAME.into(),
-        hidden: job.hidden.clone(),
+        hidden: job.arch.hidden.clone(),
         config: job.config,
         seed: job.seed,
     };

@@ -251,7 +251,7 @@ fn evaluate_in_pool<T: Scalar>(
         .collect();
     let f = forward(
         &params,
-        theta.layout,
+        &theta.layout,
         tape.constant(Arc::clone(x)),
         Activation::Relu,
     );
@@ -401,7 +401,7 @@ pub fn stepped<T: Scalar>(theta: &Theta<T>, grads: &[Array2<T>], step: f64) -> T
             .zip(grads)
             .map(|(p, g)| kernels::zip(p.value(), g, |p, g| p - s * g))
             .collect(),
-        theta.layout,
+        theta.layout.clone(),
     )
 }
 
@@ -606,5 +606,5 @@ fn optimiser_step<T: Scalar>(
             unreachable!("full-batch schedules take plain gradient steps")
         }
     };
-    Theta::new(updated, theta.layout)
+    Theta::new(updated, theta.layout.clone())
 }

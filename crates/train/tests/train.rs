@@ -34,7 +34,7 @@ fn training_loss_gradient_passes_gradcheck() {
         let (xc, yc, layout) = (x.clone(), y.clone(), m.layout());
         let r = gradcheck(
             move |t, v| {
-                let f = forward(v, layout, t.constant(xc.clone()), Activation::Relu);
+                let f = forward(v, &layout, t.constant(xc.clone()), Activation::Relu);
                 vec![(-(f * t.constant(yc.clone())))
                     .softplus()
                     .sum()
