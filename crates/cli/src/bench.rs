@@ -4,13 +4,18 @@
 //! Cases (d, h, m candidates, n training samples): A 3072-1000-1000/500, B 3072-1000-200/100,
 //! C 784-1000-1000/500, D 784-100-200/100. GEMM FLOPs per step (docs/DESIGN.md §4):
 //! reconstruction 10·m·h·d + 14·m·h², training 4·n·h·d + 6·n·h².
+//!
+//! With `--arch` (a CNN, or any architecture) the case is that network over `--input` images at
+//! m = 200, n = 100, and its FLOPs are counted from its forward pass F (2·rows·in·out per
+//! product, a convolution's rows being its windows): reconstruction 5·F(m), training 3·F(n) —
+//! the same multiples of the forward pass as the MLP's counts above.
 
 use std::time::Instant;
 
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use reveal_nn::Mlp;
+use reveal_nn::{Arch, Biases, Grid, Init, Mlp, Stage};
 use reveal_recon::objective::Method;
 use reveal_recon::optim::{step, Hyper, RunConfig, RunState};
 use reveal_tape::kernels::gemm::{cpu_name, Backend};
@@ -130,8 +135,64 @@ fn time(warmup: usize, steps: usize, mut f: impl FnMut()) -> (f64, f64, f64) {
 /// model with `outputs` outputs (1: the peers' binary case; C: a C-class model of the same
 /// size); `peak` is [`gemm_peak`] in GFLOP/s.
 pub fn run_case<T: Scalar>(case: Case, outputs: usize, steps: usize, peak: f64) -> BenchResult {
-    let mut rng = ChaCha8Rng::seed_from_u64(0);
     let model = Mlp::<T>::init_classes(case.d, &[case.h, case.h], outputs, 0);
+    let (d, h, m, n) = (case.d as f64, case.h as f64, case.m as f64, case.n as f64);
+    let flops = [
+        10.0 * m * h * d + 14.0 * m * h * h,
+        4.0 * n * h * d + 6.0 * n * h * h,
+    ];
+    let sizes = (case.m, case.n);
+    run_model(case.name.to_string(), &model, sizes, flops, steps, peak)
+}
+
+/// Runs the network `arch` over `input` images (m = 200 candidates, n = 100 training images),
+/// as [`run_case`] runs an MLP; an error when a stage does not fit the images.
+pub fn run_arch<T: Scalar>(
+    arch: &Arch,
+    input: Grid,
+    outputs: usize,
+    steps: usize,
+    peak: f64,
+) -> Result<BenchResult, String> {
+    let model = match arch.features(input)? {
+        Some(f) => Mlp::<T>::init_features(f, &arch.hidden, outputs, Init::Small, Biases::First, 0),
+        None => Mlp::<T>::init_classes(input.len(), &arch.hidden, outputs, 0),
+    };
+    let (m, n) = (200, 100);
+    let flops = [5.0 * forward_flops(&model, m), 3.0 * forward_flops(&model, n)];
+    Ok(run_model(arch.to_string(), &model, (m, n), flops, steps, peak))
+}
+
+/// GEMM FLOPs of the forward pass over `rows` images: 2·rows·in·out for each fc layer, and
+/// 2·rows·windows·(in·k·k)·out for each convolution.
+fn forward_flops<T: Scalar>(model: &Mlp<T>, rows: usize) -> f64 {
+    let windows: Vec<usize> = model.features.as_ref().map_or(Vec::new(), |f| {
+        f.geometries()
+            .into_iter()
+            .filter(|(s, _)| matches!(s, Stage::Conv { .. }))
+            .map(|(_, g)| g.windows())
+            .collect()
+    });
+    model
+        .weights
+        .iter()
+        .enumerate()
+        .map(|(k, w)| 2.0 * (rows * windows.get(k).unwrap_or(&1) * w.len()) as f64)
+        .sum()
+}
+
+/// Times the reconstruction and training steps of `model` with (m candidates, n training
+/// samples), given their GEMM FLOPs [reconstruction, training].
+fn run_model<T: Scalar>(
+    case: String,
+    model: &Mlp<T>,
+    (m, n): (usize, usize),
+    [recon_flop, train_flop]: [f64; 2],
+    steps: usize,
+    peak: f64,
+) -> BenchResult {
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let (d, outputs) = (model.input_dim(), model.outputs());
     let theta = model.theta();
     let cfg = RunConfig::new(
         Hyper {
@@ -140,18 +201,18 @@ pub fn run_case<T: Scalar>(case: Case, outputs: usize, steps: usize, peak: f64) 
             lambda_min: 0.45,
             alpha: 20.0,
         },
-        case.m,
+        m,
         usize::MAX,
         0,
     );
-    let mut state = RunState::<T>::init_for(case.d, outputs, &cfg);
+    let mut state = RunState::<T>::init_for(d, outputs, &cfg);
     let (recon, rmin, rmax) = time(3, steps, || {
         step(&theta, &mut state, &cfg).expect("finite at the benchmark's start point");
     });
 
     let x: Array2<T> =
-        Array2::from_shape_simple_fn((case.n, case.d), || T::from_f64(rng.gen_range(-1.0..1.0)));
-    let y: Array2<T> = reveal_recon::candidate_labels_for(case.n, outputs);
+        Array2::from_shape_simple_fn((n, d), || T::from_f64(rng.gen_range(-1.0..1.0)));
+    let y: Array2<T> = reveal_recon::candidate_labels_for(n, outputs);
     // One training step: L and ∂L/∂θ at θ, then θ ← θ − lr·∂L/∂θ (as the peers time it).
     let (x, y) = (std::sync::Arc::new(x), std::sync::Arc::new(y));
     let mut theta = model.theta();
@@ -159,16 +220,14 @@ pub fn run_case<T: Scalar>(case: Case, outputs: usize, steps: usize, peak: f64) 
         let e = reveal_train::evaluate_shared(&theta, &x, &y, reveal_train::Objective::default());
         theta = reveal_train::stepped(&theta, &e.grads, 0.01);
     });
-    let (d, h, m, n) = (case.d as f64, case.h as f64, case.m as f64, case.n as f64);
-    let recon_gflop = (10.0 * m * h * d + 14.0 * m * h * h) / 1e9;
-    let train_gflop = (4.0 * n * h * d + 6.0 * n * h * h) / 1e9;
+    let (recon_gflop, train_gflop) = (recon_flop / 1e9, train_flop / 1e9);
     BenchResult {
         framework: "reveal",
-        case: case.name.to_string(),
+        case,
         outputs,
         precision: T::NAME,
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        recon_method: format!("{:?}", Method::auto(&theta, case.m)),
+        recon_method: format!("{:?}", Method::auto(&theta, m)),
         gemm_kernel: Backend::selected().name(),
         cpu: cpu_name(),
         steps,

@@ -253,9 +253,10 @@ pub fn cmd_bench(
     precision: crate::args::Precision,
     outputs: usize,
     steps: usize,
+    arch: Option<&(reveal_nn::Arch, reveal_nn::Grid)>,
     json: bool,
 ) -> Result<()> {
-    use crate::bench::{gemm_peak, run_case, CASES};
+    use crate::bench::{gemm_peak, run_arch, run_case, CASES};
     let cases: Vec<_> = match case {
         "all" => CASES.to_vec(),
         c => CASES
@@ -288,6 +289,21 @@ pub fn cmd_bench(
         println!(
             "case  d-h-h-C, m/n              recon step   GFLOP/s  % peak  path        train step  GFLOP/s  % peak"
         );
+    }
+    if let Some((arch, input)) = arch {
+        let r = match precision {
+            crate::args::Precision::F32 => run_arch::<f32>(arch, *input, outputs, steps, peak),
+            crate::args::Precision::F64 => run_arch::<f64>(arch, *input, outputs, steps, peak),
+        }
+        .map_err(|e| anyhow::anyhow!("--arch {arch} over {input} images: {e}"))?;
+        match json {
+            true => println!("{}", serde_json::to_string(&r)?),
+            false => println!(
+                "{arch} over {input}, m/n 200/100: recon step {:.4} s ({:.0} GFLOP/s, {:.0} % peak), train step {:.4} s ({:.0} GFLOP/s, {:.0} % peak)",
+                r.recon_step_s, r.recon_gflops, r.recon_peak_pct, r.train_step_s, r.train_gflops, r.train_peak_pct
+            ),
+        }
+        return Ok(());
     }
     for c in cases {
         let r = match precision {

@@ -110,6 +110,13 @@ enum Command {
         /// Timed steps per case (the median is reported), after 3 warm-up steps.
         #[arg(long, default_value_t = 10)]
         steps: usize,
+        /// Time this network instead of the MLP cases (m = 200 candidates, n = 100 training
+        /// images), e.g. conv:32k3,conv:64k3s2,fc:1000.
+        #[arg(long, value_parser = args::parse_arch)]
+        arch: Option<reveal_nn::Arch>,
+        /// The images of --arch, CxHxW: 1x28x28 (MNIST) or 3x32x32 (CIFAR-10).
+        #[arg(long, default_value = "1x28x28", requires = "arch")]
+        input: reveal_nn::Grid,
         /// One JSON line per case, as the peer script prints.
         #[arg(long)]
         json: bool,
@@ -275,8 +282,13 @@ fn run(cli: Cli) -> Result<()> {
             precision,
             outputs,
             steps,
+            arch,
+            input,
             json,
-        } => experiment_cmds::cmd_bench(&case, precision, outputs, steps, json),
+        } => {
+            let arch = arch.map(|a| (a, input));
+            experiment_cmds::cmd_bench(&case, precision, outputs, steps, arch.as_ref(), json)
+        }
         Command::Ssim { a, b, preset } => recon_cmds::cmd_ssim(&a, &b, &preset),
     }
 }
