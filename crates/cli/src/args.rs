@@ -439,6 +439,11 @@ impl DataArgs {
     }
 }
 
+/// `--arch`: conv:<out>k<kernel>[s<stride>][p<padding>], avgpool:<k> and fc:<width>, in order.
+pub fn parse_arch(s: &str) -> std::result::Result<reveal_nn::Arch, String> {
+    s.parse()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -456,9 +461,4 @@ mod tests {
             assert!(e.contains("--test") && e.contains(bad), "{bad}: {e}");
         }
     }
-}
-
-/// `--arch`: conv:<out>k<kernel>[s<stride>][p<padding>], avgpool:<k> and fc:<width>, in order.
-pub fn parse_arch(s: &str) -> std::result::Result<reveal_nn::Arch, String> {
-    s.parse()
 }

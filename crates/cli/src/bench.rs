@@ -159,8 +159,18 @@ pub fn run_arch<T: Scalar>(
         None => Mlp::<T>::init_classes(input.len(), &arch.hidden, outputs, 0),
     };
     let (m, n) = (200, 100);
-    let flops = [5.0 * forward_flops(&model, m), 3.0 * forward_flops(&model, n)];
-    Ok(run_model(arch.to_string(), &model, (m, n), flops, steps, peak))
+    let flops = [
+        5.0 * forward_flops(&model, m),
+        3.0 * forward_flops(&model, n),
+    ];
+    Ok(run_model(
+        arch.to_string(),
+        &model,
+        (m, n),
+        flops,
+        steps,
+        peak,
+    ))
 }
 
 /// GEMM FLOPs of the forward pass over `rows` images: 2·rows·in·out for each fc layer, and

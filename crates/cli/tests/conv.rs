@@ -54,8 +54,7 @@ fn as_pytorch_state_dict(dir: &Path) {
             data: v,
         })
         .collect();
-    reveal_io::write_tensors(&dir.join("torch.safetensors"), &outs, &Default::default())
-        .unwrap();
+    reveal_io::write_tensors(&dir.join("torch.safetensors"), &outs, &Default::default()).unwrap();
 }
 
 #[test]
@@ -83,7 +82,14 @@ fn a_cnn_is_trained_reconstructed_and_audited_from_reveal_and_from_pytorch() {
 
     as_pytorch_state_dict(d);
     let ours = audit(d, &["--model", "m.safetensors", "--out", "a"]);
-    let data = ["--dataset", "synthetic", "--per-class", "8", "--bias", "corner"];
+    let data = [
+        "--dataset",
+        "synthetic",
+        "--per-class",
+        "8",
+        "--bias",
+        "corner",
+    ];
     let mut args = vec![
         "--model",
         "torch.safetensors",
@@ -118,7 +124,10 @@ fn a_cnn_is_trained_reconstructed_and_audited_from_reveal_and_from_pytorch() {
         &["--arch", "conv:4k3,conv:6k3s2p1,fc:8"],
         "its fc hidden widths are [16], --arch conv:4k3,conv:6k3s2p1,fc:8 says [8]",
     );
-    refused(&["--arch", "conv:4k20,fc:8"], "stage 1 (conv:4k20) does not fit");
+    refused(
+        &["--arch", "conv:4k20,fc:8"],
+        "stage 1 (conv:4k20) does not fit",
+    );
 }
 
 #[test]

@@ -134,7 +134,9 @@ impl fmt::Display for Arch {
 fn parse_conv(spec: &str) -> Option<Stage> {
     /// The leading digits of `rest` as a number; `rest` moves past them.
     fn number(rest: &mut &str) -> Option<usize> {
-        let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let (digits, tail) = rest.split_at(end);
         *rest = tail;
         digits.parse().ok()
@@ -182,7 +184,10 @@ impl FromStr for Arch {
                     let stage = parse_conv(spec).ok_or_else(|| bad(part))?;
                     match stage {
                         Stage::Conv {
-                            out, kernel, stride, ..
+                            out,
+                            kernel,
+                            stride,
+                            ..
                         } if out > 0 && kernel > 0 && stride > 0 => arch.stages.push(stage),
                         _ => return Err(bad(part)),
                     }

@@ -44,9 +44,14 @@ pub fn save_model_with_extra<T: Scalar>(
     let std = |a: &Array2<T>| a.as_standard_layout().into_owned();
     let mut owned: Vec<(String, Vec<usize>, Array2<T>)> = Vec::new();
     // A convolution's weight in PyTorch's [out, in, k, k].
-    let conv_shapes = mlp.features.as_ref().map_or(Vec::new(), |f| f.conv_weight_shapes());
+    let conv_shapes = mlp
+        .features
+        .as_ref()
+        .map_or(Vec::new(), |f| f.conv_weight_shapes());
     for (k, w) in mlp.weights.iter().enumerate() {
-        let shape = conv_shapes.get(k).map_or(w.shape().to_vec(), |s| s.to_vec());
+        let shape = conv_shapes
+            .get(k)
+            .map_or(w.shape().to_vec(), |s| s.to_vec());
         owned.push((format!("layers.{k}.weight"), shape, std(w)));
         if let Some(b) = mlp.biases.get(k) {
             owned.push((format!("layers.{k}.bias"), vec![b.len()], std(b)));
@@ -309,7 +314,10 @@ pub fn model_from_tensors<T: Scalar>(
         };
         let fits = file.tensors.get(&name).is_some_and(|t| {
             t.shape.len() == expected.len()
-                && t.shape.iter().zip(&expected).all(|(s, e)| e.is_none_or(|e| e == *s))
+                && t.shape
+                    .iter()
+                    .zip(&expected)
+                    .all(|(s, e)| e.is_none_or(|e| e == *s))
         });
         if !fits {
             let wanted = match conv_weights.get(k) {

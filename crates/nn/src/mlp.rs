@@ -394,7 +394,12 @@ impl<T: Scalar> Mlp<T> {
         if self.features.is_some() {
             let tape = Tape::new();
             let params = self.on_tape(&tape);
-            let f = forward(&params, &self.layout(), tape.var(x.to_owned()), Activation::Relu);
+            let f = forward(
+                &params,
+                &self.layout(),
+                tape.var(x.to_owned()),
+                Activation::Relu,
+            );
             return f.value().as_ref().clone();
         }
         let relu = |v: T| v.max(T::zero());

@@ -64,7 +64,10 @@ fn a_stage_that_does_not_fit_is_named() {
             width: 6,
         })
         .unwrap_err();
-    assert!(e.contains("stage 2 (conv:4k5)") && e.contains("4x4x4"), "{e}");
+    assert!(
+        e.contains("stage 2 (conv:4k5)") && e.contains("4x4x4"),
+        "{e}"
+    );
 }
 
 /// A small CNN of every kind of stage: conv (padding), conv (stride), avgpool, over 2×7×6 images.
@@ -90,7 +93,11 @@ fn conv2d(
     bias: Option<&Array2<f64>>,
     (k, s, p): (usize, usize, usize),
 ) -> (Vec<f64>, (usize, usize, usize)) {
-    let (oh, ow, o) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1, weight.nrows());
+    let (oh, ow, o) = (
+        (h + 2 * p - k) / s + 1,
+        (w + 2 * p - k) / s + 1,
+        weight.nrows(),
+    );
     let mut y = vec![0.0; o * oh * ow];
     for oc in 0..o {
         for oy in 0..oh {
@@ -116,7 +123,11 @@ fn conv2d(
 }
 
 /// PyTorch's AvgPool2d(k) by its definition on one NCHW image.
-fn avg_pool2d(x: &[f64], (c, h, w): (usize, usize, usize), k: usize) -> (Vec<f64>, (usize, usize, usize)) {
+fn avg_pool2d(
+    x: &[f64],
+    (c, h, w): (usize, usize, usize),
+    k: usize,
+) -> (Vec<f64>, (usize, usize, usize)) {
     let (oh, ow) = (h / k, w / k);
     let mut y = vec![0.0; c * oh * ow];
     for ch in 0..c {
@@ -251,7 +262,10 @@ fn a_pytorch_state_dict_needs_its_arch() {
     let read = load_model_with::<f32>(&p, &LayerNames::Auto, features).unwrap();
     assert_eq!(read.mlp, m);
     let e = load_model::<f32>(&p).map(|_| ()).unwrap_err().to_string();
-    assert!(e.contains("c1.weight [3, 2, 3, 3] is a convolution; pass --arch"), "{e}");
+    assert!(
+        e.contains("c1.weight [3, 2, 3, 3] is a convolution; pass --arch"),
+        "{e}"
+    );
     let input = features.unwrap().input();
     let wrong = Features::new(
         input,

@@ -30,9 +30,10 @@ fn patches(c: &mut Criterion) {
             padding,
         };
         let x = Array2::from_shape_fn((n * g.pixels(), channels), |(i, j)| (i + j) as f32);
-        let cols = Array2::from_shape_fn((n * g.windows(), kernel * kernel * channels), |(i, j)| {
-            (i ^ j) as f32
-        });
+        let cols =
+            Array2::from_shape_fn((n * g.windows(), kernel * kernel * channels), |(i, j)| {
+                (i ^ j) as f32
+            });
         let id = format!("{n}x{channels}x{height}x{width}-k{kernel}s{stride}p{padding}");
         let bytes = |a: &Array2<f32>| (a.len() * 4) as u64;
         group.throughput(Throughput::Bytes(bytes(&cols)));

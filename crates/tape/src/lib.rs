@@ -34,6 +34,6 @@ pub mod scalar;
 mod tape;
 
 pub use grad::grad;
-pub use scalar::Scalar;
 pub use kernels::patches::Patches;
+pub use scalar::Scalar;
 pub use tape::{Constant, Tape, Var};

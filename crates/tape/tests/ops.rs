@@ -477,15 +477,24 @@ use reveal_tape::Patches;
 
 /// A geometry with the kernel fitting the padded image: C 1–3, H, W 1–6, k 1–3, s 1–3, p 0–2.
 fn geometry() -> impl Strategy<Value = Patches> {
-    (1usize..=3, 1usize..=6, 1usize..=6, 1usize..=3, 1usize..=3, 0usize..=2)
-        .prop_map(|(channels, height, width, kernel, stride, padding)| Patches {
-            channels,
-            height,
-            width,
-            kernel,
-            stride,
-            padding,
-        })
+    (
+        1usize..=3,
+        1usize..=6,
+        1usize..=6,
+        1usize..=3,
+        1usize..=3,
+        0usize..=2,
+    )
+        .prop_map(
+            |(channels, height, width, kernel, stride, padding)| Patches {
+                channels,
+                height,
+                width,
+                kernel,
+                stride,
+                padding,
+            },
+        )
         .prop_filter("kernel fits the padded image", |g| g.is_valid())
 }
 
@@ -519,7 +528,11 @@ fn conv_by_definition(x: &Array2<f64>, w: &Array2<f64>, g: &Patches) -> Array2<f
 }
 
 /// Every (a, b, c) below (n1, n2, n3).
-fn itertools_triple(n1: usize, n2: usize, n3: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+fn itertools_triple(
+    n1: usize,
+    n2: usize,
+    n3: usize,
+) -> impl Iterator<Item = (usize, usize, usize)> {
     (0..n1).flat_map(move |a| (0..n2).flat_map(move |b| (0..n3).map(move |c| (a, b, c))))
 }
 
@@ -529,7 +542,9 @@ fn conv<'t>(x: Var<'t, f64>, w: Var<'t, f64>, g: Patches) -> Var<'t, f64> {
     let pixels = x
         .channels_last(g.channels)
         .reshape(n * g.height * g.width, g.channels);
-    pixels.unfold(g).matmul_t(w.channels_last(g.channels), false, true)
+    pixels
+        .unfold(g)
+        .matmul_t(w.channels_last(g.channels), false, true)
 }
 
 proptest! {

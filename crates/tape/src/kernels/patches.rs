@@ -69,7 +69,7 @@ impl Patches {
     pub fn images_of(&self, shape: (usize, usize), what: &str) -> usize {
         assert!(self.is_valid(), "{what}: invalid geometry {self:?}");
         assert!(
-            shape.1 == self.channels && shape.0 % self.pixels() == 0,
+            shape.1 == self.channels && shape.0.is_multiple_of(self.pixels()),
             "{what}: shape {shape:?} is not [n·{}·{}, {}]",
             self.height,
             self.width,
@@ -82,7 +82,7 @@ impl Patches {
     pub fn images_of_windows(&self, shape: (usize, usize), cols: usize, what: &str) -> usize {
         assert!(self.is_valid(), "{what}: invalid geometry {self:?}");
         assert!(
-            shape.1 == cols && shape.0 % self.windows() == 0,
+            shape.1 == cols && shape.0.is_multiple_of(self.windows()),
             "{what}: shape {shape:?} is not [n·{}·{}, {cols}]",
             self.out_height(),
             self.out_width()
@@ -173,12 +173,18 @@ pub fn unfold<T: Scalar>(a: &Array2<T>, g: &Patches) -> Array2<T> {
     let mut out = Array2::zeros((n * g.windows(), cols));
     let runs = runs(g);
     let dst = out.as_slice_mut().expect("fresh array");
-    per_image(n, dst, a.as_slice().expect("standard layout"), |dst, src| {
-        for r in &runs {
-            let at = r.window * cols + r.offset * c;
-            dst[at..at + r.count * c].copy_from_slice(&src[r.pixel * c..(r.pixel + r.count) * c]);
-        }
-    });
+    per_image(
+        n,
+        dst,
+        a.as_slice().expect("standard layout"),
+        |dst, src| {
+            for r in &runs {
+                let at = r.window * cols + r.offset * c;
+                dst[at..at + r.count * c]
+                    .copy_from_slice(&src[r.pixel * c..(r.pixel + r.count) * c]);
+            }
+        },
+    );
     out
 }
 
@@ -191,15 +197,20 @@ pub fn fold<T: Scalar>(a: &Array2<T>, g: &Patches) -> Array2<T> {
     let mut out = Array2::zeros((n * g.pixels(), c));
     let runs = runs(g);
     let dst = out.as_slice_mut().expect("fresh array");
-    per_image(n, dst, a.as_slice().expect("standard layout"), |dst, src| {
-        for r in &runs {
-            let at = r.window * cols + r.offset * c;
-            add_to(
-                &mut dst[r.pixel * c..(r.pixel + r.count) * c],
-                &src[at..at + r.count * c],
-            );
-        }
-    });
+    per_image(
+        n,
+        dst,
+        a.as_slice().expect("standard layout"),
+        |dst, src| {
+            for r in &runs {
+                let at = r.window * cols + r.offset * c;
+                add_to(
+                    &mut dst[r.pixel * c..(r.pixel + r.count) * c],
+                    &src[at..at + r.count * c],
+                );
+            }
+        },
+    );
     out
 }
 
@@ -212,14 +223,19 @@ pub fn avg_pool<T: Scalar>(a: &Array2<T>, g: &Patches) -> Array2<T> {
     let mut out = Array2::zeros((n * g.windows(), c));
     let runs = runs(g);
     let dst = out.as_slice_mut().expect("fresh array");
-    per_image(n, dst, a.as_slice().expect("standard layout"), |dst, src| {
-        for r in &runs {
-            let row = &mut dst[r.window * c..(r.window + 1) * c];
-            for px in src[r.pixel * c..(r.pixel + r.count) * c].chunks_exact(c) {
-                add_to(row, px);
+    per_image(
+        n,
+        dst,
+        a.as_slice().expect("standard layout"),
+        |dst, src| {
+            for r in &runs {
+                let row = &mut dst[r.window * c..(r.window + 1) * c];
+                for px in src[r.pixel * c..(r.pixel + r.count) * c].chunks_exact(c) {
+                    add_to(row, px);
+                }
             }
-        }
-    });
+        },
+    );
     out.mapv_inplace(|v| v / T::from_f64((g.kernel * g.kernel) as f64));
     out
 }
@@ -233,14 +249,19 @@ pub fn avg_pool_t<T: Scalar>(a: &Array2<T>, g: &Patches) -> Array2<T> {
     let mut out = Array2::zeros((n * g.pixels(), c));
     let runs = runs(g);
     let dst = out.as_slice_mut().expect("fresh array");
-    per_image(n, dst, a.as_slice().expect("standard layout"), |dst, src| {
-        for r in &runs {
-            let row = &src[r.window * c..(r.window + 1) * c];
-            for px in dst[r.pixel * c..(r.pixel + r.count) * c].chunks_exact_mut(c) {
-                add_to(px, row);
+    per_image(
+        n,
+        dst,
+        a.as_slice().expect("standard layout"),
+        |dst, src| {
+            for r in &runs {
+                let row = &src[r.window * c..(r.window + 1) * c];
+                for px in dst[r.pixel * c..(r.pixel + r.count) * c].chunks_exact_mut(c) {
+                    add_to(px, row);
+                }
             }
-        }
-    });
+        },
+    );
     out.mapv_inplace(|v| v / T::from_f64((g.kernel * g.kernel) as f64));
     out
 }
@@ -255,7 +276,7 @@ pub fn channels_last<T: Scalar>(a: &Array2<T>, channels: usize) -> Array2<T> {
 pub fn channels_first<T: Scalar>(a: &Array2<T>, channels: usize) -> Array2<T> {
     let cols = a.ncols();
     assert!(
-        channels > 0 && cols % channels == 0,
+        channels > 0 && cols.is_multiple_of(channels),
         "channels_first: shape {:?} does not split into {channels} channels",
         a.dim()
     );
@@ -266,7 +287,7 @@ pub fn channels_first<T: Scalar>(a: &Array2<T>, channels: usize) -> Array2<T> {
 fn permute_rows<T: Scalar>(a: &Array2<T>, b: usize, what: &str) -> Array2<T> {
     let (r, cols) = a.dim();
     assert!(
-        b > 0 && cols % b == 0,
+        b > 0 && cols.is_multiple_of(b),
         "{what}: shape {:?} does not split into blocks of {b} rows",
         a.dim()
     );
@@ -275,6 +296,9 @@ fn permute_rows<T: Scalar>(a: &Array2<T>, b: usize, what: &str) -> Array2<T> {
         .view()
         .into_shape_with_order((r, b, cols / b))
         .expect("standard layout");
-    let t = blocks.permuted_axes([0, 2, 1]).as_standard_layout().into_owned();
+    let t = blocks
+        .permuted_axes([0, 2, 1])
+        .as_standard_layout()
+        .into_owned();
     t.into_shape_with_order((r, cols)).expect("standard layout")
 }
