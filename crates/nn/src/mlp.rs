@@ -84,6 +84,14 @@ impl Layout {
         }
     }
 
+    /// The first fully connected layer (0 for an MLP; after the convolutions otherwise): the
+    /// layer whose KKT residual the reconstruction ranks its runs by and the audit trusts.
+    /// A convolution's few weights (in·k·k per channel) are fitted by almost any candidates,
+    /// so its residual says little.
+    pub fn first_fc(&self) -> usize {
+        self.features.as_ref().map_or(0, |f| f.convs())
+    }
+
     /// The index of b_{k+1} in θ, if layer k has a bias.
     pub fn bias(&self, k: usize) -> Option<usize> {
         match (self.biases, k) {

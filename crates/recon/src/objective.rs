@@ -61,7 +61,8 @@ pub fn record<'t, T: Scalar>(
         .map(|(i, (&p, &gp))| (step.map_or(p, |s| s[i]) - gp).square().sum())
         .collect();
     let kkt = residuals[1..].iter().fold(residuals[0], |a, &b| a + b);
-    Terms::with_priors(kkt, residuals[0], x, lambda, y, cfg)
+    let ranked = residuals[layout.weight(layout.first_fc())];
+    Terms::with_priors(kkt, ranked, x, lambda, y, cfg)
 }
 
 /// How L_kkt is computed: the generic grad-of-grad reference, or the Gram-matrix fast path.

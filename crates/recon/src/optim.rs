@@ -495,8 +495,9 @@ pub fn run<T: Scalar>(
 
 /// The label-free ranking signal: the first layer's relative KKT residual ‖W1 − G_W1‖² / ‖W1‖²
 /// (the step W1 − W1₀ in both when θ0 is known; L_kkt as a whole is dominated by the random part of W2
-/// that no gradient spans).
+/// that no gradient spans). For a network with convolutions, the first fully connected layer's.
 pub fn layer1_residual<T: Scalar>(theta: &Theta<T>, terms: &Terms<f64>) -> f64 {
-    let w1 = theta.fitted(theta.layout.weight(0)).squared_norm().as_f64();
+    let layer = theta.layout.weight(theta.layout.first_fc());
+    let w1 = theta.fitted(layer).squared_norm().as_f64();
     terms.kkt_w1 / w1.max(f64::MIN_POSITIVE)
 }

@@ -26,7 +26,7 @@ pub struct Fit {
     pub lambda: Array2<f64>,
     /// √(L_kkt / ‖θ‖²) at λ: the relative residual ‖θ − Jλ‖/‖θ‖ (θ − θ0 with an origin).
     pub residual: f64,
-    /// The same for the first layer's weight alone.
+    /// The same for the first layer's weight alone (the first fully connected layer's, after convolutions).
     pub residual_w1: f64,
     /// Multipliers in use that came out negative (a form with λ ≥ 0 expects none).
     pub negative: usize,
@@ -88,7 +88,9 @@ pub fn fit_multipliers(
     let norm2: f64 = (0..theta.params.len())
         .map(|i| theta.fitted(i).squared_norm())
         .sum();
-    let w1 = theta.fitted(theta.layout.weight(0)).squared_norm();
+    let w1 = theta
+        .fitted(theta.layout.weight(theta.layout.first_fc()))
+        .squared_norm();
     let in_use = |i: usize, j: usize| match form {
         Multipliers::Pairs => j != y[(i, 0)] as usize,
         _ => true,

@@ -176,7 +176,8 @@ fn label_masks<T: Scalar>(y: &Array2<T>, outputs: usize) -> (Array2<T>, Array2<T
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Terms<V> {
     pub kkt: V,
-    /// ‖W1 − ∇_{W1} Φ‖², the first layer's share of L_kkt (a label-free ranking signal).
+    /// ‖W1 − ∇_{W1} Φ‖², the first layer's share of L_kkt (a label-free ranking signal); for a
+    /// network with convolutions, the first fully connected layer's ([`reveal_nn::Layout::first_fc`]).
     pub kkt_w1: V,
     pub prior_x: V,
     pub prior_lambda: V,

@@ -6,7 +6,7 @@
 use ndarray::Array2;
 use reveal_nn::{forward, Activation, Biases, Mlp};
 use reveal_recon::closed_form::closed_form;
-use reveal_recon::objective::{evaluate_with, record, Method};
+use reveal_recon::objective::{evaluate, evaluate_with, record, Method};
 use reveal_recon::terms::{candidate_labels, candidate_labels_for, Multipliers, ObjectiveConfig};
 use reveal_tape::check::{gradcheck, gradgradcheck, randn, Rng};
 use reveal_tape::{grad, Tape, Var};
@@ -370,4 +370,77 @@ fn the_margin_form_is_the_pairs_and_the_signed_form_restricted() {
             "{form:?}: L_kkt {other} against the margin form's {margin}"
         );
     }
+}
+
+/// A CNN (conv with padding, strided conv, pooling, fc) over 1×8×8 images.
+fn cnn(outputs: usize, biases: Biases, seed: u64) -> Mlp<f64> {
+    let arch: reveal_nn::Arch = "conv:3k3p1,conv:2k2s2,avgpool:2,fc:4".parse().unwrap();
+    let input = reveal_nn::Grid {
+        channels: 1,
+        height: 8,
+        width: 8,
+    };
+    let features = arch.features(input).unwrap().unwrap();
+    let mut net = Mlp::init_features(
+        features,
+        &arch.hidden,
+        outputs,
+        reveal_nn::Init::Default,
+        biases,
+        seed,
+    );
+    net.biases[0].mapv_inplace(|v| 3.0 * v);
+    net
+}
+
+/// The objective of a CNN through the generic path: L passes gradcheck and gradgradcheck in
+/// (x, λ) for every multiplier form; `Method::auto` never takes the Gram path for it; and the
+/// ranked residual is the first fully connected layer's, not the first convolution's.
+#[test]
+fn a_cnn_objective_passes_gradcheck_and_ranks_by_its_first_fc_layer() {
+    let m = 4;
+    for (outputs, form) in [
+        (1, Multipliers::Margin),
+        (3, Multipliers::Margin),
+        (3, Multipliers::Pairs),
+        (1, Multipliers::Signed),
+    ] {
+        let net = cnn(outputs, Biases::All, 61);
+        let (x, _) = candidates(m, 64, 62);
+        let lambda = multipliers(form, m, outputs, 63);
+        let f = objective_fn_with(&net, Activation::Softplus(4.0), None, form);
+        let r = gradcheck(f.clone(), &[x.clone(), lambda.clone()], 9);
+        assert!(r.is_ok(), "C={outputs} {form:?}: {}", r.unwrap_err());
+        let r = gradgradcheck(f, &[x.clone(), lambda.clone()], 10);
+        assert!(r.is_ok(), "C={outputs} {form:?}: {}", r.unwrap_err());
+    }
+    let net = cnn(1, Biases::First, 64);
+    let theta = net.theta();
+    assert_eq!(Method::auto(&theta, 1), Method::GradOfGrad);
+    assert_eq!(net.layout().first_fc(), 2);
+    let (x, lambda) = candidates(m, 64, 65);
+    let y = candidate_labels_for(m, 1);
+    let cfg = ObjectiveConfig {
+        activation: Activation::Softplus(4.0),
+        lambda_min: 0.45,
+        multipliers: Multipliers::Margin,
+    };
+    let e = evaluate(&net, &x, &lambda, &y, cfg);
+    // ‖W_fc1 − ∇Φ‖² by hand: Φ = (1/m) Σ λ_i y_i f(x_i), its gradient at the fc layer (θ[3]).
+    let tape = Tape::new();
+    let p = net.on_tape(&tape);
+    let f = forward(&p, &net.layout(), tape.constant(x.clone()), cfg.activation);
+    let phi = (f * tape.constant(y.clone()))
+        .mul_col(tape.constant(lambda.clone()))
+        .sum()
+        .scale(1.0 / m as f64);
+    let g = grad(phi, &p, false);
+    let fc = net.layout().weight(2);
+    assert_eq!(fc, 3);
+    let by_hand = (&*p[fc].value() - &*g[fc].value()).mapv(|v| v * v).sum();
+    assert!(
+        (e.terms.kkt_w1 - by_hand).abs() <= 1e-12 * by_hand,
+        "{} vs {by_hand}",
+        e.terms.kkt_w1
+    );
 }
