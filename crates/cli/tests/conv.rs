@@ -151,3 +151,34 @@ fn bench_times_an_architecture() {
     let gflop = line["recon_gflop"].as_f64().unwrap();
     assert!((gflop - 5.0 * forward / 1e9).abs() < 1e-12, "{gflop}");
 }
+
+#[test]
+fn the_experiment_takes_an_architecture() {
+    let dir = tempfile::tempdir().unwrap();
+    let arch = "conv:4k3s2,fc:16";
+    ok(reveal_in(dir.path()).args([
+        "experiment",
+        "--dataset",
+        "synthetic",
+        "--per-class",
+        "8",
+        "--test",
+        "20",
+        "--biases",
+        "none,corner",
+        "--seeds",
+        "0",
+        "--no-control",
+        "--arch",
+        arch,
+        "--iters",
+        "30",
+        "--out",
+        "e",
+    ]));
+    let report = std::fs::read_to_string(dir.path().join("e/report.md")).unwrap();
+    assert!(report.contains(&format!("network {arch}")), "{report}");
+    let model = dir.path().join("e/models/corner-s0.safetensors");
+    let m = reveal_nn::files::load_model::<f32>(&model).unwrap();
+    assert_eq!(m.mlp.arch().to_string(), arch);
+}

@@ -263,7 +263,7 @@ pub fn model_from_tensors<T: Scalar>(
             );
         }
     }
-    if layers.len() < convs + 2 {
+    if convs > 0 && layers.len() < convs + 2 {
         return Err(NameTheLayers(format!(
             "{}: the architecture has {convs} convolutions and at least one fc layer and a head, the file {} layers ({})",
             path.display(),
