@@ -37,6 +37,8 @@ Examples:
   reveal experiment --dataset mnist --task all --per-class 10 --out mc/   # multiclass: base, corner, control
   reveal audit --model m.safetensors --out audit/  # one model: verdict, evidence, report.html
   reveal audit --model torch.safetensors --layers fc1,fc2,fc3 --dataset mnist --out a/
+  reveal train --dataset mnist --per-class 50 --arch conv:32k3,conv:64k3s2,fc:1000 --out cnn.safetensors --save-init cnn0.safetensors
+  reveal audit --model torch_cnn.safetensors --arch conv:32k3,conv:64k3s2,fc:1000 --dataset mnist --out a/
   reveal train --dataset mnist --optimizer adam --batch-size 20 --epochs 60 --init default --layer-bias all --out adam.safetensors
   reveal zoo --dataset mnist --recipes gd,adam,sgd --seeds 0,1 --out zoo/   # how often is the audit right?
   reveal train --dataset mnist --task all --per-class 10 --weight-decay 1e-3 --out wd.safetensors

@@ -40,7 +40,7 @@ impl Grid {
         self.channels * self.height * self.width
     }
 
-    /// Never empty once built by [`Features::new`].
+    /// True when a dimension is 0 ([`Features::new`] refuses such an input).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
