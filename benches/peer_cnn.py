@@ -65,6 +65,15 @@ def init_params(layers, c, h, w, rng):
     return params, shapes
 
 
+def with_params(layers, theta):
+    """Each layer (the output layer appended) with its weight, its bias (the first layer's only)
+    and whether it is the last, from theta in init_params's order."""
+    i = 0
+    for k, layer in enumerate(layers + [("fc", 1)]):
+        yield layer, theta[i + (k > 0)], (theta[1] if k == 0 else None), k == len(layers)
+        i += 1
+
+
 def median_time(step, steps):
     for _ in range(3):
         step()
@@ -95,17 +104,12 @@ def torch_steps(layers, params, x, lam, y, tx, ty, shape):
 
     def f(theta, v, act):
         a = v.view(-1, *shape)
-        i = 0
-        for k, layer in enumerate(layers + [("fc", 1)]):
-            w = theta[i]
-            b = theta[i + 1] if k == 0 else None
-            i += 2 if k == 0 else 1
+        for layer, w, b, last in with_params(layers, theta):
             if layer[0] == "conv":
                 a = act(F.conv2d(a, w, b, stride=layer[3], padding=layer[4]))
             else:
                 a = F.linear(a.flatten(1), w, b)
-                if k < len(layers):
-                    a = act(a)
+                a = a if last else act(a)
         return a.squeeze(1)
 
     xv = torch.tensor(x, requires_grad=True)
@@ -153,23 +157,15 @@ def jax_steps(layers, params, x, lam, y, tx, ty, shape):
 
     def f(theta, v, act):
         a = v.reshape(-1, *shape)
-        i = 0
-        for k, layer in enumerate(layers + [("fc", 1)]):
-            w = theta[i]
-            b = theta[i + 1] if k == 0 else None
-            i += 2 if k == 0 else 1
+        for layer, w, b, last in with_params(layers, theta):
             if layer[0] == "conv":
                 s, p = layer[3], layer[4]
                 a = jax.lax.conv_general_dilated(a, w, (s, s), [(p, p), (p, p)])
-                if b is not None:
-                    a = a + b[None, :, None, None]
-                a = act(a)
+                a = act(a if b is None else a + b[None, :, None, None])
             else:
                 a = a.reshape(a.shape[0], -1) @ w.T
-                if b is not None:
-                    a = a + b
-                if k < len(layers):
-                    a = act(a)
+                a = a if b is None else a + b
+                a = a if last else act(a)
         return a[:, 0]
 
     theta = [jnp.asarray(p) for p in params]

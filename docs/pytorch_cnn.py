@@ -20,7 +20,6 @@ The net: Conv2d(1, 32, 3) -> ReLU -> Conv2d(32, 64, 3, stride 2) -> ReLU -> flat
 
 Needs torch, numpy and safetensors.
 """
-import gzip
 import json
 import sys
 
@@ -29,13 +28,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-
-def idx(path):
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    dims = data[3]
-    shape = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims)]
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * dims).reshape(shape)
+from pytorch_trigger import idx  # the MNIST IDX reader, beside this script
 
 
 def first_per_class(mnist_dir, split, per_class):

@@ -149,15 +149,8 @@ fn a_pytorch_state_dict_is_audited_like_the_same_model_from_reveal() {
             flat(m.mean.as_ref().unwrap()),
         ),
     ];
-    let outs: Vec<_> = tensors
-        .iter()
-        .map(|(n, s, v)| reveal_io::TensorOut {
-            name: n,
-            shape: s.clone(),
-            data: v,
-        })
-        .collect();
-    reveal_io::write_tensors(&d.join("torch.safetensors"), &outs, &Default::default()).unwrap();
+    reveal_io::write_owned_tensors(&d.join("torch.safetensors"), &tensors, &Default::default())
+        .unwrap();
     let ours = audit(
         d,
         &[

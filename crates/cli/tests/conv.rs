@@ -46,15 +46,12 @@ fn as_pytorch_state_dict(dir: &Path) {
         ("c1.bias", vec![4], flat(&m.mlp.biases[0])),
         ("data.mean", vec![256], flat(m.mean.as_ref().unwrap())),
     ];
-    let outs: Vec<_> = tensors
-        .iter()
-        .map(|(n, s, v)| reveal_io::TensorOut {
-            name: n,
-            shape: s.clone(),
-            data: v,
-        })
-        .collect();
-    reveal_io::write_tensors(&dir.join("torch.safetensors"), &outs, &Default::default()).unwrap();
+    reveal_io::write_owned_tensors(
+        &dir.join("torch.safetensors"),
+        &tensors,
+        &Default::default(),
+    )
+    .unwrap();
 }
 
 #[test]

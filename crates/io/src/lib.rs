@@ -23,5 +23,7 @@ pub use checkpoint::{
     load_checkpoint, previous_checkpoint, remove_checkpoints, rotate_checkpoint, Loaded,
 };
 pub use log::{kept_log, truncate_log};
-pub use tensors::{parse_tensors, write_tensors, TensorFile, TensorIn, TensorOut};
+pub use tensors::{
+    parse_tensors, write_owned_tensors, write_tensors, TensorFile, TensorIn, TensorOut,
+};
 pub use timing::{read_timing, timing_path, write_timing};

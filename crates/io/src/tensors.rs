@@ -39,6 +39,24 @@ fn to_bytes<T: Scalar>(data: &[T]) -> (&'static str, Vec<u8>) {
     }
 }
 
+/// [`write_tensors`] of owned (name, shape, row-major elements) triples, as model files and
+/// tests assemble them.
+pub fn write_owned_tensors<T: Scalar, N: AsRef<str>>(
+    path: &Path,
+    tensors: &[(N, Vec<usize>, Vec<T>)],
+    metadata: &BTreeMap<String, String>,
+) -> Result<()> {
+    let views: Vec<TensorOut<'_, T>> = tensors
+        .iter()
+        .map(|(name, shape, data)| TensorOut {
+            name: name.as_ref(),
+            shape: shape.clone(),
+            data,
+        })
+        .collect();
+    write_tensors(path, &views, metadata)
+}
+
 /// Writes tensors and string metadata as one safetensors file, atomically.
 ///
 /// The layout is written here rather than by the `safetensors` crate, whose metadata map comes

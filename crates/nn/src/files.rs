@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Result};
 use ndarray::Array2;
-use reveal_io::{parse_tensors, read_file, write_tensors, TensorFile, TensorOut};
+use reveal_io::{parse_tensors, read_file, write_owned_tensors, TensorFile};
 use reveal_tape::Scalar;
 
 use crate::arch::{Arch, Features, Grid};
@@ -41,8 +41,8 @@ pub fn save_model_with_extra<T: Scalar>(
     extra: &[(String, &Array2<T>)],
     metadata: &BTreeMap<String, String>,
 ) -> Result<()> {
-    let std = |a: &Array2<T>| a.as_standard_layout().into_owned();
-    let mut owned: Vec<(String, Vec<usize>, Array2<T>)> = Vec::new();
+    let std = |a: &Array2<T>| a.iter().copied().collect::<Vec<T>>();
+    let mut owned: Vec<(String, Vec<usize>, Vec<T>)> = Vec::new();
     // A convolution's weight in PyTorch's [out, in, k, k].
     let conv_shapes = mlp
         .features
@@ -65,22 +65,10 @@ pub fn save_model_with_extra<T: Scalar>(
     }
     let mut metadata = metadata.clone();
     if let Some(f) = &mlp.features {
-        let arch = Arch {
-            stages: f.stages().to_vec(),
-            hidden: mlp.hidden(),
-        };
-        metadata.insert("arch".into(), arch.to_string());
+        metadata.insert("arch".into(), mlp.arch().to_string());
         metadata.insert("input".into(), f.input().to_string());
     }
-    let tensors: Vec<TensorOut<T>> = owned
-        .iter()
-        .map(|(name, shape, a)| TensorOut {
-            name,
-            shape: shape.clone(),
-            data: a.as_slice().expect("standard layout"),
-        })
-        .collect();
-    write_tensors(path, &tensors, &metadata)
+    write_owned_tensors(path, &owned, &metadata)
 }
 
 /// Which tensors hold the layers of a model file.

@@ -563,11 +563,11 @@ pub fn forward<'t, T: Scalar>(
             false => act.apply(z),
         }
     };
-    let (mut a, mut first_fc) = (x, 0);
-    if let Some(features) = &layout.features {
-        (a, first_fc) = convolutions(params, layout, features, x, &layer);
-    }
-    for k in first_fc..layout.layers {
+    let mut a = match &layout.features {
+        Some(features) => convolutions(params, layout, features, x, &layer),
+        None => x,
+    };
+    for k in layout.first_fc()..layout.layers {
         a = layer(k, a, params[layout.weight(k)]);
     }
     a
@@ -575,15 +575,14 @@ pub fn forward<'t, T: Scalar>(
 
 /// The convolutional front on the tape: images x [m, C·H·W] (channel-major rows) → one row per
 /// pixel [m·H·W, C] → each convolution as unfold(A)·channels_last(W)ᵀ, or a pooling → flattened
-/// back to channel-major rows [m, C'·H'·W'] for the fc layers. Returns them and the index of
-/// the first fc layer.
+/// back to channel-major rows [m, C'·H'·W'] for the fc layers.
 fn convolutions<'t, T: Scalar>(
     params: &[Var<'t, T>],
     layout: &Layout,
     features: &Features,
     x: Var<'t, T>,
     layer: &impl Fn(usize, Var<'t, T>, Var<'t, T>) -> Var<'t, T>,
-) -> (Var<'t, T>, usize) {
+) -> Var<'t, T> {
     let (m, input) = (x.shape().0, features.input());
     assert_eq!(
         x.shape().1,
@@ -608,8 +607,7 @@ fn convolutions<'t, T: Scalar>(
         };
     }
     let out = features.output();
-    let flat = a.reshape(m, out.len()).channels_first(out.channels);
-    (flat, k)
+    a.reshape(m, out.len()).channels_first(out.channels)
 }
 
 /// The margin as signs on the outputs, so that margin_i = Σ_j S_ij f_ij(x_i):

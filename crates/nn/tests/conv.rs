@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use ndarray::Array2;
-use reveal_io::{write_tensors, TensorOut};
+use reveal_io::write_owned_tensors;
 use reveal_nn::files::{load_model, load_model_with, save_model, LayerNames};
 use reveal_nn::{forward, Activation, Arch, Biases, Features, Grid, Init, Layout, Mlp, Stage};
 use reveal_tape::check::{gradcheck, gradgradcheck, randn, Rng};
@@ -227,7 +227,8 @@ fn cnn_files_round_trip_with_pytorch_shapes() {
     assert_eq!(load_model::<f32>(&p).unwrap().mlp, m);
 }
 
-/// A PyTorch state dict: `c1, c2, fc1, fc2` with 4-D conv weights and a bias everywhere, no
+/// A PyTorch state dict of an `nn.Sequential` pair (`features.0`, `features.3`, `classifier.0`,
+/// `classifier.2`) with 4-D conv weights and a bias everywhere, no
 /// metadata. Read with the architecture given (convolutions first in the automatic order);
 /// refused without it, or with one whose shapes do not chain, naming the layer.
 #[test]
@@ -235,7 +236,9 @@ fn a_pytorch_state_dict_needs_its_arch() {
     let dir = tempfile::tempdir().unwrap();
     let m: Mlp<f32> = small_cnn(Biases::All, 6).cast();
     let flat = |a: &Array2<f32>| a.iter().copied().collect::<Vec<_>>();
-    let names = ["fc1", "fc2", "c1", "c2"];
+    // nn.Sequential's names: "classifier" sorts before "features", so only putting the 4-D
+    // weights first finds the network's order.
+    let names = ["classifier.0", "classifier.2", "features.0", "features.3"];
     let order = [2, 3, 0, 1];
     let mut t = Vec::new();
     for (name, &k) in names.iter().zip(&order) {
@@ -248,22 +251,14 @@ fn a_pytorch_state_dict_needs_its_arch() {
         t.push((format!("{name}.weight"), shape, flat(w)));
         t.push((format!("{name}.bias"), vec![w.nrows()], flat(&m.biases[k])));
     }
-    let outs: Vec<TensorOut<f32>> = t
-        .iter()
-        .map(|(n, s, d)| TensorOut {
-            name: n,
-            shape: s.clone(),
-            data: d,
-        })
-        .collect();
     let p = dir.path().join("state_dict.safetensors");
-    write_tensors(&p, &outs, &BTreeMap::new()).unwrap();
+    write_owned_tensors(&p, &t, &BTreeMap::new()).unwrap();
     let features = m.features.as_deref();
     let read = load_model_with::<f32>(&p, &LayerNames::Auto, features).unwrap();
     assert_eq!(read.mlp, m);
     let e = load_model::<f32>(&p).map(|_| ()).unwrap_err().to_string();
     assert!(
-        e.contains("c1.weight [3, 2, 3, 3] is a convolution; pass --arch"),
+        e.contains("features.0.weight [3, 2, 3, 3] is a convolution; pass --arch"),
         "{e}"
     );
     let input = features.unwrap().input();
@@ -282,7 +277,7 @@ fn a_pytorch_state_dict_needs_its_arch() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("c1.weight: the architecture's convolution 1 wants [3, 2, 5, 5]"),
+        e.contains("features.0.weight: the architecture's convolution 1 wants [3, 2, 5, 5]"),
         "{e}"
     );
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use ndarray::Array2;
-use reveal_io::{write_tensors, TensorOut};
+use reveal_io::write_owned_tensors;
 use reveal_nn::files::{load_model, load_model_with, save_model, LayerNames};
 use reveal_nn::{forward, Activation, Biases, Init, Mlp};
 use reveal_tape::check::{randn, Rng};
@@ -130,15 +130,7 @@ fn load_error_with(
     ];
     edit(&mut t);
     let p = dir.path().join("state_dict.safetensors");
-    let outs: Vec<TensorOut<f32>> = t
-        .iter()
-        .map(|(n, s, d)| TensorOut {
-            name: n,
-            shape: s.clone(),
-            data: d,
-        })
-        .collect();
-    write_tensors(&p, &outs, &BTreeMap::new()).unwrap();
+    write_owned_tensors(&p, &t, &BTreeMap::new()).unwrap();
     match load_model_with::<f32>(&p, names, None) {
         Ok(f) if f.mlp == m => String::new(),
         Ok(f) => format!(
@@ -304,15 +296,7 @@ fn a_bias_in_every_layer_round_trips() {
             (name, t.shape.clone(), t.data.clone())
         })
         .collect();
-    let tensors: Vec<TensorOut<f32>> = owned
-        .iter()
-        .map(|(n, sh, d)| TensorOut {
-            name: n,
-            shape: sh.clone(),
-            data: d,
-        })
-        .collect();
     let q = dir.path().join("torch.safetensors");
-    write_tensors(&q, &tensors, &BTreeMap::new()).unwrap();
+    write_owned_tensors(&q, &owned, &BTreeMap::new()).unwrap();
     assert_eq!(load_model::<f32>(&q).unwrap().mlp, m);
 }

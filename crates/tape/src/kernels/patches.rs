@@ -164,28 +164,38 @@ fn add_to<T: Scalar>(dst: &mut [T], src: &[T]) {
     }
 }
 
-/// im2col: [n·H·W, C] → [n·OH·OW, k·k·C], row (i, oy, ox) holding its window's pixels in
-/// the order (ky, kx, c), zeros where the window hangs over the edge.
-pub fn unfold<T: Scalar>(a: &Array2<T>, g: &Patches) -> Array2<T> {
-    let n = g.images_of(a.dim(), "unfold");
-    let (c, cols) = (g.channels, g.kernel * g.kernel * g.channels);
+/// A fresh [rows, cols] output filled by `body(out, input, run)` for every run of every one of
+/// the `n` images of `a` (each image's chunk of the output and of the input; images on several
+/// threads when the output is large): the frame the four kernels below share.
+fn over_runs<T: Scalar>(
+    a: &Array2<T>,
+    g: &Patches,
+    n: usize,
+    (rows, cols): (usize, usize),
+    body: impl Fn(&mut [T], &[T], &Run) + Sync,
+) -> Array2<T> {
     let a = a.as_standard_layout();
-    let mut out = Array2::zeros((n * g.windows(), cols));
+    let mut out = Array2::zeros((rows, cols));
     let runs = runs(g);
     let dst = out.as_slice_mut().expect("fresh array");
     per_image(
         n,
         dst,
         a.as_slice().expect("standard layout"),
-        |dst, src| {
-            for r in &runs {
-                let at = r.window * cols + r.offset * c;
-                dst[at..at + r.count * c]
-                    .copy_from_slice(&src[r.pixel * c..(r.pixel + r.count) * c]);
-            }
-        },
+        |dst, src| runs.iter().for_each(|r| body(dst, src, r)),
     );
     out
+}
+
+/// im2col: [n·H·W, C] → [n·OH·OW, k·k·C], row (i, oy, ox) holding its window's pixels in
+/// the order (ky, kx, c), zeros where the window hangs over the edge.
+pub fn unfold<T: Scalar>(a: &Array2<T>, g: &Patches) -> Array2<T> {
+    let n = g.images_of(a.dim(), "unfold");
+    let (c, cols) = (g.channels, g.kernel * g.kernel * g.channels);
+    over_runs(a, g, n, (n * g.windows(), cols), |dst, src, r| {
+        let at = r.window * cols + r.offset * c;
+        dst[at..at + r.count * c].copy_from_slice(&src[r.pixel * c..(r.pixel + r.count) * c]);
+    })
 }
 
 /// col2im, the transpose of [`unfold`]: [n·OH·OW, k·k·C] → [n·H·W, C], each window's values
@@ -193,25 +203,13 @@ pub fn unfold<T: Scalar>(a: &Array2<T>, g: &Patches) -> Array2<T> {
 pub fn fold<T: Scalar>(a: &Array2<T>, g: &Patches) -> Array2<T> {
     let (c, cols) = (g.channels, g.kernel * g.kernel * g.channels);
     let n = g.images_of_windows(a.dim(), cols, "fold");
-    let a = a.as_standard_layout();
-    let mut out = Array2::zeros((n * g.pixels(), c));
-    let runs = runs(g);
-    let dst = out.as_slice_mut().expect("fresh array");
-    per_image(
-        n,
-        dst,
-        a.as_slice().expect("standard layout"),
-        |dst, src| {
-            for r in &runs {
-                let at = r.window * cols + r.offset * c;
-                add_to(
-                    &mut dst[r.pixel * c..(r.pixel + r.count) * c],
-                    &src[at..at + r.count * c],
-                );
-            }
-        },
-    );
-    out
+    over_runs(a, g, n, (n * g.pixels(), c), |dst, src, r| {
+        let at = r.window * cols + r.offset * c;
+        add_to(
+            &mut dst[r.pixel * c..(r.pixel + r.count) * c],
+            &src[at..at + r.count * c],
+        );
+    })
 }
 
 /// Average pooling: [n·H·W, C] → [n·OH·OW, C], each window's mean over its k·k positions
@@ -219,23 +217,12 @@ pub fn fold<T: Scalar>(a: &Array2<T>, g: &Patches) -> Array2<T> {
 pub fn avg_pool<T: Scalar>(a: &Array2<T>, g: &Patches) -> Array2<T> {
     let n = g.images_of(a.dim(), "avg_pool");
     let c = g.channels;
-    let a = a.as_standard_layout();
-    let mut out = Array2::zeros((n * g.windows(), c));
-    let runs = runs(g);
-    let dst = out.as_slice_mut().expect("fresh array");
-    per_image(
-        n,
-        dst,
-        a.as_slice().expect("standard layout"),
-        |dst, src| {
-            for r in &runs {
-                let row = &mut dst[r.window * c..(r.window + 1) * c];
-                for px in src[r.pixel * c..(r.pixel + r.count) * c].chunks_exact(c) {
-                    add_to(row, px);
-                }
-            }
-        },
-    );
+    let mut out = over_runs(a, g, n, (n * g.windows(), c), |dst, src, r| {
+        let row = &mut dst[r.window * c..(r.window + 1) * c];
+        for px in src[r.pixel * c..(r.pixel + r.count) * c].chunks_exact(c) {
+            add_to(row, px);
+        }
+    });
     out.mapv_inplace(|v| v / T::from_f64((g.kernel * g.kernel) as f64));
     out
 }
@@ -245,23 +232,12 @@ pub fn avg_pool<T: Scalar>(a: &Array2<T>, g: &Patches) -> Array2<T> {
 pub fn avg_pool_t<T: Scalar>(a: &Array2<T>, g: &Patches) -> Array2<T> {
     let c = g.channels;
     let n = g.images_of_windows(a.dim(), c, "avg_pool_t");
-    let a = a.as_standard_layout();
-    let mut out = Array2::zeros((n * g.pixels(), c));
-    let runs = runs(g);
-    let dst = out.as_slice_mut().expect("fresh array");
-    per_image(
-        n,
-        dst,
-        a.as_slice().expect("standard layout"),
-        |dst, src| {
-            for r in &runs {
-                let row = &src[r.window * c..(r.window + 1) * c];
-                for px in dst[r.pixel * c..(r.pixel + r.count) * c].chunks_exact_mut(c) {
-                    add_to(px, row);
-                }
-            }
-        },
-    );
+    let mut out = over_runs(a, g, n, (n * g.pixels(), c), |dst, src, r| {
+        let row = &src[r.window * c..(r.window + 1) * c];
+        for px in dst[r.pixel * c..(r.pixel + r.count) * c].chunks_exact_mut(c) {
+            add_to(px, row);
+        }
+    });
     out.mapv_inplace(|v| v / T::from_f64((g.kernel * g.kernel) as f64));
     out
 }
