@@ -221,6 +221,9 @@ fn load(cfg: &AuditConfig) -> Result<Loaded> {
             serde_json::to_string(&multipliers)?.trim_matches('"')
         ));
     }
+    if reveal_tape::kernels::gemm::product_precision::<f32>() == "bf16" {
+        notes.push("matrix products in bf16 (operands rounded to bf16, sums in f32)".into());
+    }
     Ok(Loaded {
         model: file.mlp,
         init,

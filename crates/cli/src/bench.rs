@@ -93,6 +93,12 @@ pub struct BenchResult {
     pub gemm_peak_gflops: f64,
     pub recon_peak_pct: f64,
     pub train_peak_pct: f64,
+    /// What one step did, counted in the kernels: GFLOP of its matrix products (beside
+    /// `recon_gflop`/`train_gflop`, the model's count), and MB of the values it recorded.
+    pub recon_products_gflop_counted: f64,
+    pub recon_recorded_mb: f64,
+    pub train_products_gflop_counted: f64,
+    pub train_recorded_mb: f64,
 }
 
 /// GFLOP/s of the tape's matrix product at 1000×3072 · 3072×1000, best of 5: the ceiling a step
@@ -216,9 +222,12 @@ fn run_model<T: Scalar>(
         0,
     );
     let mut state = RunState::<T>::init_for(d, outputs, &cfg);
-    let (recon, rmin, rmax) = time(3, steps, || {
+    let mut recon_step = || {
         step(&theta, &mut state, &cfg).expect("finite at the benchmark's start point");
-    });
+    };
+    let (recon, rmin, rmax) = time(3, steps, &mut recon_step);
+    // One more step, counted.
+    let recon_work = counted(recon_step);
 
     let x: Array2<T> =
         Array2::from_shape_simple_fn((n, d), || T::from_f64(rng.gen_range(-1.0..1.0)));
@@ -226,16 +235,18 @@ fn run_model<T: Scalar>(
     // One training step: L and ∂L/∂θ at θ, then θ ← θ − lr·∂L/∂θ (as the peers time it).
     let (x, y) = (std::sync::Arc::new(x), std::sync::Arc::new(y));
     let mut theta = model.theta();
-    let (train_step, _, _) = time(3, steps, || {
+    let mut training_step = || {
         let e = reveal_train::evaluate_shared(&theta, &x, &y, reveal_train::Objective::default());
         theta = reveal_train::stepped(&theta, &e.grads, 0.01);
-    });
+    };
+    let (train_step, _, _) = time(3, steps, &mut training_step);
+    let train_work = counted(training_step);
     let (recon_gflop, train_gflop) = (recon_flop / 1e9, train_flop / 1e9);
     BenchResult {
         framework: "reveal",
         case,
         outputs,
-        precision: T::NAME,
+        precision: reveal_tape::kernels::gemm::product_precision::<T>(),
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         recon_method: format!("{:?}", Method::auto(&theta, m)),
         gemm_kernel: Backend::selected().name(),
@@ -252,5 +263,16 @@ fn run_model<T: Scalar>(
         gemm_peak_gflops: peak,
         recon_peak_pct: 100.0 * recon_gflop / recon / peak,
         train_peak_pct: 100.0 * train_gflop / train_step / peak,
+        recon_products_gflop_counted: recon_work.product_flops as f64 / 1e9,
+        recon_recorded_mb: recon_work.recorded_bytes as f64 / 1e6,
+        train_products_gflop_counted: train_work.product_flops as f64 / 1e9,
+        train_recorded_mb: train_work.recorded_bytes as f64 / 1e6,
     }
+}
+
+/// The kernels' counts of one call of `f` (nothing else runs meanwhile).
+fn counted(mut f: impl FnMut()) -> reveal_tape::kernels::count::Work {
+    let before = reveal_tape::kernels::count::work();
+    f();
+    reveal_tape::kernels::count::work() - before
 }

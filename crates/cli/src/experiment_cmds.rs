@@ -275,15 +275,16 @@ pub fn cmd_bench(
         bail!("--outputs must be at least 1");
     }
     let peak = match precision {
-        crate::args::Precision::F32 => gemm_peak::<f32>(),
+        crate::args::Precision::F32 | crate::args::Precision::Bf16 => gemm_peak::<f32>(),
         crate::args::Precision::F64 => gemm_peak::<f64>(),
     };
     if !json {
         use reveal_tape::kernels::gemm::{cpu_name, Backend};
         println!(
-            "CPU {}; GEMM kernel {} (REVEAL_GEMM=avx512|avx2|matrixmultiply picks another)",
+            "CPU {}; GEMM kernel {} (REVEAL_GEMM=avx512|avx2|matrixmultiply picks another); products in {}",
             cpu_name(),
-            Backend::selected().name()
+            Backend::selected().name(),
+            precision.name()
         );
         println!("GEMM peak (1000×3072·3072×1000, best of 5): {peak:.0} GFLOP/s");
         println!(
@@ -292,7 +293,9 @@ pub fn cmd_bench(
     }
     if let Some((arch, input)) = arch {
         let r = match precision {
-            crate::args::Precision::F32 => run_arch::<f32>(arch, *input, outputs, steps, peak),
+            crate::args::Precision::F32 | crate::args::Precision::Bf16 => {
+                run_arch::<f32>(arch, *input, outputs, steps, peak)
+            }
             crate::args::Precision::F64 => run_arch::<f64>(arch, *input, outputs, steps, peak),
         }
         .map_err(|e| anyhow::anyhow!("--arch {arch} over {input} images: {e}"))?;
@@ -307,7 +310,9 @@ pub fn cmd_bench(
     }
     for c in cases {
         let r = match precision {
-            crate::args::Precision::F32 => run_case::<f32>(c, outputs, steps, peak),
+            crate::args::Precision::F32 | crate::args::Precision::Bf16 => {
+                run_case::<f32>(c, outputs, steps, peak)
+            }
             crate::args::Precision::F64 => run_case::<f64>(c, outputs, steps, peak),
         };
         if json {
@@ -329,6 +334,15 @@ pub fn cmd_bench(
                 r.train_step_s,
                 r.train_gflops,
                 r.train_peak_pct
+            );
+            println!(
+                "      counted in one step: recon {:.3} GFLOP in products (model {:.3}), {:.0} MB recorded; train {:.3} GFLOP (model {:.3}), {:.0} MB",
+                r.recon_products_gflop_counted,
+                r.recon_gflop,
+                r.recon_recorded_mb,
+                r.train_products_gflop_counted,
+                r.train_gflop,
+                r.train_recorded_mb
             );
         }
     }

@@ -1,11 +1,14 @@
 //! The GEMM at the reconstruction step's shapes: our kernels (packing B on the fly, and with B
-//! pre-packed as the weights are during a run) against matrixmultiply, f32, all threads.
+//! pre-packed as the weights are during a run) against matrixmultiply, f32, all threads; and
+//! the bf16 kernel (operands rounded to bf16, f32 sums) where the CPU has AVX512-BF16.
 //!
 //! `cargo bench -p reveal-tape --bench gemm` (criterion reports time; GFLOP/s = 2·m·k·n / time)
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ndarray::Array2;
-use reveal_tape::kernels::gemm::{matmul_with, Backend, PackedB};
+use reveal_tape::kernels::gemm::{
+    matmul_bf16, matmul_with, with_precision, Backend, GemmPrecision, PackedB,
+};
 
 /// m×k·k×n: the products of a step at cases A–D (candidates × input or hidden widths).
 const SHAPES: [(usize, usize, usize); 6] = [
@@ -35,6 +38,18 @@ fn gemm(c: &mut Criterion) {
                     bench.iter(|| matmul_with(backend, a.view(), b.view(), Some(&packed)))
                 });
             }
+        }
+        if GemmPrecision::Bf16.available() {
+            let id = format!("{m}x{k}x{n}/bf16");
+            group.bench_function(&id, |bench| {
+                bench.iter(|| matmul_bf16(a.view(), b.view(), None))
+            });
+            let packed = with_precision(GemmPrecision::Bf16, || PackedB::new(b.view()));
+            group.bench_function(format!("{id}-prepacked"), |bench| {
+                bench.iter(|| matmul_bf16(a.view(), b.view(), packed.as_ref()))
+            });
+        } else {
+            eprintln!("bf16 kernel skipped: this CPU has no AVX512-BF16");
         }
     }
     group.finish();

@@ -140,6 +140,7 @@ impl<T: Scalar> Tape<T> {
         value: Arc<Array2<T>>,
         constant: Option<Arc<Constant<T>>>,
     ) -> Var<'_, T> {
+        crate::kernels::count::recorded(value.len() * std::mem::size_of::<T>());
         let mut nodes = self.nodes.borrow_mut();
         nodes.push(Node {
             op,

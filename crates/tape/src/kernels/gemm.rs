@@ -19,6 +19,12 @@
 //! A [`PackedB`] holds a constant right-hand operand (a weight matrix, or its transpose) packed
 //! in exactly the layout the loops read, so a reconstruction packs each weight once per run
 //! instead of once per product.
+//!
+//! With [`GemmPrecision::Bf16`] (opt-in, CPUs with AVX512-BF16) an f32 product rounds its
+//! operands to bf16 as it packs them (8 significant bits instead of 24, round to nearest even)
+//! and sums their products in f32: the same loops, panels of bf16 pairs, and a micro-kernel of
+//! `vdpbf16ps`, which does twice the multiply-adds of an f32 FMA per instruction. Everything
+//! outside the products stays f32; f64 products are never rounded.
 
 use std::cell::RefCell;
 use std::sync::OnceLock;
@@ -111,19 +117,90 @@ impl Backend {
 
 thread_local! {
     static OVERRIDE: std::cell::Cell<Option<Backend>> = const { std::cell::Cell::new(None) };
+    static PRECISION_OVERRIDE: std::cell::Cell<Option<GemmPrecision>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with a thread-local setting replaced by `value`, restored afterwards (also on panic).
+fn with_override<V: Copy + 'static, R>(
+    key: &'static std::thread::LocalKey<std::cell::Cell<Option<V>>>,
+    value: V,
+    f: impl FnOnce() -> R,
+) -> R {
+    struct Restore<V: Copy + 'static>(
+        &'static std::thread::LocalKey<std::cell::Cell<Option<V>>>,
+        Option<V>,
+    );
+    impl<V: Copy + 'static> Drop for Restore<V> {
+        fn drop(&mut self) {
+            self.0.with(|o| o.set(self.1));
+        }
+    }
+    let _restore = Restore(key, key.with(|o| o.replace(Some(value))));
+    f()
 }
 
 /// Runs `f` with every product started on this thread computed by `backend` (to compare
 /// backends in one process; the threads a product splits into follow the caller's choice).
 pub fn with_backend<R>(backend: Backend, f: impl FnOnce() -> R) -> R {
-    struct Restore(Option<Backend>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            OVERRIDE.with(|o| o.set(self.0));
+    with_override(&OVERRIDE, backend, f)
+}
+
+/// Runs `f` with every product started on this thread in `precision` (tests and benchmarks;
+/// runs use [`GemmPrecision::select`]). On a CPU without AVX512-BF16, products stay f32.
+pub fn with_precision<R>(precision: GemmPrecision, f: impl FnOnce() -> R) -> R {
+    with_override(&PRECISION_OVERRIDE, precision, f)
+}
+
+/// How an f32 product reads its operands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GemmPrecision {
+    /// As they are (the default).
+    F32,
+    /// Rounded to bf16, products summed in f32 (AVX512-BF16 only; f64 products stay f64).
+    Bf16,
+}
+
+/// The process-wide [`GemmPrecision`]: 0 for F32, 1 for Bf16.
+static PRECISION: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+impl GemmPrecision {
+    /// Whether this CPU can run it.
+    pub fn available(self) -> bool {
+        match self {
+            GemmPrecision::F32 => true,
+            #[cfg(target_arch = "x86_64")]
+            GemmPrecision::Bf16 => {
+                is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            GemmPrecision::Bf16 => false,
         }
     }
-    let _restore = Restore(OVERRIDE.with(|o| o.replace(Some(backend))));
-    f()
+
+    /// Makes it the precision of every later f32 product in the process; an error naming the CPU
+    /// when the CPU cannot run it.
+    pub fn select(self) -> Result<(), String> {
+        if !self.available() {
+            return Err(format!(
+                "bf16 products need a CPU with AVX512-BF16, and this one ({}) has none",
+                cpu_name()
+            ));
+        }
+        PRECISION.store(self as u8, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The precision products use: the one [`with_precision`] set on this thread, else the
+    /// process-wide one ([`GemmPrecision::select`]; F32 until then).
+    pub fn selected() -> GemmPrecision {
+        PRECISION_OVERRIDE.with(|o| o.get()).unwrap_or_else(|| {
+            match PRECISION.load(std::sync::atomic::Ordering::Relaxed) {
+                0 => GemmPrecision::F32,
+                _ => GemmPrecision::Bf16,
+            }
+        })
+    }
 }
 
 /// The element types the kernels exist for (`f32`, `f64`): their micro-kernels and
@@ -132,6 +209,15 @@ pub trait Element: Sized + Copy + Send + Sync + 'static {
     /// The micro-kernel for an instruction set: (MR, NR, function).
     #[doc(hidden)]
     fn micro(isa: Isa) -> (usize, usize, MicroFn<Self>);
+
+    /// The bf16 micro-kernel writing this type, 12×32 on bf16 pairs: f32 has one (on x86-64),
+    /// f64, the type of the checks, none (its products are never rounded).
+    #[doc(hidden)]
+    fn micro_bf16() -> Option<MicroFn<u32, Self>>;
+
+    /// The value as f32, for rounding to bf16 (exact for f32).
+    #[doc(hidden)]
+    fn to_f32(self) -> f32;
 
     /// matrixmultiply's `sgemm`/`dgemm` with α = 1, β = 0: C = A·B for (m, k, n), each operand
     /// a pointer with its row and column strides.
@@ -148,9 +234,33 @@ pub trait Element: Sized + Copy + Send + Sync + 'static {
     );
 }
 
+/// The f32 bf16 micro-kernel, where the architecture has one.
+fn bf16_micro_f32() -> Option<MicroFn<u32, f32>> {
+    #[cfg(target_arch = "x86_64")]
+    return Some(super::micro::bf16_avx512);
+    #[cfg(not(target_arch = "x86_64"))]
+    None
+}
+
+/// No bf16 micro-kernel (f64).
+fn no_bf16_micro<T>() -> Option<MicroFn<u32, T>> {
+    None
+}
+
 macro_rules! element {
-    ($t:ty, $gemm:path, $avx512:path, $avx2:path, $mr512:literal, $nr512:literal, $nr2:literal) => {
+    (
+        $t:ty, $gemm:path, $avx512:path, $avx2:path, $mr512:literal, $nr512:literal,
+        $nr2:literal, bf16 = $bf16:path
+    ) => {
         impl Element for $t {
+            fn micro_bf16() -> Option<MicroFn<u32, $t>> {
+                $bf16()
+            }
+
+            fn to_f32(self) -> f32 {
+                self as f32
+            }
+
             fn micro(isa: Isa) -> (usize, usize, MicroFn<$t>) {
                 #[cfg(target_arch = "x86_64")]
                 match isa {
@@ -185,7 +295,8 @@ element!(
     super::micro::f32_avx2,
     12,
     32,
-    16
+    16,
+    bf16 = bf16_micro_f32
 );
 element!(
     f64,
@@ -194,7 +305,8 @@ element!(
     super::micro::f64_avx2,
     12,
     16,
-    8
+    8,
+    bf16 = no_bf16_micro
 );
 
 /// The CPU's brand string (CPUID), e.g. "AMD EPYC 9B45"; "unknown" where there is none.
@@ -265,6 +377,9 @@ pub fn cache_sizes() -> (usize, usize) {
     })
 }
 
+/// The most steps of k in one block.
+const MAX_KC: usize = 1024;
+
 /// The blocking of one micro-kernel: tile MR×NR, KC steps of k, MC rows of A per block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Blocking {
@@ -283,12 +398,22 @@ impl Blocking {
     /// an eighth of L2.
     pub fn for_cpu<T: Element>(isa: Isa) -> Blocking {
         let (mr, nr, _) = T::micro(isa);
-        let size = std::mem::size_of::<T>();
+        Blocking::sized(mr, nr, std::mem::size_of::<T>())
+    }
+
+    /// The bf16 kernel's: 12×32 tiles of 2-byte operands, so twice the steps of f32 per block.
+    pub fn for_bf16() -> Blocking {
+        Blocking::sized(12, 32, 2)
+    }
+
+    /// For a tile of MR×NR and operands of `size` bytes.
+    fn sized(mr: usize, nr: usize, size: usize) -> Blocking {
         let (l1, l2) = cache_sizes();
         // A longer KC (512 on the Xeon: a panel of four thirds of L1, read from L2) ran the
         // 1000×3072·3072×1000 product 5 % faster alone, but not the steps, and the training
         // step of case B 12 % slower (its 100-row products reuse each B panel only 9 times).
-        let kc = ((2 * l1 / 3) / (nr * size)).clamp(64, 512) / 16 * 16;
+        // A multiple of 16, so also even: the bf16 kernel takes steps in pairs.
+        let kc = ((2 * l1 / 3) / (nr * size)).clamp(64, MAX_KC) / 16 * 16;
         // The A block takes an eighth of L2. On an Intel Xeon (2 MB L2 per core) MC 120–252
         // ran our GEMM at 295–303 GFLOP/s, against 234 with half of L2 (MC 960). MC changes no
         // sum, only which rows share a block: results stay the same bytes.
@@ -297,19 +422,95 @@ impl Blocking {
     }
 }
 
-/// A right-hand operand B [k×n] packed for one backend: for each block of KC steps of k, its
-/// ⌈n/NR⌉ panels, each KC×NR with zeros past column n.
+/// Packs one panel of an operand (see [`pack_panel`]): the element type as it is, or as bf16
+/// pairs.
+type PackFn<T, P> = unsafe fn(*const T, isize, isize, usize, usize, usize, usize, usize, &mut [P]);
+
+/// How a product packs its operands and multiplies the panels: the element type itself
+/// (`P = T`), or f32 rounded to bf16 pairs (`P = u32`, two steps of k per packed value).
+struct Kernel<T, P> {
+    blk: Blocking,
+    /// Steps of k in one packed value: 1, or 2 for bf16 pairs.
+    per: usize,
+    pack: PackFn<T, P>,
+    micro: MicroFn<P, T>,
+    /// Whether a row-major A may be read in place, without packing (only when `P = T`).
+    in_place: bool,
+}
+
+impl<T, P> Clone for Kernel<T, P> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T, P> Copy for Kernel<T, P> {}
+
+impl<T: Scalar> Kernel<T, T> {
+    /// The instruction set's micro-kernel on the element type.
+    fn full(isa: Isa) -> Self {
+        Kernel {
+            blk: Blocking::for_cpu::<T>(isa),
+            per: 1,
+            pack: pack_panel::<T>,
+            micro: T::micro(isa).2,
+            in_place: true,
+        }
+    }
+}
+
+impl<T: Scalar> Kernel<T, u32> {
+    /// The bf16 micro-kernel, if T has one and the CPU runs it.
+    fn bf16() -> Option<Self> {
+        if !GemmPrecision::Bf16.available() {
+            return None;
+        }
+        Some(Kernel {
+            blk: Blocking::for_bf16(),
+            per: 2,
+            pack: pack_panel_bf16::<T>,
+            micro: T::micro_bf16()?,
+            in_place: false,
+        })
+    }
+}
+
+impl<T, P> Kernel<T, P> {
+    /// Packed values per line of a block of `kc` steps.
+    fn steps(&self, kc: usize) -> usize {
+        kc.div_ceil(self.per)
+    }
+}
+
+/// A right-hand operand B [k×n] packed for one kernel: for each block of KC steps of k, its
+/// ⌈n/NR⌉ panels, each KC×NR with zeros past column n (bf16: ⌈KC/2⌉ pairs × NR).
 pub struct PackedB<T> {
-    data: Vec<T>,
+    panels: Panels<T>,
     k: usize,
     n: usize,
-    isa: Isa,
     blocking: Blocking,
 }
 
+/// The packed values of a [`PackedB`].
+enum Panels<T> {
+    /// The element type, for the micro-kernel of this instruction set.
+    Full(Isa, Vec<T>),
+    /// bf16 pairs, for the bf16 micro-kernel.
+    Bf16(Vec<u32>),
+}
+
 impl<T: Scalar> PackedB<T> {
-    /// Packs `b` for the selected backend; `None` when that is matrixmultiply (nothing to pack).
+    /// Packs `b` for the selected backend and precision; `None` when that is matrixmultiply in
+    /// full precision (nothing to pack).
     pub fn new(b: ArrayView2<T>) -> Option<PackedB<T>> {
+        if let Some(kernel) = bf16_kernel::<T>() {
+            let blocking = kernel.blk;
+            return Some(PackedB {
+                panels: Panels::Bf16(pack_whole(b, kernel)),
+                k: b.nrows(),
+                n: b.ncols(),
+                blocking,
+            });
+        }
         match Backend::selected() {
             Backend::Packed(isa) => Some(PackedB::for_isa(b, isa)),
             Backend::MatrixMultiply => None,
@@ -318,25 +519,12 @@ impl<T: Scalar> PackedB<T> {
 
     /// Packs `b` for one instruction set's micro-kernel.
     pub fn for_isa(b: ArrayView2<T>, isa: Isa) -> PackedB<T> {
-        let blocking = Blocking::for_cpu::<T>(isa);
-        let (k, n) = b.dim();
-        let panels = n.div_ceil(blocking.nr);
-        let mut data = vec![T::zero(); k * panels * blocking.nr];
-        let src = Strided::of(b);
-        // One block of KC steps after another, the blocks split across threads.
-        data.par_chunks_mut(blocking.kc * panels * blocking.nr)
-            .enumerate()
-            .for_each(|(i, block)| {
-                let pc = i * blocking.kc;
-                let kc = blocking.kc.min(k - pc);
-                pack_b(&src, n, pc, kc, 0, panels, blocking.nr, block);
-            });
+        let kernel = Kernel::full(isa);
         PackedB {
-            data,
-            k,
-            n,
-            isa,
-            blocking,
+            panels: Panels::Full(isa, pack_whole(b, kernel)),
+            k: b.nrows(),
+            n: b.ncols(),
+            blocking: kernel.blk,
         }
     }
 
@@ -344,6 +532,44 @@ impl<T: Scalar> PackedB<T> {
     pub fn dim(&self) -> (usize, usize) {
         (self.k, self.n)
     }
+}
+
+/// What a product of T computes in on this thread now: `f64`, `f32`, or `bf16` (f32 sums of
+/// bf16 operands).
+pub fn product_precision<T: Scalar>() -> &'static str {
+    match bf16_kernel::<T>() {
+        Some(_) => "bf16",
+        None => T::NAME,
+    }
+}
+
+/// The bf16 kernel for T when bf16 products are selected and T has one.
+fn bf16_kernel<T: Scalar>() -> Option<Kernel<T, u32>> {
+    match GemmPrecision::selected() {
+        GemmPrecision::Bf16 => Kernel::bf16(),
+        GemmPrecision::F32 => None,
+    }
+}
+
+/// All of B packed for `kernel`, one block of KC steps after another, the blocks split across
+/// threads.
+fn pack_whole<T: Scalar, P: Copy + Default + Send>(
+    b: ArrayView2<T>,
+    kernel: Kernel<T, P>,
+) -> Vec<P> {
+    let Blocking { nr, kc, .. } = kernel.blk;
+    let (k, n) = b.dim();
+    let panels = n.div_ceil(nr);
+    let steps = (k / kc) * kernel.steps(kc) + kernel.steps(k % kc);
+    let mut data = vec![P::default(); steps * panels * nr];
+    let src = Strided::of(b);
+    data.par_chunks_mut(kernel.steps(kc) * panels * nr)
+        .enumerate()
+        .for_each(|(i, block)| {
+            let pc = i * kc;
+            pack_b(kernel, &src, n, (pc, kc.min(k - pc)), (0, panels), block);
+        });
+    data
 }
 
 /// A matrix as a pointer and element strides (a view without its lifetime, for the threads).
@@ -376,7 +602,6 @@ impl<T: Copy> Strided<T> {
 /// # Safety
 /// Every addressed element must lie inside the operand.
 #[allow(clippy::too_many_arguments)]
-#[inline(always)]
 unsafe fn pack_panel<T: Scalar>(
     ptr: *const T,
     line: isize,
@@ -422,41 +647,156 @@ unsafe fn pack_panel<T: Scalar>(
     }
 }
 
-/// Packs rows i0..i0+rows × steps pc..pc+kc of A into panels of MR values per step.
-fn pack_a<T: Scalar>(
-    a: &Strided<T>,
-    (i0, rows): (usize, usize),
+/// x rounded to the nearest bf16 (ties to even), as its 16 bits: the upper half of the f32
+/// after adding half a unit of the last kept place. NaN stays NaN (quiet).
+#[inline(always)]
+pub fn to_bf16(x: f32) -> u16 {
+    let bits = x.to_bits();
+    let rounded = bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) >> 16;
+    if x.is_nan() {
+        ((bits >> 16) | 0x40) as u16
+    } else {
+        rounded as u16
+    }
+}
+
+/// The f32 a bf16 stands for (exact).
+pub fn from_bf16(h: u16) -> f32 {
+    f32::from_bits((h as u32) << 16)
+}
+
+/// Two steps of k as one packed pair: the first in the low half.
+#[inline(always)]
+fn bf16_pair<T: Element>(first: T, second: T) -> u32 {
+    to_bf16(first.to_f32()) as u32 | (to_bf16(second.to_f32()) as u32) << 16
+}
+
+/// [`pack_panel`] for the bf16 kernel: the same panel rounded to bf16, two steps of k per
+/// packed value (⌈kc/2⌉ groups of `width` pairs; a last odd step is paired with 0). Compiled
+/// for AVX-512 (only the bf16 kernel, which needs it, packs this way), where its rounding
+/// loops vectorise.
+///
+/// # Safety
+/// The CPU must have AVX-512F and BW. Every addressed element must lie inside the operand.
+#[allow(clippy::too_many_arguments)]
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f,avx512bw"))]
+unsafe fn pack_panel_bf16<T: Scalar>(
+    ptr: *const T,
+    line: isize,
+    step: isize,
+    first: usize,
+    count: usize,
     pc: usize,
     kc: usize,
-    mr: usize,
-    dst: &mut [T],
+    width: usize,
+    out: &mut [u32],
 ) {
-    for (panel, out) in dst.chunks_mut(mr * kc).take(rows.div_ceil(mr)).enumerate() {
+    if count < width {
+        out.fill(0);
+    }
+    // The caller vouches for every element at first + l along the lines and pc + p along k,
+    // l < count, p < kc; `out` holds ⌈kc/2⌉·width pairs.
+    // SAFETY: the panel's first element is such an element.
+    let base = unsafe { ptr.offset(first as isize * line + pc as isize * step) };
+    // The element at line l, step p (called with l < count, p < kc).
+    // SAFETY: such an element lies inside the operand (see above).
+    let at = |l: usize, p: usize| unsafe { *base.offset(l as isize * line + p as isize * step) };
+    // `len` values from `start` (called with a run of `count` lines at a step p < kc, or the
+    // `kc` steps of a line l < count).
+    // SAFETY: such runs lie inside the operand (see above).
+    let run =
+        |start: isize, len: usize| unsafe { std::slice::from_raw_parts(base.offset(start), len) };
+    let zero = T::zero();
+    if line == 1 {
+        // The lines are adjacent in memory: two contiguous runs per pair of steps.
+        for (q, dst) in out.chunks_exact_mut(width).take(kc.div_ceil(2)).enumerate() {
+            let lo = run(2 * q as isize * step, count);
+            if 2 * q + 1 < kc {
+                let hi = run((2 * q + 1) as isize * step, count);
+                for ((d, &x), &y) in dst.iter_mut().zip(lo).zip(hi) {
+                    *d = bf16_pair(x, y);
+                }
+            } else {
+                for (d, &x) in dst.iter_mut().zip(lo) {
+                    *d = bf16_pair(x, zero);
+                }
+            }
+        }
+    } else if step == 1 {
+        // Each line is contiguous along k: round it into a buffer of pairs in one vectorised
+        // pass, then write every width-th value.
+        let mut pairs = [0u32; MAX_KC / 2];
+        let pairs = &mut pairs[..kc.div_ceil(2)];
+        for l in 0..count {
+            let src = run(l as isize * line, kc);
+            let (whole, rest) = src.split_at(kc / 2 * 2);
+            for (d, xy) in pairs.iter_mut().zip(whole.chunks_exact(2)) {
+                *d = bf16_pair(xy[0], xy[1]);
+            }
+            if let Some(&x) = rest.first() {
+                pairs[kc / 2] = bf16_pair(x, zero);
+            }
+            for (q, &v) in pairs.iter().enumerate() {
+                // SAFETY: q < ⌈kc/2⌉ and l < count ≤ width: inside out.
+                unsafe { *out.get_unchecked_mut(q * width + l) = v };
+            }
+        }
+    } else {
+        for q in 0..kc.div_ceil(2) {
+            for l in 0..count {
+                let second = if 2 * q + 1 < kc {
+                    at(l, 2 * q + 1)
+                } else {
+                    zero
+                };
+                out[q * width + l] = bf16_pair(at(l, 2 * q), second);
+            }
+        }
+    }
+}
+
+/// Packs rows i0..i0+rows × steps pc..pc+kc of A into panels of MR values per step.
+fn pack_a<T: Scalar, P>(
+    kernel: Kernel<T, P>,
+    a: &Strided<T>,
+    (i0, rows): (usize, usize),
+    (pc, kc): (usize, usize),
+    dst: &mut [P],
+) {
+    let mr = kernel.blk.mr;
+    let panel_len = mr * kernel.steps(kc);
+    for (panel, out) in dst
+        .chunks_mut(panel_len)
+        .take(rows.div_ceil(mr))
+        .enumerate()
+    {
         let r0 = i0 + panel * mr;
         let count = mr.min(i0 + rows - r0);
         // SAFETY: rows r0..r0+count and steps pc..pc+kc lie inside A.
-        unsafe { pack_panel(a.ptr, a.rs, a.cs, r0, count, pc, kc, mr, out) };
+        unsafe { (kernel.pack)(a.ptr, a.rs, a.cs, r0, count, pc, kc, mr, out) };
     }
 }
 
 /// Packs steps pc..pc+kc × panels p0..p1 of B (NR columns each, zero past column n) into
 /// `dst`, panel after panel, NR values per step.
-#[allow(clippy::too_many_arguments)]
-fn pack_b<T: Scalar>(
+fn pack_b<T: Scalar, P>(
+    kernel: Kernel<T, P>,
     b: &Strided<T>,
     n: usize,
-    pc: usize,
-    kc: usize,
-    p0: usize,
-    p1: usize,
-    nr: usize,
-    dst: &mut [T],
+    (pc, kc): (usize, usize),
+    (p0, p1): (usize, usize),
+    dst: &mut [P],
 ) {
-    for (panel, out) in dst.chunks_mut(kc * nr).take(p1 - p0).enumerate() {
+    let nr = kernel.blk.nr;
+    for (panel, out) in dst
+        .chunks_mut(kernel.steps(kc) * nr)
+        .take(p1 - p0)
+        .enumerate()
+    {
         let j0 = (p0 + panel) * nr;
         let count = nr.min(n - j0);
         // SAFETY: steps pc..pc+kc and columns j0..j0+count lie inside B.
-        unsafe { pack_panel(b.ptr, b.cs, b.rs, j0, count, pc, kc, nr, out) };
+        unsafe { (kernel.pack)(b.ptr, b.cs, b.rs, j0, count, pc, kc, nr, out) };
     }
 }
 
@@ -466,6 +806,8 @@ thread_local! {
 }
 
 /// A buffer of at least `len` elements of T, 64-byte aligned, from a reusable f64 vector.
+///
+/// T must be a plain number type (f32, f64, u32): any bit pattern is a value.
 fn scratch<T>(v: &mut Vec<f64>, len: usize) -> &mut [T] {
     let size = std::mem::size_of::<T>();
     let words = (len * size).div_ceil(8) + 8;
@@ -473,17 +815,24 @@ fn scratch<T>(v: &mut Vec<f64>, len: usize) -> &mut [T] {
         v.resize(words, 0.0);
     }
     let offset = v.as_ptr().align_offset(64);
-    // SAFETY: f32 and f64 have no invalid bit patterns and need at most 8-byte alignment; the
-    // slice starts at a 64-byte boundary inside the vector and `words` leaves room for it.
+    // SAFETY: the types used here have no invalid bit patterns and need at most 8-byte
+    // alignment; the slice starts at a 64-byte boundary inside the vector and `words` leaves
+    // room for it.
     unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().add(offset) as *mut T, len) }
 }
 
 /// The right-hand operand of a product.
-#[derive(Clone, Copy)]
-enum Rhs<'a, T> {
+enum Rhs<'a, T, P> {
     Raw(Strided<T>),
-    Packed(&'a PackedB<T>),
+    Packed(&'a [P]),
 }
+
+impl<T: Copy, P> Clone for Rhs<'_, T, P> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T: Copy, P> Copy for Rhs<'_, T, P> {}
 
 /// A pointer to C shared by the threads, each writing its own columns.
 #[derive(Clone, Copy)]
@@ -494,40 +843,42 @@ unsafe impl<T: Send> Send for Out<T> {}
 // SAFETY: as for Send.
 unsafe impl<T: Send> Sync for Out<T> {}
 
-/// C = A·B with our kernels for rows r0..r1 and column panels p0..p1 of C (one thread's share).
-#[allow(clippy::too_many_arguments)]
-fn gemm_block<T: Scalar>(
-    isa: Isa,
-    blk: Blocking,
+/// C = A·B with `kernel` for rows r0..r1 and column panels p0..p1 of C (one thread's share).
+fn gemm_block<T: Scalar, P: Copy>(
+    kernel: Kernel<T, P>,
     (k, n): (usize, usize),
     a: Strided<T>,
-    b: Rhs<T>,
+    b: Rhs<T, P>,
     c: Out<T>,
     (r0, r1): (usize, usize),
     (p0, p1): (usize, usize),
 ) {
-    let (_, _, micro) = T::micro(isa);
     let Blocking {
         mr,
         nr,
         kc: kc_max,
         mc: mc_max,
-    } = blk;
+    } = kernel.blk;
     let panels_all = n.div_ceil(nr);
     SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
         let (sa, sb) = &mut *s;
-        let abuf: &mut [T] = scratch(sa, mc_max.div_ceil(mr) * mr * kc_max);
-        let bbuf: &mut [T] = match b {
-            Rhs::Raw(_) => scratch(sb, (p1 - p0) * nr * kc_max),
+        let abuf: &mut [P] = scratch(sa, mc_max.div_ceil(mr) * mr * kernel.steps(kc_max));
+        let bbuf: &mut [P] = match b {
+            Rhs::Raw(_) => scratch(sb, (p1 - p0) * nr * kernel.steps(kc_max)),
             Rhs::Packed(_) => &mut [],
         };
         for pc in (0..k).step_by(kc_max) {
             let kc = kc_max.min(k - pc);
-            let bpanels: *const T = match b {
-                Rhs::Packed(pb) => pb.data[pc * panels_all * nr + p0 * kc * nr..].as_ptr(),
+            // Packed values per line of this block: kc, or ⌈kc/2⌉ bf16 pairs.
+            let s = kernel.steps(kc);
+            let bpanels: *const P = match b {
+                Rhs::Packed(data) => {
+                    let before = (pc / kc_max) * kernel.steps(kc_max) * panels_all * nr;
+                    data[before + p0 * s * nr..].as_ptr()
+                }
                 Rhs::Raw(raw) => {
-                    pack_b(&raw, n, pc, kc, p0, p1, nr, bbuf);
+                    pack_b(kernel, &raw, n, (pc, kc), (p0, p1), bbuf);
                     bbuf.as_ptr()
                 }
             };
@@ -535,9 +886,9 @@ fn gemm_block<T: Scalar>(
                 let mc = mc_max.min(r1 - ic);
                 // A row-major (contiguous along k) is read in place by the kernel, but for a
                 // last panel with fewer than MR rows; otherwise it is packed.
-                let in_place = a.cs == 1 && a.rs > 0;
+                let in_place = kernel.in_place && a.cs == 1 && a.rs > 0;
                 let full = if in_place { mc / mr } else { 0 };
-                pack_a(&a, (ic + full * mr, mc - full * mr), pc, kc, mr, abuf);
+                pack_a(kernel, &a, (ic + full * mr, mc - full * mr), (pc, kc), abuf);
                 for jp in 0..(p1 - p0) {
                     let j0 = (p0 + jp) * nr;
                     let cols = nr.min(n - j0);
@@ -545,23 +896,25 @@ fn gemm_block<T: Scalar>(
                         let i0 = ic + ip * mr;
                         let rows = mr.min(r1 - i0);
                         let (ap, lda) = if ip < full {
+                            // In place only when P is T (`Kernel::in_place`).
                             // SAFETY: rows i0..i0+MR, steps pc..pc+kc lie inside A.
                             (
-                                unsafe { a.ptr.offset(i0 as isize * a.rs + pc as isize) },
+                                unsafe { a.ptr.offset(i0 as isize * a.rs + pc as isize) }
+                                    as *const P,
                                 a.rs as usize,
                             )
                         } else {
-                            (abuf[(ip - full) * mr * kc..].as_ptr(), 0)
+                            (abuf[(ip - full) * mr * s..].as_ptr(), 0)
                         };
-                        // SAFETY: the panels hold kc steps of MR and NR values (or A's rows
+                        // SAFETY: the panels hold s steps of MR and NR values (or A's rows
                         // are read in place); the tile rows×cols at (i0, j0) lies inside C,
                         // which has row stride n.
                         unsafe {
-                            micro(
-                                kc,
+                            (kernel.micro)(
+                                s,
                                 ap,
                                 lda,
-                                bpanels.add(jp * nr * kc),
+                                bpanels.add(jp * nr * s),
                                 c.0.add(i0 * n + j0),
                                 n,
                                 pc > 0,
@@ -575,7 +928,6 @@ fn gemm_block<T: Scalar>(
         }
     });
 }
-
 /// C = A·B with matrixmultiply, large products split into column blocks across threads.
 fn matmul_matrixmultiply<T: Scalar>(a: ArrayView2<T>, b: ArrayView2<T>) -> Array2<T> {
     let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
@@ -634,16 +986,60 @@ fn matvec_product<T: Scalar>(a: ArrayView2<T>, b: ArrayView2<T>) -> Array2<T> {
     Array2::from_shape_vec(shape, y).expect("rows values")
 }
 
-/// C = A·B by the selected backend, using `packed` (the same B, pre-packed) when it fits.
+/// C = A·B by the selected backend and precision, using `packed` (the same B, pre-packed)
+/// when it fits.
 pub fn matmul<T: Scalar>(
     a: ArrayView2<T>,
     b: ArrayView2<T>,
     packed: Option<&PackedB<T>>,
 ) -> Array2<T> {
-    matmul_with(Backend::selected(), a, b, packed)
+    super::count::product((a.nrows(), a.ncols(), b.ncols()));
+    match bf16_kernel::<T>() {
+        Some(kernel) => product_bf16(kernel, a, b, packed),
+        None => matmul_with(Backend::selected(), a, b, packed),
+    }
 }
 
-/// C = A·B by a given backend (for tests and benchmarks; [`matmul`] picks the backend itself).
+/// C = A·B with A and B rounded to bf16 and the products summed in f32 (the bf16 kernel; for
+/// tests and benchmarks, [`matmul`] takes it under [`GemmPrecision::Bf16`]).
+///
+/// # Panics
+/// If the CPU has no AVX512-BF16, the inner dimensions differ, or `packed` is not B's shape.
+pub fn matmul_bf16(
+    a: ArrayView2<f32>,
+    b: ArrayView2<f32>,
+    packed: Option<&PackedB<f32>>,
+) -> Array2<f32> {
+    assert!(
+        GemmPrecision::Bf16.available(),
+        "matmul_bf16: this CPU has no AVX512-BF16"
+    );
+    let kernel = Kernel::bf16().expect("f32 has a bf16 micro-kernel where the CPU has AVX512-BF16");
+    product_bf16(kernel, a, b, packed)
+}
+
+/// C = A·B with the bf16 kernel; matrix-vector products (memory-bound: nothing to gain) and
+/// empty ones stay in full precision.
+fn product_bf16<T: Scalar>(
+    kernel: Kernel<T, u32>,
+    a: ArrayView2<T>,
+    b: ArrayView2<T>,
+    packed: Option<&PackedB<T>>,
+) -> Array2<T> {
+    check_shapes(a, b, packed);
+    let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
+    if m <= 1 || n <= 1 || k == 0 {
+        return matmul_with(Backend::selected(), a, b, packed);
+    }
+    let panels = match packed.map(|p| (&p.panels, p.blocking)) {
+        Some((Panels::Bf16(data), blk)) if blk == kernel.blk => Some(data.as_slice()),
+        _ => None,
+    };
+    product(kernel, a, b, panels)
+}
+
+/// C = A·B by a given backend in full precision (for tests and benchmarks; [`matmul`] picks
+/// the backend and precision itself).
 ///
 /// # Panics
 /// If the inner dimensions differ, or `packed` is not B's shape.
@@ -653,6 +1049,26 @@ pub fn matmul_with<T: Scalar>(
     b: ArrayView2<T>,
     packed: Option<&PackedB<T>>,
 ) -> Array2<T> {
+    check_shapes(a, b, packed);
+    let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
+    let isa = match backend {
+        Backend::Packed(isa) if m > 1 && n > 1 && k > 0 => isa,
+        // Matrix-vector products: a tile would be mostly padding.
+        Backend::Packed(_) if k > 0 => return matvec_product(a, b),
+        _ => return matmul_matrixmultiply(a, b),
+    };
+    let kernel = Kernel::full(isa);
+    let panels = match packed.map(|p| (&p.panels, p.blocking)) {
+        Some((Panels::Full(i, data), blk)) if *i == isa && blk == kernel.blk => {
+            Some(data.as_slice())
+        }
+        _ => None,
+    };
+    product(kernel, a, b, panels)
+}
+
+/// Panics unless A·B is defined and `packed` holds B's shape.
+fn check_shapes<T: Scalar>(a: ArrayView2<T>, b: ArrayView2<T>, packed: Option<&PackedB<T>>) {
     assert_eq!(
         a.ncols(),
         b.nrows(),
@@ -669,26 +1085,30 @@ pub fn matmul_with<T: Scalar>(
             b.dim()
         );
     }
+}
+
+/// C = A·B with `kernel` (m, n > 1, k > 0), B read from `panels` when it was pre-packed for
+/// this kernel, the tiles of C split across threads.
+fn product<T: Scalar, P: Copy + Send + Sync>(
+    kernel: Kernel<T, P>,
+    a: ArrayView2<T>,
+    b: ArrayView2<T>,
+    panels: Option<&[P]>,
+) -> Array2<T> {
     let _flush = super::FlushDenormals::new();
     let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
-    let isa = match backend {
-        Backend::Packed(isa) if m > 1 && n > 1 && k > 0 => isa,
-        // Matrix-vector products: a tile would be mostly padding.
-        Backend::Packed(_) if k > 0 => return matvec_product(a, b),
-        _ => return matmul_matrixmultiply(a, b),
+    let blk = kernel.blk;
+    let rhs = match panels {
+        Some(data) => Rhs::Packed(data),
+        None => Rhs::Raw(Strided::of(b)),
     };
-    let blk = Blocking::for_cpu::<T>(isa);
-    let rhs = match packed {
-        Some(p) if p.isa == isa && p.blocking == blk => Rhs::Packed(p),
-        _ => Rhs::Raw(Strided::of(b)),
-    };
-    let panels = n.div_ceil(blk.nr);
+    let col_panels = n.div_ceil(blk.nr);
     let row_panels = m.div_ceil(blk.mr);
     // Threads split C by whole tiles. Each thread packs the parts of A and B it reads, so one
     // operand is packed by every thread: split the rows when B is pre-packed or A is the
     // larger operand (each thread then packs only its rows of A), else the columns.
     let by_rows = matches!(rhs, Rhs::Packed(_)) || m > n;
-    let units = if by_rows { row_panels } else { panels };
+    let units = if by_rows { row_panels } else { col_panels };
     let threads = if m * k * n < PARALLEL_GEMM {
         1
     } else {
@@ -701,7 +1121,7 @@ pub fn matmul_with<T: Scalar>(
     let share = |t: usize| {
         let (u0, u1) = ((t * per).min(units), ((t + 1) * per).min(units));
         if by_rows {
-            ((u0 * blk.mr, (u1 * blk.mr).min(m)), (0, panels))
+            ((u0 * blk.mr, (u1 * blk.mr).min(m)), (0, col_panels))
         } else {
             ((0, m), (u0, u1))
         }
@@ -709,7 +1129,7 @@ pub fn matmul_with<T: Scalar>(
     let run = |t: usize| {
         let _flush = super::FlushDenormals::new();
         let (rows, cols) = share(t);
-        gemm_block(isa, blk, (k, n), a, rhs, out, rows, cols)
+        gemm_block(kernel, (k, n), a, rhs, out, rows, cols)
     };
     if threads == 1 {
         run(0);

@@ -8,7 +8,9 @@
 //!   so results do not depend on the thread count.
 //! - [`gemm`]: C = A·B by our packed GEMM (AVX-512 or AVX2 micro-kernels, chosen at run time)
 //!   or matrixmultiply, with pre-packed constant operands ([`gemm::PackedB`]).
+//! - [`count`]: the work done, counted (product FLOPs, recorded bytes) for the benchmark.
 
+pub mod count;
 pub mod gemm;
 mod micro;
 pub mod patches;
