@@ -262,6 +262,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Reconstruct(args) => Some(args.precision),
         Command::Kkt(args) => Some(args.precision),
         Command::Audit(args) => Some(args.precision),
+        Command::Zoo(args) => Some(args.precision),
         Command::Bench { precision, .. } => Some(*precision),
         _ => None,
     };

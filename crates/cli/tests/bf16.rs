@@ -101,6 +101,32 @@ fn reconstruct_and_audit_in_bf16() {
     assert_eq!(bf16.metadata["precision"], "bf16");
     let (o, f32_path) = recon("f32");
     assert!(o.status.success());
+    // A rerun resumes only in the precision the runs were made in.
+    let o = reveal_in(d)
+        .args([
+            "reconstruct",
+            "--model",
+            "m.safetensors",
+            "--out",
+            "f32.safetensors",
+        ])
+        .args([
+            "--iters",
+            "100",
+            "--candidates",
+            "16",
+            "--runs",
+            "1",
+            "--precision",
+            "bf16",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("products were f32"),
+        "{err}"
+    );
     let f32 = load(&f32_path);
     assert_eq!(f32.metadata["precision"], "f32");
     let (a, b) = (&f32.x, &bf16.x);

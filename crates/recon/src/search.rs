@@ -144,14 +144,37 @@ pub struct Tick<'a> {
     pub terms: &'a Terms<f64>,
 }
 
-fn run_metadata(job: &SearchJob, i: usize, cfg: &RunConfig) -> BTreeMap<String, String> {
+fn run_metadata<T: Scalar>(job: &SearchJob, i: usize, cfg: &RunConfig) -> BTreeMap<String, String> {
     let mut m = job.metadata.clone();
     m.insert("run".into(), i.to_string());
     m.insert(
         "config".into(),
         serde_json::to_string(cfg).expect("serialisable"),
     );
+    m.insert(PRODUCTS.into(), products::<T>().into());
     m
+}
+
+/// The metadata key of the precision a run's matrix products were computed in.
+const PRODUCTS: &str = "products";
+
+/// The precision of this process's products of T now: `f32`, `f64` or `bf16`.
+fn products<T: Scalar>() -> &'static str {
+    reveal_tape::kernels::gemm::product_precision::<T>()
+}
+
+/// An error unless the run in `path` (metadata `meta`) was made with the products of this
+/// process (files without the key were made in their element type's own precision).
+fn same_products<T: Scalar>(meta: &BTreeMap<String, String>, path: &Path) -> Result<()> {
+    let made = meta.get(PRODUCTS).map_or(T::NAME, String::as_str);
+    if made != products::<T>() {
+        return Err(anyhow!(
+            "{}: this run's products were {made}, this command's are {}; use another output folder or the same --precision",
+            path.display(),
+            products::<T>()
+        ));
+    }
+    Ok(())
 }
 
 /// Metadata plus the seconds a run has taken so far (kept across resumes).
@@ -174,9 +197,10 @@ fn one_run<T: Scalar>(
         run_file(&job.out, i, "ckpt.safetensors"),
         run_file(&job.out, i, "jsonl"),
     );
-    let meta = run_metadata(job, i, &cfg);
+    let meta = run_metadata::<T>(job, i, &cfg);
     if done.exists() {
         let f = load_candidates::<T>(&done)?;
+        same_products::<T>(&f.metadata, &done)?;
         let mut summary: RunSummary = f
             .metadata
             .get("summary")
@@ -203,6 +227,7 @@ fn one_run<T: Scalar>(
         Some(loaded) => {
             warnings.extend(loaded.warning);
             let (f, elapsed) = loaded.value;
+            same_products::<T>(&f.metadata, &ckpt)?;
             if f.metadata.get("config") != meta.get("config") {
                 return Err(anyhow!(
                     "{}: checkpoint of a run with other settings",
