@@ -31,7 +31,7 @@ pub enum Precision {
     F32,
     /// f64: for checks.
     F64,
-    /// f32 with the matrix products' operands rounded to bf16 and summed in f32: about twice
+    /// f32 with the matrix products' operands rounded to bf16 and summed in f32: about 1.8×
     /// the products per second, on CPUs with AVX512-BF16 only.
     Bf16,
 }

@@ -63,8 +63,8 @@ pub struct AuditArgs {
     /// Print results.json instead of the verdict.
     #[arg(long)]
     pub json: bool,
-    /// f32, or bf16: f32 with the matrix products' operands rounded to bf16 (about twice as
-    /// fast, less exact; CPUs with AVX512-BF16).
+    /// f32, or bf16: f32 with the matrix products' operands rounded to bf16 (steps in about
+    /// 0.6× the time, less exact; CPUs with AVX512-BF16).
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: crate::args::Precision,
 }

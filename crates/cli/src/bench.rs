@@ -6,9 +6,12 @@
 //! reconstruction 10·m·h·d + 14·m·h², training 4·n·h·d + 6·n·h².
 //!
 //! With `--arch` (a CNN, or any architecture) the case is that network over `--input` images at
-//! m = 200, n = 100, and its FLOPs are counted from its forward pass F (2·rows·in·out per
-//! product, a convolution's rows being its windows): reconstruction 5·F(m), training 3·F(n) (the
-//! MLP counts above are 5× and 2× the first layer's forward FLOPs, 7× and 3× the others').
+//! m = 200, n = 100, and its FLOPs are counted as the MLP's above are, from each layer's forward
+//! FLOPs (2·rows·in·out per product, a convolution's rows being its windows): reconstruction 5×
+//! the first layer's and 7× the others', training 2× and 3×.
+//!
+//! Every line also carries what one step did, counted in the kernels (`kernels::count`): the
+//! GFLOP of its products and the MB of the values it recorded.
 
 use std::time::Instant;
 
@@ -165,10 +168,14 @@ pub fn run_arch<T: Scalar>(
         None => Mlp::<T>::init_classes(input.len(), &arch.hidden, outputs, 0),
     };
     let (m, n) = (200, 100);
-    let flops = [
-        5.0 * forward_flops(&model, m),
-        3.0 * forward_flops(&model, n),
-    ];
+    // As for the MLP cases: a reconstruction step does 5 products of each layer's forward size
+    // for the first layer and 7 for the others; a training step 2 and 3 (the first layer's
+    // input gradient is not needed).
+    let steps_flops = |rows: usize, first: f64, rest: f64| {
+        let f = forward_flops(&model, rows);
+        first * f[0] + rest * f[1..].iter().sum::<f64>()
+    };
+    let flops = [steps_flops(m, 5.0, 7.0), steps_flops(n, 2.0, 3.0)];
     Ok(run_model(
         arch.to_string(),
         &model,
@@ -179,9 +186,9 @@ pub fn run_arch<T: Scalar>(
     ))
 }
 
-/// GEMM FLOPs of the forward pass over `rows` images: 2·rows·in·out for each fc layer, and
-/// 2·rows·windows·(in·k·k)·out for each convolution.
-fn forward_flops<T: Scalar>(model: &Mlp<T>, rows: usize) -> f64 {
+/// GEMM FLOPs of the forward pass over `rows` images, layer by layer: 2·rows·in·out for an fc
+/// layer, 2·rows·windows·(in·k·k)·out for a convolution.
+fn forward_flops<T: Scalar>(model: &Mlp<T>, rows: usize) -> Vec<f64> {
     let windows: Vec<usize> = model.features.as_ref().map_or(Vec::new(), |f| {
         f.geometries()
             .into_iter()
@@ -194,7 +201,7 @@ fn forward_flops<T: Scalar>(model: &Mlp<T>, rows: usize) -> f64 {
         .iter()
         .enumerate()
         .map(|(k, w)| 2.0 * (rows * windows.get(k).unwrap_or(&1) * w.len()) as f64)
-        .sum()
+        .collect()
 }
 
 /// Times the reconstruction and training steps of `model` with (m candidates, n training

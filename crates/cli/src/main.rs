@@ -43,6 +43,8 @@ Examples:
   reveal zoo --dataset mnist --recipes gd,adam,sgd --seeds 0,1 --out zoo/   # how often is the audit right?
   reveal train --dataset mnist --task all --per-class 10 --weight-decay 1e-3 --out wd.safetensors
   reveal stationarity --model wd.safetensors     # which multipliers fit it at its training set?
+  reveal audit --model m.safetensors --out a/ --precision bf16   # bf16 products: about 0.6× the time (AVX512-BF16)
+  reveal bench --case C --precision bf16         # step times, and the work a step does, counted
 
 Real data: pass --data-dir DIR or set REVEAL_DATA to a folder holding mnist/ and cifar10/.";
 
@@ -163,7 +165,7 @@ struct TrainArgs {
     #[command(flatten)]
     recipe: RecipeArgs,
     /// Float precision: f32 (what runs use), f64 (for checks) or bf16 (f32, the matrix
-    /// products' operands rounded to bf16: about twice as fast, less exact; CPUs with
+    /// products' operands rounded to bf16: steps in about 0.6× the time, less exact; CPUs with
     /// AVX512-BF16).
     #[arg(long, value_enum, default_value = "f32")]
     precision: Precision,

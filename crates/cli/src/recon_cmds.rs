@@ -82,7 +82,7 @@ pub struct ReconstructArgs {
     #[arg(long)]
     pub parallel: Option<usize>,
     /// Float precision: f32 (what runs use), f64 (for checks) or bf16 (f32, the matrix
-    /// products' operands rounded to bf16: about twice as fast, less exact; CPUs with
+    /// products' operands rounded to bf16: steps in about 0.6× the time, less exact; CPUs with
     /// AVX512-BF16).
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: Precision,

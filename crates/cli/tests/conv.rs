@@ -143,10 +143,34 @@ fn bench_times_an_architecture() {
     let line: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(line["case"], "conv:4k3,avgpool:2,fc:8");
     assert_eq!(line["recon_method"], "GradOfGrad");
-    // FLOPs of the forward pass over 200 candidates: 2·200·(36·9·4 + 36·8 + 8·1), five times.
-    let forward = 2.0 * 200.0 * (36.0 * 9.0 * 4.0 + 36.0 * 8.0 + 8.0);
-    let gflop = line["recon_gflop"].as_f64().unwrap();
-    assert!((gflop - 5.0 * forward / 1e9).abs() < 1e-12, "{gflop}");
+    // The layers' forward FLOPs per image: 36·9·4, 36·8 and 8·1. The model's count: a
+    // reconstruction step (200 candidates) does 5 products of the first layer's size and 7 of
+    // the others', a training step (100 images) 2 and 3. The products the kernels counted in
+    // one step are exactly that, but for one of the output layer's seven in a reconstruction
+    // step (its weight times σ′ is elementwise): nothing is recomputed.
+    let per_image = |times: [f64; 3]| {
+        [36.0 * 9.0 * 4.0, 36.0 * 8.0, 8.0]
+            .iter()
+            .zip(times)
+            .map(|(f, t)| 2.0 * f * t)
+            .sum::<f64>()
+    };
+    for (field, want) in [
+        ("recon_gflop", 200.0 * per_image([5.0, 7.0, 7.0])),
+        (
+            "recon_products_gflop_counted",
+            200.0 * per_image([5.0, 7.0, 6.0]),
+        ),
+        ("train_gflop", 100.0 * per_image([2.0, 3.0, 3.0])),
+        (
+            "train_products_gflop_counted",
+            100.0 * per_image([2.0, 3.0, 3.0]),
+        ),
+    ] {
+        let want = want / 1e9;
+        let got = line[field].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-12, "{field}: {got} against {want}");
+    }
 }
 
 #[test]
