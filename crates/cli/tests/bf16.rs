@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Output;
 
 use common::{ok, reveal_in, train_tiny};
@@ -59,16 +58,18 @@ fn reconstruct_and_audit_in_bf16() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     train_tiny(d, 8, "16,16", "m.safetensors");
-    let recon = |precision: &str| {
-        let out = format!("{precision}.safetensors");
+    // `reveal reconstruct` into `out` with products in `precision`.
+    let recon = |precision: &str, out: &str| {
         let args = [
             "reconstruct",
             "--model",
             "m.safetensors",
             "--out",
-            &out,
+            out,
             "--iters",
             "100",
+        ];
+        let more = [
             "--candidates",
             "16",
             "--runs",
@@ -76,58 +77,35 @@ fn reconstruct_and_audit_in_bf16() {
             "--precision",
             precision,
         ];
-        (reveal_in(d).args(args).output().unwrap(), d.join(out))
+        reveal_in(d).args(args).args(more).output().unwrap()
     };
-    let (o, _) = recon("bf16");
+    let o = recon("bf16", "bf16.safetensors");
     if !bf16_here() {
         refused(&o);
-        let o = reveal_in(d)
-            .args([
-                "audit",
-                "--model",
-                "m.safetensors",
-                "--out",
-                "a",
-                "--precision",
-                "bf16",
-            ])
-            .output()
-            .unwrap();
-        return refused(&o);
-    }
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let load = |p: &Path| reveal_recon::files::load_candidates::<f32>(p).unwrap();
-    let bf16 = load(&d.join("bf16.safetensors"));
-    assert_eq!(bf16.metadata["precision"], "bf16");
-    let (o, f32_path) = recon("f32");
-    assert!(o.status.success());
-    // A rerun resumes only in the precision the runs were made in.
-    let o = reveal_in(d)
-        .args([
-            "reconstruct",
+        let audit = [
+            "audit",
             "--model",
             "m.safetensors",
             "--out",
-            "f32.safetensors",
-        ])
-        .args([
-            "--iters",
-            "100",
-            "--candidates",
-            "16",
-            "--runs",
-            "1",
+            "a",
             "--precision",
             "bf16",
-        ])
-        .output()
-        .unwrap();
+        ];
+        return refused(&reveal_in(d).args(audit).output().unwrap());
+    }
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let load = |p: &str| reveal_recon::files::load_candidates::<f32>(&d.join(p)).unwrap();
+    let bf16 = load("bf16.safetensors");
+    assert_eq!(bf16.metadata["precision"], "bf16");
+    assert!(recon("f32", "f32.safetensors").status.success());
+    // A rerun resumes only in the precision the runs were made in.
+    let o = recon("bf16", "f32.safetensors");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         !o.status.success() && err.contains("products were f32"),
         "{err}"
     );
-    let f32 = load(&f32_path);
+    let f32 = load("f32.safetensors");
     assert_eq!(f32.metadata["precision"], "f32");
     let (a, b) = (&f32.x, &bf16.x);
     let diff = (a - b).mapv(f32::abs).fold(0.0f32, |m, &v| m.max(v));
