@@ -132,6 +132,24 @@ fn reconstruct_and_audit_in_bf16() {
     let note = "matrix products in bf16 (operands rounded to bf16, sums in f32)";
     let has_note = |r: &serde_json::Value| r["notes"].as_array().unwrap().iter().any(|n| n == note);
     assert!(has_note(&audit("bf16")));
+    // A model trained with bf16 products says so in its training summary.
+    let args = [
+        "train",
+        "--dataset",
+        "synthetic",
+        "--per-class",
+        "4",
+        "--hidden",
+        "8,8",
+    ];
+    ok(reveal_in(d)
+        .args(args)
+        .args(["--out", "b.safetensors", "--precision", "bf16"]));
+    let meta = reveal_nn::files::load_model::<f32>(&d.join("b.safetensors"))
+        .unwrap()
+        .metadata;
+    let train: serde_json::Value = serde_json::from_str(&meta["train"]).unwrap();
+    assert_eq!(train["precision"], "bf16");
     assert!(!has_note(&audit("f32")));
     let o = reveal_in(d)
         .args([

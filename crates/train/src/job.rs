@@ -116,6 +116,7 @@ pub struct TrainSummary {
     /// What the user should hear about (a corrupt checkpoint replaced by the previous one).
     #[serde(skip)]
     pub warnings: Vec<String>,
+    /// What the products were computed in: `f32`, `f64`, or `bf16` (f32 sums of bf16 operands).
     pub precision: String,
     pub hidden: Vec<usize>,
     pub config: TrainConfig,
@@ -406,7 +407,7 @@ pub fn run<T: Scalar>(
         test_size: data.test.y.len(),
         wall_seconds: elapsed_before + started.elapsed().as_secs_f64(),
         warnings,
-        precision: T::NAME.into(),
+        precision: reveal_tape::kernels::gemm::product_precision::<T>().into(),
         hidden: job.arch.hidden.clone(),
         config: job.config,
         seed: job.seed,
