@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use reveal_audit::{audit, AuditBudget, AuditConfig};
 use reveal_data::Selection;
 use reveal_nn::{Arch, LayerNames};
@@ -70,9 +70,6 @@ pub struct AuditArgs {
 }
 
 pub fn cmd_audit(args: &AuditArgs) -> Result<()> {
-    if args.precision == crate::args::Precision::F64 {
-        bail!("--precision f64: the audit runs in f32 (or bf16)");
-    }
     crate::args::outputs([Some(args.out.join("results.json").as_path())])?;
     let mut spec = args.data.spec()?;
     let train_known = match args.train_selection {

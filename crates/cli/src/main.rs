@@ -259,16 +259,21 @@ fn cmd_pool(out: &Path) -> Result<()> {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    // The precision of the products, and for commands that only run in f32 their name.
     let precision = match &cli.command {
-        Command::Train(args) => Some(args.precision),
-        Command::Reconstruct(args) => Some(args.precision),
-        Command::Kkt(args) => Some(args.precision),
-        Command::Audit(args) => Some(args.precision),
-        Command::Zoo(args) => Some(args.precision),
-        Command::Bench { precision, .. } => Some(*precision),
+        Command::Train(args) => Some((args.precision, None)),
+        Command::Reconstruct(args) => Some((args.precision, None)),
+        Command::Kkt(args) => Some((args.precision, None)),
+        Command::Bench { precision, .. } => Some((*precision, None)),
+        Command::Audit(args) => Some((args.precision, Some("the audit"))),
+        Command::Zoo(args) => Some((args.precision, Some("the zoo"))),
+        Command::Experiment(args) => Some((args.precision, Some("the experiment"))),
         _ => None,
     };
-    if let Some(p) = precision {
+    if let Some((p, f32_only)) = precision {
+        if let (Precision::F64, Some(what)) = (p, f32_only) {
+            bail!("--precision f64: {what} runs in f32 (or bf16)");
+        }
         p.select_products()?;
     }
     match cli.command {

@@ -62,9 +62,6 @@ pub struct ZooArgs {
 }
 
 pub fn cmd_zoo(args: &ZooArgs) -> Result<()> {
-    if args.precision == crate::args::Precision::F64 {
-        anyhow::bail!("--precision f64: the zoo runs in f32 (or bf16)");
-    }
     crate::args::outputs([Some(args.out.join("zoo.json").as_path())])?;
     let source = args.source.source()?;
     let colour = matches!(source, reveal_data::Source::Cifar10);
