@@ -152,6 +152,37 @@ pub fn with_precision<R>(precision: GemmPrecision, f: impl FnOnce() -> R) -> R {
     with_override(&PRECISION_OVERRIDE, precision, f)
 }
 
+/// What [`with_backend`] and [`with_precision`] set on one thread, to carry onto another: work
+/// handed to the thread pool (a step runs on a worker) would otherwise use the process-wide
+/// choices.
+#[derive(Clone, Copy, Debug)]
+pub struct ProductSettings {
+    backend: Option<Backend>,
+    precision: Option<GemmPrecision>,
+}
+
+impl ProductSettings {
+    /// The settings of the calling thread.
+    pub fn of_this_thread() -> Self {
+        ProductSettings {
+            backend: OVERRIDE.with(|o| o.get()),
+            precision: PRECISION_OVERRIDE.with(|o| o.get()),
+        }
+    }
+
+    /// Runs `f` under these settings (on whatever thread calls this).
+    pub fn apply<R>(self, f: impl FnOnce() -> R) -> R {
+        let f = || match self.precision {
+            Some(p) => with_precision(p, f),
+            None => f(),
+        };
+        match self.backend {
+            Some(b) => with_backend(b, f),
+            None => f(),
+        }
+    }
+}
+
 /// How an f32 product reads its operands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum GemmPrecision {
