@@ -6,7 +6,7 @@ mod common;
 
 use std::process::Output;
 
-use common::{ok, reveal_in, train_tiny};
+use common::{ok, reveal_in, train_tiny, train_tiny_with};
 use reveal_tape::kernels::gemm::GemmPrecision;
 
 /// Whether this CPU runs bf16 products (says so on stderr when not: the refusals are tested).
@@ -133,18 +133,7 @@ fn reconstruct_and_audit_in_bf16() {
     let has_note = |r: &serde_json::Value| r["notes"].as_array().unwrap().iter().any(|n| n == note);
     assert!(has_note(&audit("bf16")));
     // A model trained with bf16 products says so in its training summary.
-    let args = [
-        "train",
-        "--dataset",
-        "synthetic",
-        "--per-class",
-        "4",
-        "--hidden",
-        "8,8",
-    ];
-    ok(reveal_in(d)
-        .args(args)
-        .args(["--out", "b.safetensors", "--precision", "bf16"]));
+    train_tiny_with(d, 4, "8,8", "b.safetensors", &["--precision", "bf16"]);
     let meta = reveal_nn::files::load_model::<f32>(&d.join("b.safetensors"))
         .unwrap()
         .metadata;

@@ -24,18 +24,25 @@ pub fn ok(c: &mut Command) -> Output {
 
 /// Trains a small model on the synthetic set into `dir/out` (fast schedule).
 pub fn train_tiny(dir: &Path, per_class: usize, hidden: &str, out: &str) {
+    train_tiny_with(dir, per_class, hidden, out, &[]);
+}
+
+/// [`train_tiny`] with more flags.
+pub fn train_tiny_with(dir: &Path, per_class: usize, hidden: &str, out: &str, extra: &[&str]) {
     let per_class = per_class.to_string();
-    ok(reveal_in(dir).args([
-        "train",
-        "--dataset",
-        "synthetic",
-        "--per-class",
-        &per_class,
-        "--hidden",
-        hidden,
-        "--out",
-        out,
-    ]));
+    ok(reveal_in(dir)
+        .args([
+            "train",
+            "--dataset",
+            "synthetic",
+            "--per-class",
+            &per_class,
+            "--hidden",
+            hidden,
+            "--out",
+            out,
+        ])
+        .args(extra));
 }
 
 /// `reveal reconstruct` of `../m.safetensors` (the model [`train_tiny`] wrote into the root of
