@@ -121,10 +121,11 @@ thread_local! {
         const { std::cell::Cell::new(None) };
 }
 
-/// Runs `f` with a thread-local setting replaced by `value`, restored afterwards (also on panic).
+/// Runs `f` with a thread-local setting replaced by `value` (None: no override), restored
+/// afterwards (also on panic).
 fn with_override<V: Copy + 'static, R>(
     key: &'static std::thread::LocalKey<std::cell::Cell<Option<V>>>,
-    value: V,
+    value: Option<V>,
     f: impl FnOnce() -> R,
 ) -> R {
     struct Restore<V: Copy + 'static>(
@@ -136,20 +137,20 @@ fn with_override<V: Copy + 'static, R>(
             self.0.with(|o| o.set(self.1));
         }
     }
-    let _restore = Restore(key, key.with(|o| o.replace(Some(value))));
+    let _restore = Restore(key, key.with(|o| o.replace(value)));
     f()
 }
 
 /// Runs `f` with every product started on this thread computed by `backend` (to compare
 /// backends in one process; the threads a product splits into follow the caller's choice).
 pub fn with_backend<R>(backend: Backend, f: impl FnOnce() -> R) -> R {
-    with_override(&OVERRIDE, backend, f)
+    with_override(&OVERRIDE, Some(backend), f)
 }
 
 /// Runs `f` with every product started on this thread in `precision` (tests and benchmarks;
 /// runs use [`GemmPrecision::select`]). On a CPU without AVX512-BF16, products stay f32.
 pub fn with_precision<R>(precision: GemmPrecision, f: impl FnOnce() -> R) -> R {
-    with_override(&PRECISION_OVERRIDE, precision, f)
+    with_override(&PRECISION_OVERRIDE, Some(precision), f)
 }
 
 /// What [`with_backend`] and [`with_precision`] set on one thread, to carry onto another: work
@@ -170,16 +171,13 @@ impl ProductSettings {
         }
     }
 
-    /// Runs `f` under these settings (on whatever thread calls this).
+    /// Runs `f` under exactly these settings (on whatever thread calls this): a setting the
+    /// original thread did not have is cleared too, since a pool worker may be running another
+    /// caller's work further up its stack.
     pub fn apply<R>(self, f: impl FnOnce() -> R) -> R {
-        let f = || match self.precision {
-            Some(p) => with_precision(p, f),
-            None => f(),
-        };
-        match self.backend {
-            Some(b) => with_backend(b, f),
-            None => f(),
-        }
+        with_override(&OVERRIDE, self.backend, || {
+            with_override(&PRECISION_OVERRIDE, self.precision, f)
+        })
     }
 }
 
