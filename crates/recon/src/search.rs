@@ -20,6 +20,7 @@ use reveal_io::{
     write_atomic, write_timing,
 };
 use reveal_nn::Theta;
+use reveal_tape::kernels::gemm::product_precision;
 use reveal_tape::Scalar;
 use serde::{Deserialize, Serialize};
 
@@ -151,27 +152,22 @@ fn run_metadata<T: Scalar>(job: &SearchJob, i: usize, cfg: &RunConfig) -> BTreeM
         "config".into(),
         serde_json::to_string(cfg).expect("serialisable"),
     );
-    m.insert(PRODUCTS.into(), products::<T>().into());
+    m.insert(PRODUCTS.into(), product_precision::<T>().into());
     m
 }
 
 /// The metadata key of the precision a run's matrix products were computed in.
 const PRODUCTS: &str = "products";
 
-/// The precision of this process's products of T now: `f32`, `f64` or `bf16`.
-fn products<T: Scalar>() -> &'static str {
-    reveal_tape::kernels::gemm::product_precision::<T>()
-}
-
 /// An error unless the run in `path` (metadata `meta`) was made with the products of this
 /// process (files without the key were made in their element type's own precision).
 fn same_products<T: Scalar>(meta: &BTreeMap<String, String>, path: &Path) -> Result<()> {
     let made = meta.get(PRODUCTS).map_or(T::NAME, String::as_str);
-    if made != products::<T>() {
+    if made != product_precision::<T>() {
         return Err(anyhow!(
             "{}: this run's products were {made}, this command's are {}; use another output folder or the same --precision",
             path.display(),
-            products::<T>()
+            product_precision::<T>()
         ));
     }
     Ok(())

@@ -239,14 +239,10 @@ pub trait Element: Sized + Copy + Send + Sync + 'static {
     #[doc(hidden)]
     fn micro(isa: Isa) -> (usize, usize, MicroFn<Self>);
 
-    /// The bf16 micro-kernel writing this type, 12×32 on bf16 pairs: f32 has one (on x86-64),
-    /// f64, the type of the checks, none (its products are never rounded).
+    /// The bf16 micro-kernel writing this type, on bf16 pairs: (MR, NR, function). f32 has one
+    /// (on x86-64), f64, the type of the checks, none (its products are never rounded).
     #[doc(hidden)]
-    fn micro_bf16() -> Option<MicroFn<u32, Self>>;
-
-    /// The value as f32, for rounding to bf16 (exact for f32).
-    #[doc(hidden)]
-    fn to_f32(self) -> f32;
+    fn micro_bf16() -> Option<(usize, usize, MicroFn<u32, Self>)>;
 
     /// matrixmultiply's `sgemm`/`dgemm` with α = 1, β = 0: C = A·B for (m, k, n), each operand
     /// a pointer with its row and column strides.
@@ -263,16 +259,16 @@ pub trait Element: Sized + Copy + Send + Sync + 'static {
     );
 }
 
-/// The f32 bf16 micro-kernel, where the architecture has one.
-fn bf16_micro_f32() -> Option<MicroFn<u32, f32>> {
+/// The f32 bf16 micro-kernel (12×32), where the architecture has one.
+fn bf16_micro_f32() -> Option<(usize, usize, MicroFn<u32, f32>)> {
     #[cfg(target_arch = "x86_64")]
-    return Some(super::micro::bf16_avx512);
+    return Some((12, 32, super::micro::bf16_avx512));
     #[cfg(not(target_arch = "x86_64"))]
     None
 }
 
 /// No bf16 micro-kernel (f64).
-fn no_bf16_micro<T>() -> Option<MicroFn<u32, T>> {
+fn no_bf16_micro<T>() -> Option<(usize, usize, MicroFn<u32, T>)> {
     None
 }
 
@@ -282,12 +278,8 @@ macro_rules! element {
         $nr2:literal, bf16 = $bf16:path
     ) => {
         impl Element for $t {
-            fn micro_bf16() -> Option<MicroFn<u32, $t>> {
+            fn micro_bf16() -> Option<(usize, usize, MicroFn<u32, $t>)> {
                 $bf16()
-            }
-
-            fn to_f32(self) -> f32 {
-                self as f32
             }
 
             fn micro(isa: Isa) -> (usize, usize, MicroFn<$t>) {
@@ -430,12 +422,8 @@ impl Blocking {
         Blocking::sized(mr, nr, std::mem::size_of::<T>())
     }
 
-    /// The bf16 kernel's: 12×32 tiles of 2-byte operands, so twice the steps of f32 per block.
-    pub fn for_bf16() -> Blocking {
-        Blocking::sized(12, 32, 2)
-    }
-
-    /// For a tile of MR×NR and operands of `size` bytes.
+    /// For a tile of MR×NR and operands of `size` bytes (2 for bf16: twice the steps of f32
+    /// per block).
     fn sized(mr: usize, nr: usize, size: usize) -> Blocking {
         let (l1, l2) = cache_sizes();
         // A longer KC (512 on the Xeon: a panel of four thirds of L1, read from L2) ran the
@@ -457,6 +445,7 @@ type PackFn<T, P> = unsafe fn(*const T, isize, isize, usize, usize, usize, usize
 
 /// How a product packs its operands and multiplies the panels: the element type itself
 /// (`P = T`), or f32 rounded to bf16 pairs (`P = u32`, two steps of k per packed value).
+#[derive(Clone, Copy)]
 struct Kernel<T, P> {
     blk: Blocking,
     /// Steps of k in one packed value: 1, or 2 for bf16 pairs.
@@ -466,13 +455,6 @@ struct Kernel<T, P> {
     /// Whether a row-major A may be read in place, without packing (only when `P = T`).
     in_place: bool,
 }
-
-impl<T, P> Clone for Kernel<T, P> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<T, P> Copy for Kernel<T, P> {}
 
 impl<T: Scalar> Kernel<T, T> {
     /// The instruction set's micro-kernel on the element type.
@@ -493,11 +475,12 @@ impl<T: Scalar> Kernel<T, u32> {
         if !GemmPrecision::Bf16.available() {
             return None;
         }
+        let (mr, nr, micro) = T::micro_bf16()?;
         Some(Kernel {
-            blk: Blocking::for_bf16(),
+            blk: Blocking::sized(mr, nr, 2),
             per: 2,
             pack: pack_panel_bf16::<T>,
-            micro: T::micro_bf16()?,
+            micro,
             in_place: false,
         })
     }
@@ -696,8 +679,10 @@ pub fn from_bf16(h: u16) -> f32 {
 
 /// Two steps of k as one packed pair: the first in the low half.
 #[inline(always)]
-fn bf16_pair<T: Element>(first: T, second: T) -> u32 {
-    to_bf16(first.to_f32()) as u32 | (to_bf16(second.to_f32()) as u32) << 16
+fn bf16_pair<T: Scalar>(first: T, second: T) -> u32 {
+    // as_f64 as f32 is the identity for f32 (the compiler drops the round trip).
+    let half = |v: T| to_bf16(v.as_f64() as f32) as u32;
+    half(first) | half(second) << 16
 }
 
 /// [`pack_panel`] for the bf16 kernel: the same panel rounded to bf16, two steps of k per
@@ -851,17 +836,11 @@ fn scratch<T>(v: &mut Vec<f64>, len: usize) -> &mut [T] {
 }
 
 /// The right-hand operand of a product.
+#[derive(Clone, Copy)]
 enum Rhs<'a, T, P> {
     Raw(Strided<T>),
     Packed(&'a [P]),
 }
-
-impl<T: Copy, P> Clone for Rhs<'_, T, P> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<T: Copy, P> Copy for Rhs<'_, T, P> {}
 
 /// A pointer to C shared by the threads, each writing its own columns.
 #[derive(Clone, Copy)]
@@ -1039,11 +1018,7 @@ pub fn matmul_bf16(
     b: ArrayView2<f32>,
     packed: Option<&PackedB<f32>>,
 ) -> Array2<f32> {
-    assert!(
-        GemmPrecision::Bf16.available(),
-        "matmul_bf16: this CPU has no AVX512-BF16"
-    );
-    let kernel = Kernel::bf16().expect("f32 has a bf16 micro-kernel where the CPU has AVX512-BF16");
+    let kernel = Kernel::bf16().expect("matmul_bf16: this CPU has no AVX512-BF16");
     product_bf16(kernel, a, b, packed)
 }
 
